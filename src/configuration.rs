@@ -1,0 +1,642 @@
+//! Typed settings, layered from built-in defaults, `config/default.toml`, an
+//! optional file named on the command line or by `RECORDHOOK_CONFIG`, and
+//! `RECORDHOOK__SECTION__KEY` environment variables.
+//!
+//! Every struct denies unknown fields, so a typo in a config file is an error
+//! that names the key instead of a silently ignored setting.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::protocol::{Authenticator, TimeWindow};
+
+/// The config file shipped in the repository; read when present in the
+/// working directory, so `cargo run` from a checkout uses it.
+pub const REPO_DEFAULT_CONFIG: &str = "config/default.toml";
+
+/// Prefix of environment variables that override settings.
+const ENV_PREFIX: &str = "RECORDHOOK";
+
+/// Why the configuration could not be used. Each variant says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file could not be read or parsed, or a value has the wrong type or an unknown key.
+    #[error("configuration could not be loaded: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A setting has a value that cannot work.
+    #[error("invalid setting `{key}`: {reason}")]
+    Invalid {
+        /// Dotted path of the setting, e.g. `server.callback_path`.
+        key: String,
+        /// What is wrong with it and what is expected.
+        reason: String,
+    },
+    /// No callback key is configured and unsigned callbacks are not allowed.
+    #[error(
+        "no callback key configured: set auth.keys (e.g. RECORDHOOK__AUTH__KEYS=your-key) or \
+         auth.key_file, or set auth.allow_unsigned = true to accept unauthenticated callbacks"
+    )]
+    NoKeys,
+    /// The key file named by `auth.key_file` could not be read.
+    #[error("auth.key_file `{path}` could not be read: {source}")]
+    KeyFile {
+        /// The path as configured.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// All of recordhook's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The HTTP listener and the callback endpoint.
+    #[serde(default)]
+    pub server: ServerSettings,
+    /// How callbacks are authenticated.
+    #[serde(default)]
+    pub auth: AuthSettings,
+    /// The durable store of accepted callbacks.
+    #[serde(default)]
+    pub spool: SpoolSettings,
+    /// Log output.
+    #[serde(default)]
+    pub log: LogSettings,
+    /// Where accepted records are delivered. Defaults to one `log` sink named `console`.
+    #[serde(default = "default_sinks")]
+    pub sinks: Vec<SinkSettings>,
+}
+
+/// The HTTP listener and the callback endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address and port to bind, e.g. `0.0.0.0:8080`. Port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Path that CSS POSTs callbacks to; must start with `/`.
+    pub callback_path: String,
+    /// Largest callback body accepted, in bytes; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// How long, on SIGTERM or SIGINT, in-flight requests and deliveries may take to finish.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            callback_path: "/callback".to_owned(),
+            max_body_bytes: 65_536,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+/// How callbacks are authenticated.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// Callback keys as set in the CSS console. Several may be given during a
+    /// rotation: a callback is authentic when any one of them matches. From the
+    /// environment: `RECORDHOOK__AUTH__KEYS=key1,key2`.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub keys: Vec<SecretString>,
+    /// Optional file with one key per line (blank lines and `#` comments ignored),
+    /// for Docker or Kubernetes secrets. Empty means none.
+    pub key_file: String,
+    /// Accept callbacks without checking `sign` and `t`. Must be set explicitly;
+    /// a warning is logged at start-up.
+    pub allow_unsigned: bool,
+    /// Seconds of tolerance for clocks that disagree, applied to both ends of the window.
+    pub clock_skew_secs: u64,
+    /// How far ahead of now `t` may lie, in seconds (CSS signs for 10 minutes).
+    pub max_validity_secs: u64,
+    /// Extra seconds a callback is accepted after `t` has passed, for late CSS retries.
+    pub expiry_grace_secs: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            key_file: String::new(),
+            allow_unsigned: false,
+            clock_skew_secs: 60,
+            max_validity_secs: 600,
+            expiry_grace_secs: 0,
+        }
+    }
+}
+
+impl AuthSettings {
+    /// Every configured key: `keys` plus the lines of `key_file`, empty ones dropped.
+    pub fn load_keys(&self) -> Result<Vec<SecretString>, ConfigError> {
+        let mut keys: Vec<SecretString> = self
+            .keys
+            .iter()
+            .filter(|key| !key.expose_secret().trim().is_empty())
+            .map(|key| SecretString::from(key.expose_secret().trim()))
+            .collect();
+        if !self.key_file.is_empty() {
+            let path = PathBuf::from(&self.key_file);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|source| ConfigError::KeyFile { path, source })?;
+            keys.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                    .map(SecretString::from),
+            );
+        }
+        Ok(keys)
+    }
+
+    /// The accepted window around `t`.
+    pub fn time_window(&self) -> TimeWindow {
+        let secs = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        TimeWindow {
+            clock_skew_secs: secs(self.clock_skew_secs),
+            max_validity_secs: secs(self.max_validity_secs),
+            expiry_grace_secs: secs(self.expiry_grace_secs),
+        }
+    }
+
+    /// The authenticator these settings describe, with the key file read now.
+    pub fn authenticator(&self) -> Result<Authenticator, ConfigError> {
+        if self.allow_unsigned {
+            return Ok(Authenticator::unsigned(self.time_window()));
+        }
+        let keys = self.load_keys()?;
+        if keys.is_empty() {
+            return Err(ConfigError::NoKeys);
+        }
+        Ok(Authenticator::with_keys(keys, self.time_window()))
+    }
+}
+
+/// Reads a list of secrets from a list, or from one comma-separated string
+/// (the form environment variables give).
+fn list_or_comma_separated<'de, D>(deserializer: D) -> Result<Vec<SecretString>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrText {
+        List(Vec<String>),
+        Text(String),
+    }
+    let items = match ListOrText::deserialize(deserializer)? {
+        ListOrText::List(items) => items,
+        ListOrText::Text(text) => text.split(',').map(str::to_owned).collect(),
+    };
+    Ok(items.into_iter().map(SecretString::from).collect())
+}
+
+/// The durable store of accepted callbacks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolSettings {
+    /// SQLite database file; its directory is created when missing.
+    pub path: PathBuf,
+    /// For how long, in seconds, a callback with the same event id is
+    /// recognised as a duplicate (answered 200, not stored again).
+    pub dedup_window_secs: u64,
+}
+
+impl Default for SpoolSettings {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("./data/spool.db"),
+            dedup_window_secs: 604_800,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line, for log shippers and `jq`.
+    Json,
+    /// Human-readable, for a terminal.
+    Pretty,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `json` or `pretty`.
+    pub format: LogFormat,
+    /// A `RUST_LOG`-style filter, e.g. `info` or `info,recordhook=debug`.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Json,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// The kinds of sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum SinkType {
+    /// One structured log event per record.
+    Log,
+}
+
+impl SinkType {
+    /// Every type, as written in the configuration.
+    pub const ALL: [(&'static str, SinkType); 1] = [("log", SinkType::Log)];
+}
+
+impl TryFrom<String> for SinkType {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        Self::ALL
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map(|(_, kind)| *kind)
+            .ok_or_else(|| {
+                let valid: Vec<&str> = Self::ALL.iter().map(|(known, _)| *known).collect();
+                format!(
+                    "unknown sink type `{name}`; valid types are: {}",
+                    valid.join(", ")
+                )
+            })
+    }
+}
+
+/// One delivery target. Settings shared by every type come first; the rest
+/// apply to one type only and are rejected on the others.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkSettings {
+    /// Unique name, used in logs, metrics and the dead-letter commands.
+    pub name: String,
+    /// Which kind of sink this is.
+    #[serde(rename = "type")]
+    pub kind: SinkType,
+    /// Event types this sink receives (100 is a recording file).
+    #[serde(default = "default_event_types")]
+    pub event_types: Vec<i64>,
+    /// Attempts before a delivery becomes a dead letter.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Delay before the first retry, in milliseconds; doubles on every further retry.
+    #[serde(default = "default_retry_initial_ms")]
+    pub retry_initial_ms: u64,
+    /// Longest delay between two attempts, in milliseconds.
+    #[serde(default = "default_retry_max_ms")]
+    pub retry_max_ms: u64,
+}
+
+fn default_sinks() -> Vec<SinkSettings> {
+    vec![SinkSettings {
+        name: "console".to_owned(),
+        kind: SinkType::Log,
+        event_types: default_event_types(),
+        max_attempts: default_max_attempts(),
+        retry_initial_ms: default_retry_initial_ms(),
+        retry_max_ms: default_retry_max_ms(),
+    }]
+}
+
+fn default_event_types() -> Vec<i64> {
+    vec![100]
+}
+
+fn default_max_attempts() -> u32 {
+    15
+}
+
+fn default_retry_initial_ms() -> u64 {
+    1_000
+}
+
+fn default_retry_max_ms() -> u64 {
+    600_000
+}
+
+/// Where settings come from, in increasing precedence after the built-in defaults.
+#[derive(Debug, Default)]
+pub struct Sources {
+    /// The repository's `config/default.toml`, read when it exists.
+    pub repo_default: Option<PathBuf>,
+    /// A file the user named; it must exist.
+    pub file: Option<PathBuf>,
+    /// Environment variables to read; `None` reads the process environment.
+    pub environment: Option<BTreeMap<String, String>>,
+}
+
+impl Sources {
+    /// The sources a running service uses: the repo default (if present in the
+    /// working directory), `file`, and the process environment.
+    pub fn standard(file: Option<PathBuf>) -> Self {
+        Self {
+            repo_default: Some(PathBuf::from(REPO_DEFAULT_CONFIG)),
+            file,
+            environment: None,
+        }
+    }
+}
+
+impl Settings {
+    /// Loads and validates the settings from `sources`.
+    pub fn load(sources: Sources) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = &sources.repo_default {
+            builder = builder.add_source(config::File::from(path.as_path()).required(false));
+        }
+        if let Some(path) = &sources.file {
+            builder = builder.add_source(config::File::from(path.as_path()).required(true));
+        }
+        let environment = config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            // Values stay strings (so a numeric key stays a key); serde
+            // converts them where a number or boolean is expected, and
+            // `auth.keys` splits a comma-separated string itself.
+            .try_parsing(false)
+            .source(
+                sources
+                    .environment
+                    .map(|vars| vars.into_iter().collect::<config::Map<_, _>>()),
+            );
+        let settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what the types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: &str| ConfigError::Invalid {
+            key: key.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let path = &self.server.callback_path;
+        if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+            return Err(invalid(
+                "server.callback_path",
+                "must be an absolute path such as /callback",
+            ));
+        }
+        if [HEALTH_PATH, READY_PATH].contains(&path.as_str()) {
+            return Err(invalid(
+                "server.callback_path",
+                "is taken by a built-in endpoint",
+            ));
+        }
+        if self.server.max_body_bytes == 0 {
+            return Err(invalid("server.max_body_bytes", "must be at least 1"));
+        }
+        if self.auth.max_validity_secs == 0 {
+            return Err(invalid("auth.max_validity_secs", "must be at least 1"));
+        }
+        if self.auth.allow_unsigned && !self.auth.keys.is_empty() {
+            return Err(invalid(
+                "auth.allow_unsigned",
+                "cannot be true while auth.keys are set: remove one of them",
+            ));
+        }
+        self.auth.authenticator()?;
+        if self.spool.path.as_os_str().is_empty() {
+            return Err(invalid("spool.path", "must name a file"));
+        }
+        if self.sinks.is_empty() {
+            return Err(invalid("sinks", "at least one sink is needed"));
+        }
+        let mut names = HashSet::new();
+        for (index, sink) in self.sinks.iter().enumerate() {
+            let key = |field: &str| format!("sinks[{index}].{field}");
+            if sink.name.trim().is_empty() {
+                return Err(invalid(&key("name"), "must not be empty"));
+            }
+            if !names.insert(sink.name.as_str()) {
+                return Err(ConfigError::Invalid {
+                    key: key("name"),
+                    reason: format!(
+                        "sink name `{}` is used twice; names must be unique",
+                        sink.name
+                    ),
+                });
+            }
+            if sink.event_types.is_empty() {
+                return Err(invalid(
+                    &key("event_types"),
+                    "must list at least one event type",
+                ));
+            }
+            if sink.max_attempts == 0 {
+                return Err(invalid(&key("max_attempts"), "must be at least 1"));
+            }
+            if sink.retry_initial_ms == 0 || sink.retry_initial_ms > sink.retry_max_ms {
+                return Err(invalid(
+                    &key("retry_initial_ms"),
+                    "must be at least 1 and no larger than retry_max_ms",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Liveness endpoint.
+pub const HEALTH_PATH: &str = "/healthz";
+/// Readiness endpoint.
+pub const READY_PATH: &str = "/readyz";
+
+/// Reads the settings a command should use: `file` when given, else nothing
+/// beyond the repo default and the environment.
+pub fn load_for_file(file: Option<&Path>) -> Result<Settings, ConfigError> {
+    Settings::load(Sources::standard(file.map(Path::to_path_buf)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn env(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
+    fn load_toml(toml: &str, vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        file.write_all(toml.as_bytes()).unwrap();
+        Settings::load(Sources {
+            repo_default: None,
+            file: Some(file.path().to_path_buf()),
+            environment: env(vars),
+        })
+    }
+
+    #[test]
+    fn defaults_need_a_key() {
+        let err = load_toml("", &[]).unwrap_err();
+        assert!(matches!(err, ConfigError::NoKeys), "{err}");
+    }
+
+    #[test]
+    fn the_shipped_default_config_loads_with_a_key_from_the_environment() {
+        let settings = Settings::load(Sources {
+            repo_default: Some(PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/config/default.toml"
+            ))),
+            file: None,
+            environment: env(&[("RECORDHOOK__AUTH__KEYS", "k1")]),
+        })
+        .unwrap();
+        assert_eq!(settings.server.callback_path, "/callback");
+        assert_eq!(settings.sinks.len(), 1);
+        assert_eq!(settings.sinks[0].name, "console");
+    }
+
+    #[test]
+    fn environment_variables_override_files_and_split_key_lists() {
+        let settings = load_toml(
+            "[server]\nlisten = \"127.0.0.1:1\"\n",
+            &[
+                ("RECORDHOOK__SERVER__LISTEN", "127.0.0.1:9000"),
+                ("RECORDHOOK__AUTH__KEYS", "key1,key2"),
+                ("RECORDHOOK__AUTH__CLOCK_SKEW_SECS", "5"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(settings.server.listen.port(), 9000);
+        let keys: Vec<String> = settings
+            .auth
+            .load_keys()
+            .unwrap()
+            .iter()
+            .map(|k| k.expose_secret().to_owned())
+            .collect();
+        assert_eq!(keys, ["key1", "key2"]);
+        assert_eq!(settings.auth.clock_skew_secs, 5);
+    }
+
+    #[test]
+    fn a_numeric_key_from_the_environment_stays_a_string() {
+        let settings = load_toml("", &[("RECORDHOOK__AUTH__KEYS", "12345")]).unwrap();
+        assert_eq!(
+            settings.auth.load_keys().unwrap()[0].expose_secret(),
+            "12345"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_that_names_it() {
+        let err = load_toml("[auth]\nkeys = [\"k\"]\nclock_skew = 5\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("clock_skew"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_sink_type_lists_the_valid_ones() {
+        let toml = "[auth]\nkeys=[\"k\"]\n[[sinks]]\nname=\"x\"\ntype=\"kafka\"\n";
+        let err = load_toml(toml, &[]).unwrap_err().to_string();
+        assert!(err.contains("kafka") && err.contains("log"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_the_setting_named() {
+        const KEY: &str = "\n[auth]\nkeys = [\"k\"]\n";
+        let with_key = |toml: &str| format!("{toml}{KEY}");
+        let sink = "[[sinks]]\nname = \"a\"\ntype = \"log\"\n";
+        let cases = [
+            (
+                with_key("[server]\ncallback_path = \"callback\""),
+                "server.callback_path",
+            ),
+            (
+                with_key("[server]\ncallback_path = \"/healthz\""),
+                "server.callback_path",
+            ),
+            (
+                with_key("[server]\nmax_body_bytes = 0"),
+                "server.max_body_bytes",
+            ),
+            (with_key("[server]\nlisten = \"not an address\""), "listen"),
+            (
+                "[auth]\nkeys = [\"k\"]\nmax_validity_secs = 0".to_owned(),
+                "auth.max_validity_secs",
+            ),
+            (
+                "[auth]\nkeys = [\"k\"]\nallow_unsigned = true".to_owned(),
+                "auth.allow_unsigned",
+            ),
+            (with_key(&format!("{sink}{sink}")), "sinks[1].name"),
+            (
+                with_key(&format!("{sink}event_types = []")),
+                "sinks[0].event_types",
+            ),
+            (
+                with_key(&format!("{sink}max_attempts = 0")),
+                "sinks[0].max_attempts",
+            ),
+            (
+                with_key(&format!("{sink}retry_initial_ms = 0")),
+                "sinks[0].retry_initial_ms",
+            ),
+            (with_key("sinks = []"), "sinks"),
+        ];
+        for (toml, expected) in cases {
+            let err = load_toml(&toml, &[]).unwrap_err().to_string();
+            assert!(
+                err.contains(expected),
+                "config {toml:?}: expected `{expected}` in {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn allow_unsigned_starts_without_keys() {
+        let settings = load_toml("[auth]\nallow_unsigned = true\n", &[]).unwrap();
+        assert!(settings.auth.allow_unsigned);
+    }
+
+    #[test]
+    fn the_key_file_adds_one_key_per_line_skipping_comments() {
+        let mut keys = tempfile::NamedTempFile::new().unwrap();
+        keys.write_all(b"# rotated 2026-11\nfirst\n\n  second  \n")
+            .unwrap();
+        let toml = format!("[auth]\nkey_file = {:?}\n", keys.path());
+        let settings = load_toml(&toml, &[]).unwrap();
+        let loaded: Vec<String> = settings
+            .auth
+            .load_keys()
+            .unwrap()
+            .iter()
+            .map(|k| k.expose_secret().to_owned())
+            .collect();
+        assert_eq!(loaded, ["first", "second"]);
+    }
+
+    #[test]
+    fn a_missing_key_file_is_an_error_naming_it() {
+        let err = load_toml("[auth]\nkey_file = \"/nonexistent/keys\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/keys"), "{err}");
+    }
+
+    #[test]
+    fn secrets_do_not_appear_in_debug_output() {
+        let settings = load_toml("[auth]\nkeys = [\"super-secret-key\"]\n", &[]).unwrap();
+        assert!(!format!("{settings:?}").contains("super-secret-key"));
+    }
+}

@@ -1,0 +1,203 @@
+//! Delivery workers: one per sink, each walking that sink's pending
+//! deliveries in the spool, attempting them, and writing back the outcome
+//! (delivered, retry later with backoff, or dead letter). Delivery is
+//! at-least-once: an attempt whose outcome was not written back (a crash) is
+//! made again after a restart.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::record::Record;
+use crate::sinks::{ConfiguredSink, DeliveryError};
+use crate::spool::{PendingDelivery, Settlement, Spool, unix_ms};
+
+/// Records attempted together; the file sink writes them with one fsync.
+const BATCH: usize = 256;
+
+/// Longest sleep between looks at the spool, so dead letters queued again by
+/// another process (`recordhook dead-letters retry`) are picked up promptly.
+const POLL: Duration = Duration::from_secs(1);
+
+/// Delay before the attempt after `attempts_made` failed ones: exponential from
+/// `initial`, with "equal jitter" (half fixed, half random by `jitter` in
+/// 0..1) so retries from many records do not arrive in lockstep; at least
+/// what the target asked for with `Retry-After`; never more than `max`.
+pub fn retry_delay(
+    attempts_made: u32,
+    initial: Duration,
+    max: Duration,
+    retry_after: Option<Duration>,
+    jitter: f64,
+) -> Duration {
+    let exponent = attempts_made.saturating_sub(1).min(32);
+    let base = initial.saturating_mul(1u32 << exponent.min(31)).min(max);
+    let jittered = base / 2 + base.mul_f64(jitter.clamp(0.0, 1.0) / 2.0);
+    jittered.max(retry_after.unwrap_or_default()).min(max)
+}
+
+/// What to write back for one attempt's `result`.
+fn settlement(
+    sink: &ConfiguredSink,
+    delivery: &PendingDelivery,
+    result: Result<(), DeliveryError>,
+    now: SystemTime,
+) -> Settlement {
+    let attempts = delivery.attempts.saturating_add(1);
+    match result {
+        Ok(()) => Settlement::Delivered,
+        Err(DeliveryError::Permanent { reason }) => Settlement::Dead { error: reason },
+        Err(DeliveryError::Retriable { reason, .. }) if attempts >= sink.max_attempts => {
+            Settlement::Dead {
+                error: format!("gave up after {attempts} attempts: {reason}"),
+            }
+        }
+        Err(DeliveryError::Retriable {
+            reason,
+            retry_after,
+        }) => {
+            let delay = retry_delay(
+                attempts,
+                sink.retry_initial,
+                sink.retry_max,
+                retry_after,
+                fastrand::f64(),
+            );
+            Settlement::Retry {
+                at_ms: unix_ms(now + delay),
+                error: reason,
+            }
+        }
+    }
+}
+
+fn log_outcome(sink: &str, record: &Record, attempts: u32, settlement: &Settlement) {
+    let event_id = record.id.as_str();
+    let stream_id = record.stream_id();
+    match settlement {
+        Settlement::Delivered => {
+            tracing::debug!(
+                sink,
+                event_id,
+                stream_id,
+                attempts,
+                outcome = "delivered",
+                "delivered"
+            )
+        }
+        Settlement::Retry { at_ms, error } => tracing::warn!(
+            sink, event_id, stream_id, attempts, outcome = "retry", error = %error,
+            retry_at = %crate::spool::format_ms(*at_ms), "delivery failed; will retry"
+        ),
+        Settlement::Dead { error } => tracing::error!(
+            sink, event_id, stream_id, attempts, outcome = "dead", error = %error,
+            "delivery failed for good; kept as a dead letter"
+        ),
+    }
+}
+
+/// Delivers `sink`'s pending records until `shutdown` is cancelled. `wake` is
+/// notified when new records are accepted, so delivery starts without waiting
+/// for the next poll.
+pub async fn run(
+    spool: Spool,
+    sink: Arc<ConfiguredSink>,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let name = sink.name.as_str();
+    while !shutdown.is_cancelled() {
+        let now = SystemTime::now();
+        let due = match spool.due(name, unix_ms(now), BATCH).await {
+            Ok(due) => due,
+            Err(err) => {
+                tracing::error!(sink = name, error = %err, "could not read pending deliveries");
+                Vec::new()
+            }
+        };
+        if due.is_empty() {
+            let next_due = spool.next_due_ms(name).await.ok().flatten();
+            let wait = next_due.map_or(POLL, |at| {
+                Duration::from_millis(u64::try_from(at - unix_ms(now)).unwrap_or(0)).min(POLL)
+            });
+            tokio::select! {
+                () = wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+                () = shutdown.cancelled() => break,
+            }
+            continue;
+        }
+        let records: Vec<Record> = due.iter().map(|d| d.record.clone()).collect();
+        let results = sink.sink.deliver_batch(&records).await;
+        let finished = SystemTime::now();
+        let outcomes: Vec<(i64, Settlement)> = due
+            .iter()
+            .zip(results)
+            .map(|(delivery, result)| {
+                let outcome = settlement(&sink, delivery, result, finished);
+                log_outcome(name, &delivery.record, delivery.attempts + 1, &outcome);
+                (delivery.seq, outcome)
+            })
+            .collect();
+        if let Err(err) = spool.settle(name, outcomes, finished).await {
+            // The attempts will be made again: at-least-once, never lost.
+            tracing::error!(sink = name, error = %err, "could not record delivery outcomes");
+            tokio::select! {
+                () = tokio::time::sleep(POLL) => {}
+                () = shutdown.cancelled() => break,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+    const TEN_MINUTES: Duration = Duration::from_secs(600);
+
+    #[test]
+    fn retry_delay_doubles_from_the_initial_delay_up_to_the_maximum() {
+        let no_jitter: Vec<u64> = (1..=12)
+            .map(|n| retry_delay(n, SECOND, TEN_MINUTES, None, 1.0).as_secs())
+            .collect();
+        assert_eq!(no_jitter, [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 600, 600]);
+    }
+
+    #[test]
+    fn jitter_takes_at_most_half_of_the_delay_away() {
+        assert_eq!(
+            retry_delay(3, SECOND, TEN_MINUTES, None, 0.0),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            retry_delay(3, SECOND, TEN_MINUTES, None, 0.5),
+            Duration::from_secs(3)
+        );
+    }
+
+    #[test]
+    fn retry_after_is_honoured_but_capped_at_the_maximum() {
+        let asked = Some(Duration::from_secs(30));
+        assert_eq!(
+            retry_delay(1, SECOND, TEN_MINUTES, asked, 1.0),
+            Duration::from_secs(30)
+        );
+        let too_long = Some(Duration::from_secs(3_600));
+        assert_eq!(
+            retry_delay(1, SECOND, TEN_MINUTES, too_long, 1.0),
+            TEN_MINUTES
+        );
+    }
+
+    #[test]
+    fn huge_attempt_counts_do_not_overflow() {
+        assert_eq!(
+            retry_delay(u32::MAX, SECOND, TEN_MINUTES, None, 1.0),
+            TEN_MINUTES
+        );
+    }
+}

@@ -1,0 +1,127 @@
+//! `POST {callback_path}`: read the body, authenticate, store, answer.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::json;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::protocol::UnverifiedCallback;
+use crate::record::Record;
+use crate::spool::Acceptance;
+
+/// A rejected request and what is known about it for the log.
+struct Rejection {
+    error: ApiError,
+    stream_id: Option<String>,
+}
+
+impl From<ApiError> for Rejection {
+    fn from(error: ApiError) -> Self {
+        Self {
+            error,
+            stream_id: None,
+        }
+    }
+}
+
+/// Handles one callback; logs its outcome in exactly this one place.
+pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let received_at = SystemTime::now();
+    match accept(&state, &headers, body, received_at).await {
+        Ok((record, Acceptance::Stored { seq })) => {
+            state.wake_sinks(record.event_type);
+            tracing::info!(
+                outcome = "accepted",
+                event_id = %record.id,
+                event_type = record.event_type,
+                stream_id = record.stream_id(),
+                file_id = record.file_id(),
+                seq,
+                "callback accepted"
+            );
+            for warning in &record.warnings {
+                tracing::warn!(event_id = %record.id, stream_id = record.stream_id(), warning = %warning, "callback content");
+            }
+            ok()
+        }
+        Ok((record, Acceptance::Duplicate)) => {
+            tracing::info!(
+                outcome = "duplicate",
+                event_id = %record.id,
+                event_type = record.event_type,
+                stream_id = record.stream_id(),
+                "duplicate callback: already accepted, not stored again"
+            );
+            ok()
+        }
+        Err(Rejection { error, stream_id }) => {
+            let status = error.status().as_u16();
+            if error.status().is_server_error() {
+                tracing::error!(outcome = "rejected", status, code = error.code(), reason = error.reason(), stream_id, detail = %error, "callback not stored");
+            } else {
+                tracing::warn!(outcome = "rejected", status, code = error.code(), reason = error.reason(), stream_id, detail = %error, "callback rejected");
+            }
+            error.into_response()
+        }
+    }
+}
+
+fn ok() -> Response {
+    Json(json!({"code": 0})).into_response()
+}
+
+async fn accept(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    received_at: SystemTime,
+) -> Result<(Record, Acceptance), Rejection> {
+    let bytes = read_body(headers, body, state.max_body_bytes).await?;
+    let unverified = UnverifiedCallback::parse(&bytes).map_err(ApiError::from)?;
+    let stream_id = unverified.stream_id_hint();
+    let reject = |error: ApiError| Rejection {
+        error,
+        stream_id: stream_id.clone(),
+    };
+    let now = received_at
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let verified = state
+        .authenticator()
+        .verify(unverified, now)
+        .map_err(|err| reject(err.into()))?;
+    let record = Record::from_verified(verified, received_at).map_err(|err| reject(err.into()))?;
+    let sinks = state.subscribers(record.event_type);
+    let acceptance = state
+        .spool
+        .accept(&record, sinks, received_at)
+        .await
+        .map_err(|err| reject(err.into()))?;
+    Ok((record, acceptance))
+}
+
+/// Reads the whole body, whatever its Content-Type, refusing more than `limit` bytes
+/// (up front when Content-Length already says so).
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(ApiError::BodyTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::BodyTooLarge { limit })
+        }
+        Err(err) => Err(ApiError::BodyUnreadable(err.to_string())),
+    }
+}

@@ -1,0 +1,21 @@
+//! recordhook: receives Tencent Cloud CSS recording callbacks, verifies
+//! `sign` and `t`, stores every authentic callback durably before answering
+//! 200, and delivers it to sinks with retries and dead letters.
+//!
+//! Module map: [`configuration`] (settings), [`protocol`] (the CSS callback:
+//! parsing, signature, time window, event id, recording fields), [`record`]
+//! (what sinks receive), [`spool`] (the SQLite store), [`sinks`] (delivery
+//! targets), [`delivery`] (per-sink workers and retries), [`http`] (the
+//! endpoints), [`startup`] (building and running the service),
+//! [`telemetry`] (logs), [`cli`] (the command line).
+
+pub mod cli;
+pub mod configuration;
+pub mod delivery;
+pub mod http;
+pub mod protocol;
+pub mod record;
+pub mod sinks;
+pub mod spool;
+pub mod startup;
+pub mod telemetry;

@@ -1,0 +1,290 @@
+//! A callback body on its way from bytes to a verified callback.
+
+use secrecy::SecretString;
+use serde_json::{Map, Value};
+
+use super::signature::{AuthError, TimeWindow, parse_decimal_i64, parse_t, verify};
+
+/// Why a body is not a usable callback (before or after authentication).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    /// The body is not valid JSON (or not UTF-8).
+    #[error("body is not valid JSON: {0}")]
+    InvalidJson(String),
+    /// The body is JSON, but not an object.
+    #[error("body is not a JSON object")]
+    NotAnObject,
+    /// The object has no `event_type`.
+    #[error("event_type is missing")]
+    EventTypeMissing,
+    /// `event_type` is not an integer.
+    #[error("event_type is not an integer")]
+    EventTypeNotInteger,
+}
+
+impl PayloadError {
+    /// A stable, machine-readable name for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidJson(_) => "invalid_json",
+            Self::NotAnObject => "not_an_object",
+            Self::EventTypeMissing => "event_type_missing",
+            Self::EventTypeNotInteger => "event_type_not_integer",
+        }
+    }
+}
+
+/// A JSON object that claims to be a CSS callback; nothing about it is trusted yet.
+#[derive(Debug, Clone)]
+pub struct UnverifiedCallback {
+    fields: Map<String, Value>,
+}
+
+impl UnverifiedCallback {
+    /// Parses a body. Only JSON objects pass.
+    pub fn parse(body: &[u8]) -> Result<Self, PayloadError> {
+        let value: Value = serde_json::from_slice(body).map_err(|err| {
+            // serde_json's message names line and column, never the content.
+            PayloadError::InvalidJson(err.to_string())
+        })?;
+        match value {
+            Value::Object(fields) => Ok(Self { fields }),
+            _ => Err(PayloadError::NotAnObject),
+        }
+    }
+
+    /// The claimed `stream_id`, for log context only (shortened so a hostile
+    /// body cannot flood the log through it).
+    pub fn stream_id_hint(&self) -> Option<String> {
+        let stream_id = self.fields.get("stream_id")?.as_str()?;
+        Some(stream_id.chars().take(128).collect())
+    }
+}
+
+/// Decides which callbacks are authentic.
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    /// `None` when unsigned callbacks are allowed.
+    keys: Option<Vec<SecretString>>,
+    window: TimeWindow,
+}
+
+impl Authenticator {
+    /// Checks `sign` and `t` against `keys`.
+    pub fn with_keys(keys: Vec<SecretString>, window: TimeWindow) -> Self {
+        Self {
+            keys: Some(keys),
+            window,
+        }
+    }
+
+    /// Accepts every callback without checking it (`auth.allow_unsigned`).
+    pub fn unsigned(window: TimeWindow) -> Self {
+        Self { keys: None, window }
+    }
+
+    /// Whether callbacks are checked at all.
+    pub fn is_signed(&self) -> bool {
+        self.keys.is_some()
+    }
+
+    /// How many keys are configured.
+    pub fn key_count(&self) -> usize {
+        self.keys.as_ref().map_or(0, Vec::len)
+    }
+
+    /// The only way to a [`VerifiedCallback`]: checks `t`, then `sign`, then the
+    /// time window, with `now` in Unix seconds.
+    pub fn verify(
+        &self,
+        callback: UnverifiedCallback,
+        now: i64,
+    ) -> Result<VerifiedCallback, AuthError> {
+        let UnverifiedCallback { mut fields } = callback;
+        if let Some(keys) = &self.keys {
+            let t = parse_t(fields.get("t"))?;
+            let sign = fields
+                .get("sign")
+                .and_then(Value::as_str)
+                .ok_or(AuthError::SignMissing)?;
+            verify(sign, t, keys, now, &self.window)?;
+        }
+        // The signature has done its job; it must not travel further (logs, sinks).
+        // shift_remove keeps the order of the remaining fields (remove would swap).
+        fields.shift_remove("sign");
+        Ok(VerifiedCallback { fields })
+    }
+}
+
+/// A callback whose `sign` and `t` have been checked (or whose checking was
+/// explicitly switched off). `sign` has been removed.
+#[derive(Debug, Clone)]
+pub struct VerifiedCallback {
+    fields: Map<String, Value>,
+}
+
+impl VerifiedCallback {
+    /// Every received field except `sign`, in the order received, values unchanged.
+    pub fn fields(&self) -> &Map<String, Value> {
+        &self.fields
+    }
+
+    /// Gives up the fields.
+    pub fn into_fields(self) -> Map<String, Value> {
+        self.fields
+    }
+
+    /// `event_type`, as a JSON integer or a decimal string.
+    pub fn event_type(&self) -> Result<i64, PayloadError> {
+        match self.fields.get("event_type") {
+            None | Some(Value::Null) => Err(PayloadError::EventTypeMissing),
+            Some(Value::Number(number)) => number.as_i64().ok_or(PayloadError::EventTypeNotInteger),
+            Some(Value::String(text)) => {
+                parse_decimal_i64(text).ok_or(PayloadError::EventTypeNotInteger)
+            }
+            Some(_) => Err(PayloadError::EventTypeNotInteger),
+        }
+    }
+
+    /// The `stream_id`, when it is a string, for log context.
+    pub fn stream_id(&self) -> Option<&str> {
+        self.fields.get("stream_id").and_then(Value::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::signature::expected_sign;
+    use super::*;
+    use serde_json::json;
+
+    const NOW: i64 = 1_700_000_000;
+    const WINDOW: TimeWindow = TimeWindow {
+        clock_skew_secs: 60,
+        max_validity_secs: 600,
+        expiry_grace_secs: 0,
+    };
+
+    fn parse(value: Value) -> UnverifiedCallback {
+        UnverifiedCallback::parse(value.to_string().as_bytes()).unwrap()
+    }
+
+    fn authenticator() -> Authenticator {
+        Authenticator::with_keys(vec![SecretString::from("key")], WINDOW)
+    }
+
+    #[test]
+    fn only_json_objects_parse() {
+        assert!(matches!(
+            UnverifiedCallback::parse(b"{\"app\":yourapp}"),
+            Err(PayloadError::InvalidJson(_))
+        ));
+        assert!(matches!(
+            UnverifiedCallback::parse(b"\xff\xfe"),
+            Err(PayloadError::InvalidJson(_))
+        ));
+        assert!(matches!(
+            UnverifiedCallback::parse(b""),
+            Err(PayloadError::InvalidJson(_))
+        ));
+        for body in ["[]", "1", "\"x\"", "null"] {
+            assert_eq!(
+                UnverifiedCallback::parse(body.as_bytes()).unwrap_err(),
+                PayloadError::NotAnObject,
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn verification_checks_t_then_sign_then_window() {
+        let auth = authenticator();
+        let t = NOW + 600;
+        let good = expected_sign("key", t);
+        let cases = [
+            (json!({"sign": good}), AuthError::TMissing),
+            (json!({"t": "soon", "sign": good}), AuthError::TNotInteger),
+            (json!({"t": t}), AuthError::SignMissing),
+            (json!({"t": t, "sign": 5}), AuthError::SignMissing),
+            (
+                json!({"t": t, "sign": "0".repeat(32)}),
+                AuthError::SignMismatch,
+            ),
+            (
+                json!({"t": NOW - 61, "sign": expected_sign("key", NOW - 61)}),
+                AuthError::Expired,
+            ),
+            (
+                json!({"t": NOW + 661, "sign": expected_sign("key", NOW + 661)}),
+                AuthError::TooFarInFuture,
+            ),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(
+                auth.verify(parse(body.clone()), NOW).unwrap_err(),
+                expected,
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn t_as_a_string_verifies_against_its_decimal_text() {
+        let t = NOW + 5;
+        let body = json!({"t": t.to_string(), "sign": expected_sign("key", t), "event_type": 100});
+        assert!(authenticator().verify(parse(body), NOW).is_ok());
+    }
+
+    #[test]
+    fn verified_callbacks_keep_every_field_but_sign_in_order() {
+        let t = NOW + 5;
+        let body = format!(
+            r#"{{"z":1,"event_type":100,"sign":"{}","t":{t},"a":{{"n":12345678901234567890123}}}}"#,
+            expected_sign("key", t)
+        );
+        let verified = authenticator()
+            .verify(UnverifiedCallback::parse(body.as_bytes()).unwrap(), NOW)
+            .unwrap();
+        let keys: Vec<&str> = verified.fields().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["z", "event_type", "t", "a"]);
+        assert_eq!(
+            serde_json::to_string(&verified.fields()["a"]).unwrap(),
+            r#"{"n":12345678901234567890123}"#
+        );
+    }
+
+    #[test]
+    fn unsigned_mode_accepts_without_sign_and_still_drops_it() {
+        let auth = Authenticator::unsigned(WINDOW);
+        let verified = auth
+            .verify(parse(json!({"event_type": 1, "sign": "x"})), NOW)
+            .unwrap();
+        assert!(!verified.fields().contains_key("sign"));
+    }
+
+    #[test]
+    fn event_type_must_be_an_integer() {
+        let auth = Authenticator::unsigned(WINDOW);
+        let cases = [
+            (json!({}), Err(PayloadError::EventTypeMissing)),
+            (
+                json!({"event_type": null}),
+                Err(PayloadError::EventTypeMissing),
+            ),
+            (
+                json!({"event_type": "abc"}),
+                Err(PayloadError::EventTypeNotInteger),
+            ),
+            (
+                json!({"event_type": 1.5}),
+                Err(PayloadError::EventTypeNotInteger),
+            ),
+            (json!({"event_type": 100}), Ok(100)),
+            (json!({"event_type": "200"}), Ok(200)),
+        ];
+        for (body, expected) in cases {
+            let verified = auth.verify(parse(body.clone()), NOW).unwrap();
+            assert_eq!(verified.event_type(), expected, "{body}");
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! The event id: a name for a callback derived from its content, so that the
+//! same callback sent again (a CSS retry, possibly re-signed with a new `t`)
+//! gets the same id and can be recognised as a duplicate.
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// Fields that change between deliveries of the same callback.
+const VOLATILE_FIELDS: [&str; 2] = ["sign", "t"];
+
+/// Hex SHA-256 (first 128 bits) of the callback's canonical JSON without
+/// `sign` and `t`. Canonical means object keys sorted at every depth, so the
+/// id does not depend on the order fields arrive in; numbers keep their
+/// received text.
+pub fn event_id(fields: &Map<String, Value>) -> String {
+    let mut canonical = Vec::with_capacity(512);
+    write_object(
+        &mut canonical,
+        fields
+            .iter()
+            .filter(|(key, _)| !VOLATILE_FIELDS.contains(&key.as_str())),
+    );
+    let digest = Sha256::digest(&canonical);
+    hex::encode(&digest[..16])
+}
+
+fn write_object<'a>(out: &mut Vec<u8>, entries: impl Iterator<Item = (&'a String, &'a Value)>) {
+    let mut entries: Vec<_> = entries.collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    out.push(b'{');
+    for (index, (key, value)) in entries.into_iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        write_string(out, key);
+        out.push(b':');
+        write_canonical(out, value);
+    }
+    out.push(b'}');
+}
+
+fn write_string(out: &mut Vec<u8>, text: &str) {
+    // JSON string escaping, so keys and values cannot be confused.
+    out.extend_from_slice(Value::String(text.to_owned()).to_string().as_bytes());
+}
+
+fn write_canonical(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Object(map) => write_object(out, map.iter()),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_canonical(out, item);
+            }
+            out.push(b']');
+        }
+        // Scalars have exactly one serialisation (numbers keep their received text).
+        scalar => out.extend_from_slice(scalar.to_string().as_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn id(value: Value) -> String {
+        match value {
+            Value::Object(map) => event_id(&map),
+            _ => unreachable!("tests pass objects"),
+        }
+    }
+
+    #[test]
+    fn sign_and_t_do_not_change_the_id() {
+        let a = id(json!({"event_type": 100, "file_id": "f1", "t": 1, "sign": "aa"}));
+        let b = id(json!({"event_type": 100, "file_id": "f1", "t": 2, "sign": "bb"}));
+        let c = id(json!({"event_type": 100, "file_id": "f1"}));
+        assert_eq!(a, b);
+        assert_eq!(a, c);
+        assert_eq!(a.len(), 32);
+    }
+
+    #[test]
+    fn field_order_does_not_change_the_id_at_any_depth() {
+        let a = id(json!({"a": 1, "b": {"x": 1, "y": [1, {"p": 1, "q": 2}]}}));
+        let b = id(json!({"b": {"y": [1, {"q": 2, "p": 1}], "x": 1}, "a": 1}));
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn any_other_change_changes_the_id() {
+        let base = id(json!({"event_type": 100, "file_id": "f1", "file_size": 10}));
+        for other in [
+            json!({"event_type": 100, "file_id": "f2", "file_size": 10}),
+            json!({"event_type": 100, "file_id": "f1", "file_size": "10"}),
+            json!({"event_type": 100, "file_id": "f1", "file_size": 11}),
+            json!({"event_type": 100, "file_id": "f1", "file_size": 10, "x": null}),
+            json!({"event_type": 100, "file_id": "f1"}),
+            json!({"event_type": 1, "file_id": "f1", "file_size": 10}),
+        ] {
+            assert_ne!(id(other.clone()), base, "{other}");
+        }
+    }
+
+    #[test]
+    fn keys_cannot_be_confused_with_values() {
+        // Quoting keeps {"a":"b,c:d"} apart from {"a":"b","c":"d"}.
+        assert_ne!(
+            id(json!({"a": "b\",\"c\":\"d"})),
+            id(json!({"a": "b", "c": "d"}))
+        );
+    }
+}

@@ -1,0 +1,18 @@
+//! The Tencent Cloud CSS callback protocol: parsing a body, checking `sign`
+//! and `t`, naming each callback by an event id, and reading the fields of a
+//! recording callback.
+//!
+//! The flow is a typestate: bytes → [`UnverifiedCallback`] →
+//! [`VerifiedCallback`] (only through [`Authenticator::verify`]) →
+//! [`crate::record::Record`]. Nothing downstream can be handed a callback
+//! that skipped authentication.
+
+mod callback;
+mod event_id;
+mod recording;
+mod signature;
+
+pub use callback::{Authenticator, PayloadError, UnverifiedCallback, VerifiedCallback};
+pub use event_id::event_id;
+pub use recording::{RECORDING_EVENT_TYPE, Recording};
+pub use signature::{AuthError, TimeWindow, expected_sign, parse_t, verify};

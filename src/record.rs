@@ -1,0 +1,124 @@
+//! The record: what the spool stores and every sink receives for one callback.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::protocol::{PayloadError, RECORDING_EVENT_TYPE, Recording, VerifiedCallback, event_id};
+
+/// One accepted callback as sinks see it, serialised as
+/// `{"id", "received_at", "event_type", "event", "recording"?, "warnings"?}`.
+/// `event` is exactly what CSS sent minus `sign`; typed conveniences sit beside it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Event id: derived from the content without `sign` and `t`; stable across retries.
+    pub id: String,
+    /// When recordhook accepted it, RFC 3339 UTC.
+    pub received_at: String,
+    /// The callback's `event_type`.
+    pub event_type: i64,
+    /// Every received field except `sign`, in the order received, values unchanged.
+    pub event: Map<String, Value>,
+    /// Typed view of a recording callback (`event_type = 100`) only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<Recording>,
+    /// Problems found in the content; the callback was accepted regardless.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+impl Record {
+    /// Builds the record of a verified callback received at `received_at`.
+    /// Fails only when `event_type` is missing or not an integer.
+    pub fn from_verified(
+        callback: VerifiedCallback,
+        received_at: SystemTime,
+    ) -> Result<Self, PayloadError> {
+        let event_type = callback.event_type()?;
+        let id = event_id(callback.fields());
+        let event = callback.into_fields();
+        let mut warnings = Vec::new();
+        let recording =
+            (event_type == RECORDING_EVENT_TYPE).then(|| Recording::read(&event, &mut warnings));
+        Ok(Self {
+            id,
+            received_at: humantime::format_rfc3339_millis(received_at).to_string(),
+            event_type,
+            event,
+            recording,
+            warnings,
+        })
+    }
+
+    /// The stream this record is about, when known.
+    pub fn stream_id(&self) -> Option<&str> {
+        self.event.get("stream_id").and_then(Value::as_str)
+    }
+
+    /// The VOD file id, when known.
+    pub fn file_id(&self) -> Option<&str> {
+        self.recording.as_ref().and_then(|r| r.file_id.as_deref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Authenticator, TimeWindow, UnverifiedCallback};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn verified(body: &str) -> VerifiedCallback {
+        let window = TimeWindow {
+            clock_skew_secs: 0,
+            max_validity_secs: 1,
+            expiry_grace_secs: 0,
+        };
+        Authenticator::unsigned(window)
+            .verify(UnverifiedCallback::parse(body.as_bytes()).unwrap(), 0)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_record_serialises_with_the_event_unchanged_and_typed_fields_beside_it() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let body = r#"{"event_type":100,"file_size":"12","t":5,"sign":"s","stream_id":"st","extra":{"a":1.50}}"#;
+        let record = Record::from_verified(verified(body), at).unwrap();
+        let json: Value = serde_json::to_value(&record).unwrap();
+        assert_eq!(json["received_at"], "2023-11-14T22:13:20.123Z");
+        assert_eq!(json["event_type"], 100);
+        assert_eq!(
+            serde_json::to_string(&json["event"]).unwrap(),
+            r#"{"event_type":100,"file_size":"12","t":5,"stream_id":"st","extra":{"a":1.50}}"#
+        );
+        assert_eq!(json["recording"]["file_size"], 12);
+        assert_eq!(
+            json["recording"]["unknown_fields"],
+            serde_json::json!(["extra"])
+        );
+        assert!(json["warnings"].as_array().is_some_and(|w| !w.is_empty()));
+        assert_eq!(record.stream_id(), Some("st"));
+    }
+
+    #[test]
+    fn other_event_types_have_no_recording_view() {
+        let record =
+            Record::from_verified(verified(r#"{"event_type":1,"stream_id":"s"}"#), UNIX_EPOCH)
+                .unwrap();
+        assert!(record.recording.is_none());
+        assert!(record.warnings.is_empty());
+        let json = serde_json::to_value(&record).unwrap();
+        assert!(json.get("recording").is_none() && json.get("warnings").is_none());
+    }
+
+    #[test]
+    fn a_record_round_trips_through_json() {
+        let record = Record::from_verified(
+            verified(r#"{"event_type":100,"stream_id":"s"}"#),
+            UNIX_EPOCH,
+        )
+        .unwrap();
+        let text = serde_json::to_string(&record).unwrap();
+        assert_eq!(serde_json::from_str::<Record>(&text).unwrap(), record);
+    }
+}

@@ -1,0 +1,220 @@
+//! Building and running the service: open the spool, build the sinks, bind
+//! the listener (port 0 works, for tests), serve until told to stop, then shut
+//! down in order: stop accepting, finish in-flight requests within a bound,
+//! stop the delivery workers, close the spool.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::configuration::{ConfigError, Settings};
+use crate::delivery;
+use crate::http::{self, AppState, SinkRoute};
+use crate::sinks::{self, ConfiguredSink, SinkBuildError};
+use crate::spool::{Spool, SpoolError};
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The settings are unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The spool could not be opened.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    /// A sink could not be built.
+    #[error(transparent)]
+    Sink(#[from] SinkBuildError),
+    /// The listen address could not be bound.
+    #[error("could not listen on {address}: {source}")]
+    Bind {
+        /// The configured address.
+        address: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The server failed while running.
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A built, bound, not yet running service.
+pub struct Application {
+    listener: TcpListener,
+    address: SocketAddr,
+    state: AppState,
+    sinks: Vec<(Arc<ConfiguredSink>, Arc<Notify>)>,
+    settings: Settings,
+}
+
+impl Application {
+    /// Opens the spool, builds the sinks and binds the listener.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let authenticator = settings.auth.authenticator()?;
+        if !authenticator.is_signed() {
+            tracing::warn!(
+                "auth.allow_unsigned is set: callbacks are NOT authenticated; anyone who can reach this port can inject records"
+            );
+        }
+        let spool = Spool::open(
+            &settings.spool.path,
+            Duration::from_secs(settings.spool.dedup_window_secs),
+        )?;
+        let sinks: Vec<(Arc<ConfiguredSink>, Arc<Notify>)> = sinks::build(&settings.sinks)?
+            .into_iter()
+            .map(|sink| (Arc::new(sink), Arc::new(Notify::new())))
+            .collect();
+        let routes = sinks
+            .iter()
+            .map(|(sink, wake)| SinkRoute {
+                name: sink.name.clone(),
+                event_types: sink.event_types.clone(),
+                wake: Arc::clone(wake),
+            })
+            .collect();
+        let listener = TcpListener::bind(settings.server.listen)
+            .await
+            .map_err(|source| StartupError::Bind {
+                address: settings.server.listen,
+                source,
+            })?;
+        let address = listener.local_addr().map_err(|source| StartupError::Bind {
+            address: settings.server.listen,
+            source,
+        })?;
+        tracing::info!(
+            %address,
+            callback_path = %settings.server.callback_path,
+            spool = %settings.spool.path.display(),
+            keys = authenticator.key_count(),
+            sinks = ?settings.sinks.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            version = env!("CARGO_PKG_VERSION"),
+            "recordhook listening"
+        );
+        let state = AppState::new(authenticator, spool, routes, settings.server.max_body_bytes);
+        Ok(Self {
+            listener,
+            address,
+            state,
+            sinks,
+            settings,
+        })
+    }
+
+    /// The bound address (with the real port when 0 was asked for).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// Handler state, e.g. to reload keys.
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` completes, then shuts down in order.
+    pub async fn run_until_stopped<F>(self, shutdown: F) -> Result<(), StartupError>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let Self {
+            listener,
+            state,
+            sinks,
+            settings,
+            ..
+        } = self;
+        let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
+        let stop = CancellationToken::new();
+        let workers: Vec<_> = sinks
+            .into_iter()
+            .map(|(sink, wake)| {
+                tokio::spawn(delivery::run(
+                    state.spool.clone(),
+                    sink,
+                    wake,
+                    stop.child_token(),
+                ))
+            })
+            .collect();
+        let app = http::router(state.clone(), &settings.server.callback_path);
+        let server_stop = stop.clone();
+        let mut server = tokio::spawn(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { server_stop.cancelled().await })
+                .into_future(),
+        );
+        let served = tokio::select! {
+            () = shutdown => None,
+            result = &mut server => Some(result),
+        };
+        stop.cancel();
+        let result = match served {
+            Some(result) => result,
+            None => {
+                tracing::info!(
+                    grace_secs = grace.as_secs(),
+                    "shutting down: finishing in-flight requests"
+                );
+                match tokio::time::timeout(grace, &mut server).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        tracing::warn!("in-flight requests did not finish in time; closing them");
+                        server.abort();
+                        Ok(Ok(()))
+                    }
+                }
+            }
+        };
+        for worker in workers {
+            // A delivery cut short here is attempted again after the restart.
+            if tokio::time::timeout(grace, worker).await.is_err() {
+                tracing::warn!("a delivery worker did not stop in time");
+            }
+        }
+        state.spool.close().await;
+        tracing::info!("spool closed; stopped");
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(StartupError::Serve(err)),
+            Err(join) => Err(StartupError::Serve(std::io::Error::other(join))),
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!(signal = "SIGINT", "signal received"),
+        () = terminate => tracing::info!(signal = "SIGTERM", "signal received"),
+    }
+}
