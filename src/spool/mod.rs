@@ -408,6 +408,25 @@ impl Spool {
         .await
     }
 
+    /// The delivery state (`pending`, `delivered` or `dead`) of one event, per sink.
+    pub async fn delivery_states(
+        &self,
+        event_id: &str,
+    ) -> Result<Vec<(String, String)>, SpoolError> {
+        let event_id = event_id.to_owned();
+        self.read(move |conn| {
+            let mut statement = conn.prepare(
+                "SELECT d.sink, d.state FROM deliveries d JOIN records r ON r.seq = d.seq
+                 WHERE r.event_id = ?1 ORDER BY d.sink",
+            )?;
+            let states = statement
+                .query_map([event_id], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(states)
+        })
+        .await
+    }
+
     /// Delivery counts per sink.
     pub async fn counts(&self, sink: &str) -> Result<SinkCounts, SpoolError> {
         let sink = sink.to_owned();
@@ -454,4 +473,206 @@ fn decode(body: &str) -> Result<Record, SpoolError> {
 pub fn format_ms(ms: i64) -> String {
     let time = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_millis(time).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Authenticator, TimeWindow, UnverifiedCallback};
+
+    const WINDOW: TimeWindow = TimeWindow {
+        clock_skew_secs: 0,
+        max_validity_secs: 1,
+        expiry_grace_secs: 0,
+    };
+
+    fn record(file_id: &str) -> Record {
+        let body = format!(r#"{{"event_type":100,"file_id":"{file_id}","stream_id":"s"}}"#);
+        let verified = Authenticator::unsigned(WINDOW)
+            .verify(UnverifiedCallback::parse(body.as_bytes()).unwrap(), 0)
+            .unwrap();
+        Record::from_verified(verified, UNIX_EPOCH).unwrap()
+    }
+
+    fn open(dir: &tempfile::TempDir) -> Spool {
+        Spool::open(&dir.path().join("nested/spool.db"), Duration::from_secs(60)).unwrap()
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[tokio::test]
+    async fn concurrent_accepts_all_commit_and_duplicates_in_one_batch_are_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = open(&dir);
+        let mut tasks = Vec::new();
+        for n in 0..200 {
+            let spool = spool.clone();
+            // Every file id is sent twice, concurrently, so pairs share a batch.
+            let record = record(&format!("f{}", n / 2));
+            tasks.push(tokio::spawn(async move {
+                spool
+                    .accept(&record, vec!["a".into()], at(1_000))
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut stored = 0;
+        for task in tasks {
+            if matches!(task.await.unwrap(), Acceptance::Stored { .. }) {
+                stored += 1;
+            }
+        }
+        assert_eq!(stored, 100);
+        assert_eq!(spool.records().await.unwrap().len(), 100);
+        assert_eq!(spool.counts("a").await.unwrap().pending, 100);
+        spool.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_outside_the_window_is_stored_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = open(&dir);
+        let r = record("f");
+        assert!(matches!(
+            spool.accept(&r, vec![], at(1_000)).await.unwrap(),
+            Acceptance::Stored { .. }
+        ));
+        assert_eq!(
+            spool.accept(&r, vec![], at(1_060)).await.unwrap(),
+            Acceptance::Duplicate
+        );
+        assert!(matches!(
+            spool.accept(&r, vec![], at(1_061)).await.unwrap(),
+            Acceptance::Stored { .. }
+        ));
+        // The window restarts from the latest acceptance.
+        assert_eq!(
+            spool.accept(&r, vec![], at(1_100)).await.unwrap(),
+            Acceptance::Duplicate
+        );
+    }
+
+    #[tokio::test]
+    async fn deliveries_move_from_pending_to_retry_to_dead_and_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = open(&dir);
+        let r = record("f");
+        let Acceptance::Stored { seq } = spool
+            .accept(&r, vec!["a".into(), "b".into()], at(1_000))
+            .await
+            .unwrap()
+        else {
+            panic!("not stored")
+        };
+        let due = spool.due("a", unix_ms(at(1_000)), 10).await.unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].record, r);
+        let retry = Settlement::Retry {
+            at_ms: unix_ms(at(2_000)),
+            error: "503".into(),
+        };
+        spool
+            .settle("a", vec![(seq, retry)], at(1_001))
+            .await
+            .unwrap();
+        assert!(
+            spool
+                .due("a", unix_ms(at(1_999)), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            spool.next_due_ms("a").await.unwrap(),
+            Some(unix_ms(at(2_000)))
+        );
+        let due = spool.due("a", unix_ms(at(2_000)), 10).await.unwrap();
+        assert_eq!(due[0].attempts, 1);
+        spool
+            .settle(
+                "a",
+                vec![(
+                    seq,
+                    Settlement::Dead {
+                        error: "400 Bad Request".into(),
+                    },
+                )],
+                at(2_001),
+            )
+            .await
+            .unwrap();
+        spool
+            .settle("b", vec![(seq, Settlement::Delivered)], at(2_001))
+            .await
+            .unwrap();
+        let dead = spool.dead_letters(None).await.unwrap();
+        assert_eq!(
+            dead,
+            [DeadLetter {
+                id: r.id.clone(),
+                sink: "a".into(),
+                attempts: 2,
+                last_error: "400 Bad Request".into(),
+                last_attempt_at: "1970-01-01T00:33:21.000Z".into(),
+            }]
+        );
+        assert_eq!(
+            spool.counts("a").await.unwrap(),
+            SinkCounts {
+                pending: 0,
+                dead: 1
+            }
+        );
+        assert_eq!(
+            spool
+                .requeue_dead(Some("b".into()), None, at(3_000))
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            spool
+                .requeue_dead(None, Some("other".into()), at(3_000))
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            spool
+                .requeue_dead(Some("a".into()), Some(r.id.clone()), at(3_000))
+                .await
+                .unwrap(),
+            1
+        );
+        let due = spool.due("a", unix_ms(at(3_000)), 10).await.unwrap();
+        assert_eq!((due.len(), due[0].attempts), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_closed_spool_refuses_writes_and_reopens_with_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = open(&dir);
+        spool.accept(&record("f"), vec![], at(1)).await.unwrap();
+        spool.close().await;
+        assert!(matches!(
+            spool.accept(&record("g"), vec![], at(1)).await,
+            Err(SpoolError::Closed)
+        ));
+        let reopened = open(&dir);
+        assert_eq!(reopened.records().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_spool_from_a_newer_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool.db");
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let err = Spool::open(&path, Duration::from_secs(1)).err().unwrap();
+        assert!(err.to_string().contains("newer"), "{err}");
+    }
 }

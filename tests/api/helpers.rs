@@ -1,0 +1,218 @@
+//! Spawning the real server on port 0 with a temporary spool, and typed helpers to talk to it.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use md5::{Digest, Md5};
+use recordhook::configuration::{Settings, Sources};
+use recordhook::http::AppState;
+use recordhook::record::Record;
+use recordhook::startup::{Application, StartupError};
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The callback key every test server is configured with.
+pub const KEY: &str = "test-callback-key";
+
+/// A running server and what a test needs to talk to it.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub address: String,
+    /// Handler state; its spool is the real one the server writes.
+    pub state: AppState,
+    /// Settings the server was built with.
+    pub settings: Settings,
+    /// Holds the spool directory for the test's lifetime.
+    pub dir: TempDir,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), StartupError>>>,
+}
+
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// MD5 computed here, independently of the code under test.
+pub fn sign_for(key: &str, t: i64) -> String {
+    hex::encode(Md5::digest(format!("{key}{t}").as_bytes()))
+}
+
+/// A fixture from `tests/fixtures`.
+pub fn fixture(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+/// A fixture as a JSON value.
+pub fn fixture_json(name: &str) -> Value {
+    serde_json::from_str(&fixture(name)).unwrap()
+}
+
+/// `body` with `t` = now + 600 and a valid `sign` for [`KEY`].
+pub fn signed(mut body: Value) -> Value {
+    signed_at(&mut body, now() + 600);
+    body
+}
+
+/// Sets `t` and a matching `sign` in place.
+pub fn signed_at(body: &mut Value, t: i64) {
+    body["t"] = t.into();
+    body["sign"] = sign_for(KEY, t).into();
+}
+
+/// A recording callback with a unique file id.
+pub fn recording(file_id: &str) -> Value {
+    let mut body = fixture_json("record-v2022.json");
+    body["file_id"] = file_id.into();
+    signed(body)
+}
+
+/// Settings for a test server: port 0, [`KEY`], spool in `dir`.
+pub fn test_settings(dir: &TempDir) -> Settings {
+    let mut settings = Settings::load(Sources {
+        repo_default: None,
+        file: None,
+        environment: Some(BTreeMap::from([(
+            "RECORDHOOK__AUTH__KEYS".to_owned(),
+            KEY.to_owned(),
+        )])),
+    })
+    .unwrap();
+    settings.server.listen = "127.0.0.1:0".parse().unwrap();
+    settings.server.shutdown_grace_secs = 5;
+    settings.spool.path = dir.path().join("spool.db");
+    settings
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(&dir);
+    customize(&mut settings);
+    spawn_app_in(dir, settings).await
+}
+
+/// Starts a server with `settings`, keeping `dir` alive.
+pub async fn spawn_app_in(dir: TempDir, settings: Settings) -> TestApp {
+    init_test_logging();
+    let application = Application::build(settings.clone()).await.unwrap();
+    let address = format!("http://{}", application.address());
+    let state = application.state();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(application.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address,
+        state,
+        settings,
+        dir,
+        client: reqwest::Client::new(),
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+/// Logs to stderr only with TEST_LOG set, so test output stays readable.
+fn init_test_logging() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let settings = recordhook::configuration::LogSettings {
+            format: recordhook::configuration::LogFormat::Pretty,
+            level: "debug".to_owned(),
+        };
+        recordhook::telemetry::install(
+            recordhook::telemetry::subscriber(&settings, std::io::stderr).unwrap(),
+        );
+    }
+}
+
+impl TestApp {
+    pub fn callback_url(&self) -> String {
+        format!("{}{}", self.address, self.settings.server.callback_path)
+    }
+
+    /// POSTs raw bytes to the callback path as `application/json`.
+    pub async fn post_raw(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .post(self.callback_url())
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post_json(&self, body: &Value) -> reqwest::Response {
+        self.post_raw(body.to_string()).await
+    }
+
+    /// Every record in the spool.
+    pub async fn stored(&self) -> Vec<Record> {
+        self.state.spool.records().await.unwrap()
+    }
+
+    /// Stops the server gracefully and hands back its directory.
+    pub async fn stop(mut self) -> (TempDir, Settings) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+        (self.dir, self.settings)
+    }
+}
+
+/// Polls `check` until it holds or `timeout` passes; returns whether it held.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Asserts a JSON error body with `code` and a message containing `message`.
+pub async fn assert_error(
+    response: reqwest::Response,
+    status: u16,
+    code: u64,
+    message: &str,
+    case: &str,
+) {
+    assert_eq!(response.status().as_u16(), status, "{case}: status");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], code, "{case}: code in {body}");
+    let text = body["message"].as_str().unwrap_or_default();
+    assert!(
+        text.contains(message),
+        "{case}: message {text:?} should contain {message:?}"
+    );
+}
+
+pub fn path_in(dir: &TempDir, name: &str) -> PathBuf {
+    dir.path().join(name)
+}

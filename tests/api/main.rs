@@ -1,0 +1,11 @@
+//! Integration tests: each spawns the real server on 127.0.0.1:0 with a
+//! temporary spool and talks HTTP to it.
+
+// Tests fail loudly by unwrapping; production code may not (see Cargo.toml lints).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod callback;
+mod health;
+mod helpers;
+mod process;
+mod restart;
