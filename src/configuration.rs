@@ -207,6 +207,9 @@ pub struct SpoolSettings {
     /// For how long, in seconds, a callback with the same event id is
     /// recognised as a duplicate (answered 200, not stored again).
     pub dedup_window_secs: u64,
+    /// How long, in seconds, a record that every sink has delivered stays in
+    /// the spool before it is removed. Undelivered records and dead letters stay.
+    pub retention_secs: u64,
 }
 
 impl Default for SpoolSettings {
@@ -214,6 +217,7 @@ impl Default for SpoolSettings {
         Self {
             path: PathBuf::from("./data/spool.db"),
             dedup_window_secs: 604_800,
+            retention_secs: 86_400,
         }
     }
 }
@@ -253,11 +257,19 @@ impl Default for LogSettings {
 pub enum SinkType {
     /// One structured log event per record.
     Log,
+    /// Appends JSON Lines to a file.
+    File,
+    /// POSTs each record to an HTTP URL.
+    Forward,
 }
 
 impl SinkType {
     /// Every type, as written in the configuration.
-    pub const ALL: [(&'static str, SinkType); 1] = [("log", SinkType::Log)];
+    pub const ALL: [(&'static str, SinkType); 3] = [
+        ("log", SinkType::Log),
+        ("file", SinkType::File),
+        ("forward", SinkType::Forward),
+    ];
 }
 
 impl TryFrom<String> for SinkType {
@@ -300,6 +312,132 @@ pub struct SinkSettings {
     /// Longest delay between two attempts, in milliseconds.
     #[serde(default = "default_retry_max_ms")]
     pub retry_max_ms: u64,
+
+    /// `file` only: the JSON Lines file to append to; its directory is created.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// `file` only: rotate when the file would grow past this many bytes; 0 never rotates by size.
+    #[serde(default)]
+    pub rotate_max_bytes: Option<u64>,
+    /// `file` only: rotate when the UTC date changes.
+    #[serde(default)]
+    pub rotate_daily: Option<bool>,
+    /// `file` only: rotated files to keep (oldest removed first); 0 keeps all.
+    #[serde(default)]
+    pub keep_rotated: Option<usize>,
+
+    /// `forward` only: the `http` or `https` URL to POST records to.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `forward` only: seconds before an attempt is abandoned (and retried).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+    /// `forward` only: extra request headers, e.g. `{ Authorization = "Bearer ..." }`.
+    #[serde(default)]
+    pub headers: Option<BTreeMap<String, SecretString>>,
+    /// `forward` only: `whsec_<base64>` to sign requests with Standard Webhooks headers; empty: unsigned.
+    #[serde(default)]
+    pub signing_secret: Option<SecretString>,
+    /// `forward` only: requests in flight at once.
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+}
+
+/// Default size at which a file sink rotates: 100 MiB.
+pub const DEFAULT_ROTATE_MAX_BYTES: u64 = 100 * 1024 * 1024;
+/// Default number of rotated files a file sink keeps.
+pub const DEFAULT_KEEP_ROTATED: usize = 30;
+/// Default forward timeout.
+pub const DEFAULT_FORWARD_TIMEOUT_SECS: u64 = 10;
+/// Default forward concurrency.
+pub const DEFAULT_FORWARD_CONCURRENCY: usize = 8;
+
+impl SinkSettings {
+    /// Checks that the type-specific settings fit the type.
+    fn validate(&self, index: usize) -> Result<(), ConfigError> {
+        let invalid = |field: &str, reason: String| ConfigError::Invalid {
+            key: format!("sinks[{index}].{field}"),
+            reason,
+        };
+        let kind = SinkType::ALL
+            .iter()
+            .find(|(_, kind)| *kind == self.kind)
+            .map_or("?", |(name, _)| *name);
+        let only_for = |field: &str, set: bool, owner: SinkType| {
+            if set && self.kind != owner {
+                Err(invalid(field, format!("does not apply to a `{kind}` sink")))
+            } else {
+                Ok(())
+            }
+        };
+        only_for("path", self.path.is_some(), SinkType::File)?;
+        only_for(
+            "rotate_max_bytes",
+            self.rotate_max_bytes.is_some(),
+            SinkType::File,
+        )?;
+        only_for("rotate_daily", self.rotate_daily.is_some(), SinkType::File)?;
+        only_for("keep_rotated", self.keep_rotated.is_some(), SinkType::File)?;
+        only_for("url", self.url.is_some(), SinkType::Forward)?;
+        only_for(
+            "timeout_secs",
+            self.timeout_secs.is_some(),
+            SinkType::Forward,
+        )?;
+        only_for("headers", self.headers.is_some(), SinkType::Forward)?;
+        only_for(
+            "signing_secret",
+            self.signing_secret.is_some(),
+            SinkType::Forward,
+        )?;
+        only_for("concurrency", self.concurrency.is_some(), SinkType::Forward)?;
+        match self.kind {
+            SinkType::Log => {}
+            SinkType::File => {
+                if self.path.as_ref().is_none_or(|p| p.as_os_str().is_empty()) {
+                    return Err(invalid("path", "a file sink needs a path".to_owned()));
+                }
+            }
+            SinkType::Forward => {
+                let url = self
+                    .url
+                    .as_deref()
+                    .ok_or_else(|| invalid("url", "a forward sink needs a url".to_owned()))?;
+                let parsed = url::Url::parse(url)
+                    .map_err(|err| invalid("url", format!("`{url}` is not a valid URL: {err}")))?;
+                if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+                    return Err(invalid(
+                        "url",
+                        "must be an http:// or https:// URL with a host".to_owned(),
+                    ));
+                }
+                if self.timeout_secs == Some(0) {
+                    return Err(invalid("timeout_secs", "must be at least 1".to_owned()));
+                }
+                if self.concurrency == Some(0) {
+                    return Err(invalid("concurrency", "must be at least 1".to_owned()));
+                }
+                if let Some(secret) = &self.signing_secret {
+                    let secret = secret.expose_secret();
+                    if !secret.is_empty() && crate::sinks::webhook_key(secret).is_none() {
+                        return Err(invalid(
+                            "signing_secret",
+                            "must be `whsec_` followed by base64".to_owned(),
+                        ));
+                    }
+                }
+                for name in self.headers.iter().flat_map(BTreeMap::keys) {
+                    if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                        return Err(invalid(
+                            "headers",
+                            format!("`{name}` is not a valid header name"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn default_sinks() -> Vec<SinkSettings> {
@@ -310,6 +448,15 @@ fn default_sinks() -> Vec<SinkSettings> {
         max_attempts: default_max_attempts(),
         retry_initial_ms: default_retry_initial_ms(),
         retry_max_ms: default_retry_max_ms(),
+        path: None,
+        rotate_max_bytes: None,
+        rotate_daily: None,
+        keep_rotated: None,
+        url: None,
+        timeout_secs: None,
+        headers: None,
+        signing_secret: None,
+        concurrency: None,
     }]
 }
 
@@ -379,7 +526,8 @@ impl Settings {
         Ok(settings)
     }
 
-    /// Checks what the types alone cannot.
+    /// Checks what the types alone cannot (all but key presence, see
+    /// [`AuthSettings::authenticator`]).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, reason: &str| ConfigError::Invalid {
             key: key.to_owned(),
@@ -410,7 +558,8 @@ impl Settings {
                 "cannot be true while auth.keys are set: remove one of them",
             ));
         }
-        self.auth.authenticator()?;
+        // Key presence is checked by `AuthSettings::authenticator` when the
+        // server starts, so admin commands work without the key.
         if self.spool.path.as_os_str().is_empty() {
             return Err(invalid("spool.path", "must name a file"));
         }
@@ -418,6 +567,7 @@ impl Settings {
             return Err(invalid("sinks", "at least one sink is needed"));
         }
         let mut names = HashSet::new();
+        let mut file_paths = HashSet::new();
         for (index, sink) in self.sinks.iter().enumerate() {
             let key = |field: &str| format!("sinks[{index}].{field}");
             if sink.name.trim().is_empty() {
@@ -445,6 +595,15 @@ impl Settings {
                 return Err(invalid(
                     &key("retry_initial_ms"),
                     "must be at least 1 and no larger than retry_max_ms",
+                ));
+            }
+            sink.validate(index)?;
+            if let Some(path) = &sink.path
+                && !file_paths.insert(path.clone())
+            {
+                return Err(invalid(
+                    &key("path"),
+                    "another file sink writes the same file; lines would interleave",
                 ));
             }
         }
@@ -488,8 +647,12 @@ mod tests {
     }
 
     #[test]
-    fn defaults_need_a_key() {
-        let err = load_toml("", &[]).unwrap_err();
+    fn defaults_need_a_key_to_serve() {
+        let err = load_toml("", &[])
+            .unwrap()
+            .auth
+            .authenticator()
+            .unwrap_err();
         assert!(matches!(err, ConfigError::NoKeys), "{err}");
     }
 
@@ -595,6 +758,50 @@ mod tests {
                 "sinks[0].retry_initial_ms",
             ),
             (with_key("sinks = []"), "sinks"),
+            (
+                with_key("[[sinks]]\nname = \"f\"\ntype = \"file\""),
+                "sinks[0].path",
+            ),
+            (
+                with_key(&format!("{sink}path = \"x.jsonl\"")),
+                "does not apply to a `log` sink",
+            ),
+            (
+                with_key("[[sinks]]\nname = \"w\"\ntype = \"forward\""),
+                "sinks[0].url",
+            ),
+            (
+                with_key("[[sinks]]\nname = \"w\"\ntype = \"forward\"\nurl = \"not a url\""),
+                "not a valid URL",
+            ),
+            (
+                with_key("[[sinks]]\nname = \"w\"\ntype = \"forward\"\nurl = \"ftp://h/x\""),
+                "http:// or https://",
+            ),
+            (
+                with_key(
+                    "[[sinks]]\nname = \"w\"\ntype = \"forward\"\nurl = \"http://h/\"\nsigning_secret = \"nope\"",
+                ),
+                "whsec_",
+            ),
+            (
+                with_key(
+                    "[[sinks]]\nname = \"w\"\ntype = \"forward\"\nurl = \"http://h/\"\nheaders = { \"a b\" = \"x\" }",
+                ),
+                "header name",
+            ),
+            (
+                with_key(
+                    "[[sinks]]\nname = \"w\"\ntype = \"forward\"\nurl = \"http://h/\"\npath = \"x\"",
+                ),
+                "does not apply to a `forward` sink",
+            ),
+            (
+                with_key(
+                    "[[sinks]]\nname = \"a\"\ntype = \"file\"\npath = \"x\"\n[[sinks]]\nname = \"b\"\ntype = \"file\"\npath = \"x\"",
+                ),
+                "same file",
+            ),
         ];
         for (toml, expected) in cases {
             let err = load_toml(&toml, &[]).unwrap_err().to_string();
@@ -603,6 +810,38 @@ mod tests {
                 "config {toml:?}: expected `{expected}` in {err}"
             );
         }
+    }
+
+    #[test]
+    fn a_full_sink_configuration_loads() {
+        let toml = r#"
+            [auth]
+            keys = ["k"]
+            [[sinks]]
+            name = "archive"
+            type = "file"
+            path = "./data/records.jsonl"
+            rotate_max_bytes = 1000
+            [[sinks]]
+            name = "backend"
+            type = "forward"
+            url = "https://backend.example.com/hooks/recording"
+            timeout_secs = 3
+            headers = { Authorization = "Bearer abc" }
+            signing_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+            event_types = [100, 0, 1]
+            max_attempts = 3
+        "#;
+        let settings = load_toml(toml, &[]).unwrap();
+        assert_eq!(settings.sinks.len(), 2);
+        assert_eq!(settings.sinks[1].event_types, [100, 0, 1]);
+        assert_eq!(settings.sinks[1].timeout_secs, Some(3));
+        let debug = format!("{settings:?}");
+        assert!(
+            !debug.contains("Bearer abc") && !debug.contains("MfKQ9r8"),
+            "{debug}"
+        );
+        assert_eq!(crate::sinks::build(&settings.sinks).unwrap().len(), 2);
     }
 
     #[test]
@@ -630,7 +869,8 @@ mod tests {
 
     #[test]
     fn a_missing_key_file_is_an_error_naming_it() {
-        let err = load_toml("[auth]\nkey_file = \"/nonexistent/keys\"\n", &[]).unwrap_err();
+        let settings = load_toml("[auth]\nkey_file = \"/nonexistent/keys\"\n", &[]).unwrap();
+        let err = settings.auth.authenticator().unwrap_err();
         assert!(err.to_string().contains("/nonexistent/keys"), "{err}");
     }
 

@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -16,7 +16,13 @@ use crate::configuration::{ConfigError, Settings};
 use crate::delivery;
 use crate::http::{self, AppState, SinkRoute};
 use crate::sinks::{self, ConfiguredSink, SinkBuildError};
-use crate::spool::{Spool, SpoolError};
+use crate::spool::{Spool, SpoolError, unix_ms};
+
+/// How often delivered records past retention and stale dedup entries are removed.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Records removed per purge transaction, so a large backlog never holds the writer for long.
+const PURGE_BATCH: usize = 5_000;
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +83,15 @@ impl Application {
                 wake: Arc::clone(wake),
             })
             .collect();
+        let known: Vec<String> = sinks.iter().map(|(sink, _)| sink.name.clone()).collect();
+        for (sink, count) in spool.retire_unknown_sinks(known, SystemTime::now()).await? {
+            tracing::warn!(
+                sink = %sink,
+                count,
+                "sink is no longer configured: its pending deliveries are now dead letters \
+                 (restore the sink and run `recordhook dead-letters retry`, or purge them)"
+            );
+        }
         let listener = TcpListener::bind(settings.server.listen)
             .await
             .map_err(|source| StartupError::Bind {
@@ -135,6 +150,15 @@ impl Application {
         } = self;
         let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
         let stop = CancellationToken::new();
+        let reopen_targets: Vec<Arc<ConfiguredSink>> =
+            sinks.iter().map(|(sink, _)| Arc::clone(sink)).collect();
+        let hangups = tokio::spawn(handle_hangups(reopen_targets, stop.child_token()));
+        let maintenance = tokio::spawn(maintain(
+            state.spool.clone(),
+            Duration::from_secs(settings.spool.retention_secs),
+            Duration::from_secs(settings.spool.dedup_window_secs),
+            stop.child_token(),
+        ));
         let workers: Vec<_> = sinks
             .into_iter()
             .map(|(sink, wake)| {
@@ -175,10 +199,14 @@ impl Application {
                 }
             }
         };
-        for worker in workers {
+        for task in [hangups, maintenance] {
+            let _ = task.await;
+        }
+        for mut worker in workers {
             // A delivery cut short here is attempted again after the restart.
-            if tokio::time::timeout(grace, worker).await.is_err() {
-                tracing::warn!("a delivery worker did not stop in time");
+            if tokio::time::timeout(grace, &mut worker).await.is_err() {
+                tracing::warn!("a delivery worker did not stop in time; abandoning its attempt");
+                worker.abort();
             }
         }
         state.spool.close().await;
@@ -188,6 +216,86 @@ impl Application {
             Ok(Err(err)) => Err(StartupError::Serve(err)),
             Err(join) => Err(StartupError::Serve(std::io::Error::other(join))),
         }
+    }
+}
+
+/// Removes what retention and the dedup window allow, now and then every
+/// [`MAINTENANCE_INTERVAL`], until `stop`.
+async fn maintain(
+    spool: Spool,
+    retention: Duration,
+    dedup_window: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        let now = SystemTime::now();
+        let before = |age: Duration| unix_ms(now.checked_sub(age).unwrap_or(std::time::UNIX_EPOCH));
+        let mut purged = 0;
+        loop {
+            match spool.purge_delivered(before(retention), PURGE_BATCH).await {
+                Ok(count) => {
+                    purged += count;
+                    if count < PURGE_BATCH {
+                        break;
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not purge delivered records");
+                    break;
+                }
+            }
+        }
+        let forgotten = spool
+            .prune_seen(before(dedup_window))
+            .await
+            .unwrap_or_else(|err| {
+                tracing::warn!(error = %err, "could not prune the dedup index");
+                0
+            });
+        if purged > 0 || forgotten > 0 {
+            tracing::info!(
+                purged,
+                forgotten,
+                spool_bytes = spool.disk_bytes(),
+                "spool maintenance"
+            );
+        }
+        tokio::select! {
+            () = tokio::time::sleep(MAINTENANCE_INTERVAL) => {}
+            () = stop.cancelled() => break,
+        }
+    }
+}
+
+/// On SIGHUP, reopens the files sinks write to (for logrotate), until `stop`.
+async fn handle_hangups(sinks: Vec<Arc<ConfiguredSink>>, stop: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGHUP");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                received = hangups.recv() => {
+                    if received.is_none() {
+                        break;
+                    }
+                    tracing::info!(signal = "SIGHUP", "reopening sink files");
+                    sinks.iter().for_each(|sink| sink.sink.reopen());
+                }
+                () = stop.cancelled() => break,
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = sinks;
+        stop.cancelled().await;
     }
 }
 

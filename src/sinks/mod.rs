@@ -2,16 +2,27 @@
 //! its settings and then driven by its own delivery worker
 //! ([`crate::delivery`]), so a slow or failing sink never holds up another.
 
+mod file;
+mod forward;
 mod log;
+mod webhook;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use crate::configuration::{SinkSettings, SinkType};
+use secrecy::ExposeSecret;
+
+use crate::configuration::{
+    DEFAULT_FORWARD_CONCURRENCY, DEFAULT_FORWARD_TIMEOUT_SECS, DEFAULT_KEEP_ROTATED,
+    DEFAULT_ROTATE_MAX_BYTES, SinkSettings, SinkType,
+};
 use crate::record::Record;
 
+pub use self::file::{FileSink, Rotation};
+pub use self::forward::{EVENT_ID_HEADER, ForwardSink};
 pub use self::log::LogSink;
+pub use self::webhook::{WebhookSigner, webhook_key};
 
 /// A boxed future, so sinks can be trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -54,6 +65,9 @@ pub trait Sink: Send + Sync {
             results
         })
     }
+
+    /// Reopens any file the sink holds (SIGHUP); most sinks hold none.
+    fn reopen(&self) {}
 }
 
 /// A sink together with the settings that govern its deliveries.
@@ -82,13 +96,58 @@ pub struct SinkBuildError {
     pub reason: String,
 }
 
-/// Turns the configured sinks into runtime sinks, failing on the first that cannot work.
+/// Turns the configured sinks into runtime sinks, failing on the first that
+/// cannot work. Forward sinks share one HTTP client (one connection pool).
 pub fn build(settings: &[SinkSettings]) -> Result<Vec<ConfiguredSink>, SinkBuildError> {
+    let mut client = None;
     settings
         .iter()
         .map(|s| {
+            let fail = |reason: String| SinkBuildError {
+                name: s.name.clone(),
+                reason,
+            };
             let sink: Box<dyn Sink> = match s.kind {
                 SinkType::Log => Box::new(LogSink::new(&s.name)),
+                SinkType::File => Box::new(FileSink::new(
+                    s.path.clone().ok_or_else(|| fail("no path".to_owned()))?,
+                    Rotation {
+                        max_bytes: s.rotate_max_bytes.unwrap_or(DEFAULT_ROTATE_MAX_BYTES),
+                        daily: s.rotate_daily.unwrap_or(true),
+                        keep: s.keep_rotated.unwrap_or(DEFAULT_KEEP_ROTATED),
+                    },
+                )),
+                SinkType::Forward => {
+                    let url = s.url.as_deref().ok_or_else(|| fail("no url".to_owned()))?;
+                    let url = reqwest::Url::parse(url).map_err(|err| fail(err.to_string()))?;
+                    let headers = forward::header_map(
+                        s.headers
+                            .iter()
+                            .flatten()
+                            .map(|(name, value)| (name.as_str(), value.expose_secret())),
+                    )
+                    .map_err(fail)?;
+                    let signer = match s.signing_secret.as_ref().map(|v| v.expose_secret()) {
+                        None | Some("") => None,
+                        Some(secret) => Some(WebhookSigner::new(secret).ok_or_else(|| {
+                            fail("signing_secret is not whsec_<base64>".to_owned())
+                        })?),
+                    };
+                    if client.is_none() {
+                        client = Some(http_client().map_err(|err| fail(err.to_string()))?);
+                    }
+                    let client = client
+                        .clone()
+                        .ok_or_else(|| fail("no HTTP client".to_owned()))?;
+                    Box::new(ForwardSink::new(
+                        client,
+                        url,
+                        headers,
+                        signer,
+                        Duration::from_secs(s.timeout_secs.unwrap_or(DEFAULT_FORWARD_TIMEOUT_SECS)),
+                        s.concurrency.unwrap_or(DEFAULT_FORWARD_CONCURRENCY),
+                    ))
+                }
             };
             Ok(ConfiguredSink {
                 name: s.name.clone(),
@@ -100,4 +159,15 @@ pub fn build(settings: &[SinkSettings]) -> Result<Vec<ConfiguredSink>, SinkBuild
             })
         })
         .collect()
+}
+
+/// The HTTP client for forward sinks: rustls with the Mozilla roots built in
+/// (so a minimal container image needs no CA bundle), no redirects (a 3xx is
+/// a permanent failure rather than a silent re-POST elsewhere).
+fn http_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .user_agent(concat!("recordhook/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(10))
+        .build()
 }

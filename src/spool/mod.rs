@@ -109,6 +109,19 @@ pub struct DeadLetter {
     pub last_attempt_at: String,
 }
 
+/// Where one record stands with one sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryState {
+    /// The sink.
+    pub sink: String,
+    /// `pending`, `delivered` or `dead`.
+    pub state: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last error, if an attempt failed.
+    pub last_error: Option<String>,
+}
+
 /// Delivery counts of one sink.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SinkCounts {
@@ -408,23 +421,108 @@ impl Spool {
         .await
     }
 
-    /// The delivery state (`pending`, `delivered` or `dead`) of one event, per sink.
-    pub async fn delivery_states(
-        &self,
-        event_id: &str,
-    ) -> Result<Vec<(String, String)>, SpoolError> {
+    /// The delivery state of one event, per sink, ordered by sink name.
+    pub async fn delivery_states(&self, event_id: &str) -> Result<Vec<DeliveryState>, SpoolError> {
         let event_id = event_id.to_owned();
         self.read(move |conn| {
             let mut statement = conn.prepare(
-                "SELECT d.sink, d.state FROM deliveries d JOIN records r ON r.seq = d.seq
-                 WHERE r.event_id = ?1 ORDER BY d.sink",
+                "SELECT d.sink, d.state, d.attempts, d.last_error FROM deliveries d
+                 JOIN records r ON r.seq = d.seq WHERE r.event_id = ?1 ORDER BY d.sink",
             )?;
             let states = statement
-                .query_map([event_id], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .query_map([event_id], |row| {
+                    Ok(DeliveryState {
+                        sink: row.get(0)?,
+                        state: row.get(1)?,
+                        attempts: row.get(2)?,
+                        last_error: row.get(3)?,
+                    })
+                })?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(states)
         })
         .await
+    }
+
+    /// Removes up to `limit` records received before `before_ms` whose every
+    /// delivery is done (none pending, none dead). Returns how many went.
+    pub async fn purge_delivered(&self, before_ms: i64, limit: usize) -> Result<usize, SpoolError> {
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "DELETE FROM records WHERE seq IN (
+                     SELECT r.seq FROM records r WHERE r.received_at_ms < ?1
+                     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = r.seq AND d.state != 'delivered')
+                     LIMIT ?2)",
+            )?
+            .execute(params![before_ms, limit as i64])
+        })
+        .await
+    }
+
+    /// Forgets event ids accepted before `before_ms` (outside the dedup window).
+    pub async fn prune_seen(&self, before_ms: i64) -> Result<usize, SpoolError> {
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM seen WHERE accepted_at_ms < ?1")?
+                .execute([before_ms])
+        })
+        .await
+    }
+
+    /// Deletes dead letters, of one sink or all, one event id or all. The
+    /// records themselves go once retention allows. Returns how many were deleted.
+    pub async fn purge_dead(
+        &self,
+        sink: Option<String>,
+        event_id: Option<String>,
+    ) -> Result<usize, SpoolError> {
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "DELETE FROM deliveries WHERE state = 'dead' AND (?1 IS NULL OR sink = ?1)
+                 AND (?2 IS NULL OR seq IN (SELECT seq FROM records WHERE event_id = ?2))",
+            )?
+            .execute(params![sink, event_id])
+        })
+        .await
+    }
+
+    /// Turns the pending deliveries of sinks that are no longer configured into
+    /// dead letters (kept, and retried if the sink comes back). Returns each
+    /// such sink with the number of deliveries it had pending.
+    pub async fn retire_unknown_sinks(
+        &self,
+        known: Vec<String>,
+        now: SystemTime,
+    ) -> Result<Vec<(String, usize)>, SpoolError> {
+        let now_ms = unix_ms(now);
+        self.write(move |conn| {
+            let sinks = conn
+                .prepare_cached("SELECT DISTINCT sink FROM deliveries WHERE state = 'pending'")?
+                .query_map([], |row| row.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut retired = Vec::new();
+            for sink in sinks.into_iter().filter(|sink| !known.contains(sink)) {
+                let error = format!("sink `{sink}` is no longer configured");
+                let count = conn
+                    .prepare_cached(
+                        "UPDATE deliveries SET state = 'dead', last_error = ?2, last_attempt_ms = ?3
+                         WHERE sink = ?1 AND state = 'pending'",
+                    )?
+                    .execute(params![sink, error, now_ms])?;
+                retired.push((sink, count));
+            }
+            Ok(retired)
+        })
+        .await
+    }
+
+    /// Size of the spool on disk, database and WAL together, in bytes.
+    pub fn disk_bytes(&self) -> u64 {
+        let wal = PathBuf::from(format!("{}-wal", self.inner.path.display()));
+        [self.inner.path.as_path(), wal.as_path()]
+            .iter()
+            .filter_map(|path| std::fs::metadata(path).ok())
+            .map(|metadata| metadata.len())
+            .sum()
     }
 
     /// Delivery counts per sink.
@@ -648,6 +746,101 @@ mod tests {
         );
         let due = spool.due("a", unix_ms(at(3_000)), 10).await.unwrap();
         assert_eq!((due.len(), due[0].attempts), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn retention_removes_only_old_records_that_every_sink_has_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = open(&dir);
+        let mut seqs = Vec::new();
+        for (n, sinks) in [vec!["a"], vec!["a", "b"], vec![], vec!["a"]]
+            .into_iter()
+            .enumerate()
+        {
+            let sinks = sinks.into_iter().map(String::from).collect();
+            let Acceptance::Stored { seq } = spool
+                .accept(&record(&format!("f{n}")), sinks, at(1_000))
+                .await
+                .unwrap()
+            else {
+                panic!("not stored")
+            };
+            seqs.push(seq);
+        }
+        spool
+            .settle(
+                "a",
+                vec![
+                    (seqs[0], Settlement::Delivered),
+                    (seqs[1], Settlement::Delivered),
+                ],
+                at(1_001),
+            )
+            .await
+            .unwrap();
+        spool
+            .settle(
+                "a",
+                vec![(seqs[3], Settlement::Dead { error: "no".into() })],
+                at(1_001),
+            )
+            .await
+            .unwrap();
+        // Too young: nothing goes.
+        assert_eq!(
+            spool
+                .purge_delivered(unix_ms(at(1_000)), 100)
+                .await
+                .unwrap(),
+            0
+        );
+        // Old enough: the fully delivered one and the one no sink wanted go;
+        // the one still pending for `b` and the dead letter stay.
+        assert_eq!(
+            spool
+                .purge_delivered(unix_ms(at(2_000)), 100)
+                .await
+                .unwrap(),
+            2
+        );
+        let left: Vec<String> = spool
+            .records()
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.event["file_id"].to_string())
+            .collect();
+        assert_eq!(left, ["\"f1\"", "\"f3\""]);
+        // Purging the dead letter lets its record go too.
+        assert_eq!(spool.purge_dead(Some("a".into()), None).await.unwrap(), 1);
+        assert_eq!(
+            spool
+                .purge_delivered(unix_ms(at(2_000)), 100)
+                .await
+                .unwrap(),
+            1
+        );
+        // Dedup memory is pruned separately.
+        assert_eq!(spool.prune_seen(unix_ms(at(2_000))).await.unwrap(), 4);
+    }
+
+    #[tokio::test]
+    async fn pending_deliveries_of_removed_sinks_become_dead_letters() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = open(&dir);
+        spool
+            .accept(&record("f"), vec!["kept".into(), "gone".into()], at(1))
+            .await
+            .unwrap();
+        let retired = spool
+            .retire_unknown_sinks(vec!["kept".into()], at(2))
+            .await
+            .unwrap();
+        assert_eq!(retired, [("gone".to_owned(), 1)]);
+        let dead = spool.dead_letters(None).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].last_error, "sink `gone` is no longer configured");
+        assert_eq!(spool.counts("kept").await.unwrap().pending, 1);
     }
 
     #[tokio::test]

@@ -35,6 +35,8 @@ const MIGRATIONS: &[&str] = &[r"
         PRIMARY KEY (sink, seq)
     ) WITHOUT ROWID;
     CREATE INDEX deliveries_due ON deliveries (sink, state, next_attempt_ms);
+    -- For retention's all-delivered check and the cascade from records.
+    CREATE INDEX deliveries_by_seq ON deliveries (seq, state);
 
     CREATE TABLE meta (
         key TEXT PRIMARY KEY,

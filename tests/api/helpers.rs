@@ -95,6 +95,32 @@ pub fn test_settings(dir: &TempDir) -> Settings {
     settings
 }
 
+/// Settings for a test server whose config file holds `toml` (e.g. `[[sinks]]` tables).
+pub fn settings_from_toml(dir: &TempDir, toml: &str) -> Settings {
+    let file = dir.path().join("recordhook.toml");
+    std::fs::write(&file, toml).unwrap();
+    let mut settings = Settings::load(Sources {
+        repo_default: None,
+        file: Some(file),
+        environment: Some(BTreeMap::from([(
+            "RECORDHOOK__AUTH__KEYS".to_owned(),
+            KEY.to_owned(),
+        )])),
+    })
+    .unwrap();
+    settings.server.listen = "127.0.0.1:0".parse().unwrap();
+    settings.server.shutdown_grace_secs = 5;
+    settings.spool.path = dir.path().join("spool.db");
+    settings
+}
+
+/// A server configured with `toml` (sinks and other settings).
+pub async fn spawn_app_with_config(toml: &str) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings_from_toml(&dir, toml);
+    spawn_app_in(dir, settings).await
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
@@ -158,6 +184,31 @@ impl TestApp {
 
     pub async fn post_json(&self, body: &Value) -> reqwest::Response {
         self.post_raw(body.to_string()).await
+    }
+
+    /// The state of `event_id` with `sink`.
+    pub async fn delivery(
+        &self,
+        event_id: &str,
+        sink: &str,
+    ) -> Option<recordhook::spool::DeliveryState> {
+        self.state
+            .spool
+            .delivery_states(event_id)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|state| state.sink == sink)
+    }
+
+    /// Waits until `event_id` reaches `state` with `sink`.
+    pub async fn wait_for_state(&self, event_id: &str, sink: &str, state: &str) -> bool {
+        eventually(Duration::from_secs(20), || async {
+            self.delivery(event_id, sink)
+                .await
+                .is_some_and(|s| s.state == state)
+        })
+        .await
     }
 
     /// Every record in the spool.

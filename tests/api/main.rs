@@ -5,7 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod callback;
+mod crash;
+mod delivery;
 mod health;
 mod helpers;
 mod process;
 mod restart;
+mod target;

@@ -64,20 +64,21 @@ fn the_binary_refuses_a_spool_it_cannot_open() {
     assert!(stderr.contains("could not be opened"), "{stderr}");
 }
 
-struct Server {
+pub struct Server {
     child: Child,
-    address: String,
+    pub address: String,
     lines: std::sync::mpsc::Receiver<String>,
 }
 
 /// Starts the binary on a free port, with the key from the environment and
-/// the config file named by RECORDHOOK_CONFIG, and waits for its first log line.
-fn start_server(dir: &tempfile::TempDir) -> Server {
+/// the config file named by RECORDHOOK_CONFIG (holding `extra`, e.g. sinks),
+/// and waits for its first log line.
+pub fn start_server(dir: &tempfile::TempDir, extra: &str) -> Server {
     let config = path_in(dir, "recordhook.toml");
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[spool]\npath = {:?}\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\n[spool]\npath = {:?}\n{extra}",
             path_in(dir, "spool.db")
         ),
     )
@@ -110,8 +111,14 @@ fn start_server(dir: &tempfile::TempDir) -> Server {
 }
 
 impl Server {
+    /// Kills the process outright (SIGKILL), as a crash would.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
     /// Sends SIGTERM, waits for the exit, and returns the status and every log line.
-    fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
+    pub fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
         let pid = self.child.id().to_string();
         assert!(
             Command::new("kill")
@@ -139,7 +146,7 @@ impl Server {
 #[tokio::test]
 async fn the_binary_logs_each_outcome_without_secrets_and_exits_0_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(&dir);
+    let server = start_server(&dir, "");
     let client = reqwest::Client::new();
     let url = format!("{}/callback", server.address);
     let accepted = recording("logged-1");
