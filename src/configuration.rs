@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::protocol::{Authenticator, TimeWindow};
 
@@ -52,7 +52,7 @@ pub enum ConfigError {
 }
 
 /// All of recordhook's settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// The HTTP listener and the callback endpoint.
@@ -73,7 +73,7 @@ pub struct Settings {
 }
 
 /// The HTTP listener and the callback endpoint.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSettings {
     /// Address and port to bind, e.g. `0.0.0.0:8080`. Port 0 picks a free port.
@@ -84,6 +84,25 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// How long, on SIGTERM or SIGINT, in-flight requests and deliveries may take to finish.
     pub shutdown_grace_secs: u64,
+    /// Connections served at once; further ones wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers (or finish a TLS
+    /// handshake); idle keep-alive connections are closed after it too.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a client has to send a request's body; slower ones get 408.
+    pub request_timeout_secs: u64,
+    /// Serve HTTPS with these PEM files; absent serves plain HTTP (behind a TLS proxy).
+    pub tls: Option<TlsSettings>,
+}
+
+/// Native TLS.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first.
+    pub cert_path: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: PathBuf,
 }
 
 impl Default for ServerSettings {
@@ -93,18 +112,25 @@ impl Default for ServerSettings {
             callback_path: "/callback".to_owned(),
             max_body_bytes: 65_536,
             shutdown_grace_secs: 10,
+            max_connections: 1_024,
+            header_read_timeout_secs: 10,
+            request_timeout_secs: 30,
+            tls: None,
         }
     }
 }
 
 /// How callbacks are authenticated.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {
     /// Callback keys as set in the CSS console. Several may be given during a
     /// rotation: a callback is authentic when any one of them matches. From the
     /// environment: `RECORDHOOK__AUTH__KEYS=key1,key2`.
-    #[serde(deserialize_with = "list_or_comma_separated")]
+    #[serde(
+        deserialize_with = "list_or_comma_separated",
+        serialize_with = "redacted_list"
+    )]
     pub keys: Vec<SecretString>,
     /// Optional file with one key per line (blank lines and `#` comments ignored),
     /// for Docker or Kubernetes secrets. Empty means none.
@@ -198,8 +224,38 @@ where
     Ok(items.into_iter().map(SecretString::from).collect())
 }
 
+/// What a secret is printed as.
+const REDACTED: &str = "[redacted]";
+
+fn redacted_list<S: serde::Serializer>(
+    secrets: &[SecretString],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(secrets.iter().map(|_| REDACTED))
+}
+
+fn redacted_option<S: serde::Serializer>(
+    secret: &Option<SecretString>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(_) => serializer.serialize_some(REDACTED),
+        None => serializer.serialize_none(),
+    }
+}
+
+fn redacted_map<S: serde::Serializer>(
+    map: &Option<BTreeMap<String, SecretString>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match map {
+        Some(map) => serializer.collect_map(map.keys().map(|name| (name, REDACTED))),
+        None => serializer.serialize_none(),
+    }
+}
+
 /// The durable store of accepted callbacks.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SpoolSettings {
     /// SQLite database file; its directory is created when missing.
@@ -223,7 +279,7 @@ impl Default for SpoolSettings {
 }
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// One JSON object per line, for log shippers and `jq`.
@@ -233,7 +289,7 @@ pub enum LogFormat {
 }
 
 /// Log output.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSettings {
     /// `json` or `pretty`.
@@ -252,8 +308,8 @@ impl Default for LogSettings {
 }
 
 /// The kinds of sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum SinkType {
     /// One structured log event per record.
     Log,
@@ -270,6 +326,16 @@ impl SinkType {
         ("file", SinkType::File),
         ("forward", SinkType::Forward),
     ];
+}
+
+impl From<SinkType> for String {
+    fn from(kind: SinkType) -> Self {
+        SinkType::ALL
+            .iter()
+            .find(|(_, known)| *known == kind)
+            .map_or("?", |(name, _)| *name)
+            .to_owned()
+    }
 }
 
 impl TryFrom<String> for SinkType {
@@ -292,7 +358,7 @@ impl TryFrom<String> for SinkType {
 
 /// One delivery target. Settings shared by every type come first; the rest
 /// apply to one type only and are rejected on the others.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkSettings {
     /// Unique name, used in logs, metrics and the dead-letter commands.
@@ -333,10 +399,10 @@ pub struct SinkSettings {
     #[serde(default)]
     pub timeout_secs: Option<u64>,
     /// `forward` only: extra request headers, e.g. `{ Authorization = "Bearer ..." }`.
-    #[serde(default)]
+    #[serde(default, serialize_with = "redacted_map")]
     pub headers: Option<BTreeMap<String, SecretString>>,
     /// `forward` only: `whsec_<base64>` to sign requests with Standard Webhooks headers; empty: unsigned.
-    #[serde(default)]
+    #[serde(default, serialize_with = "redacted_option")]
     pub signing_secret: Option<SecretString>,
     /// `forward` only: requests in flight at once.
     #[serde(default)]
@@ -540,7 +606,7 @@ impl Settings {
                 "must be an absolute path such as /callback",
             ));
         }
-        if [HEALTH_PATH, READY_PATH].contains(&path.as_str()) {
+        if [HEALTH_PATH, READY_PATH, METRICS_PATH].contains(&path.as_str()) {
             return Err(invalid(
                 "server.callback_path",
                 "is taken by a built-in endpoint",
@@ -548,6 +614,21 @@ impl Settings {
         }
         if self.server.max_body_bytes == 0 {
             return Err(invalid("server.max_body_bytes", "must be at least 1"));
+        }
+        for (key, value) in [
+            ("server.max_connections", self.server.max_connections as u64),
+            (
+                "server.header_read_timeout_secs",
+                self.server.header_read_timeout_secs,
+            ),
+            (
+                "server.request_timeout_secs",
+                self.server.request_timeout_secs,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
         }
         if self.auth.max_validity_secs == 0 {
             return Err(invalid("auth.max_validity_secs", "must be at least 1"));
@@ -615,6 +696,15 @@ impl Settings {
 pub const HEALTH_PATH: &str = "/healthz";
 /// Readiness endpoint.
 pub const READY_PATH: &str = "/readyz";
+/// Prometheus metrics endpoint.
+pub const METRICS_PATH: &str = "/metrics";
+
+impl Settings {
+    /// The effective settings as TOML, with every key and secret redacted.
+    pub fn to_redacted_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string_pretty(self)
+    }
+}
 
 /// Reads the settings a command should use: `file` when given, else nothing
 /// beyond the repo default and the environment.
@@ -872,6 +962,26 @@ mod tests {
         let settings = load_toml("[auth]\nkey_file = \"/nonexistent/keys\"\n", &[]).unwrap();
         let err = settings.auth.authenticator().unwrap_err();
         assert!(err.to_string().contains("/nonexistent/keys"), "{err}");
+    }
+
+    #[test]
+    fn the_redacted_toml_hides_every_secret() {
+        let toml = r#"
+            [auth]
+            keys = ["super-secret-key"]
+            [[sinks]]
+            name = "backend"
+            type = "forward"
+            url = "https://backend.example.com/hook"
+            headers = { Authorization = "Bearer hidden-token" }
+            signing_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+        "#;
+        let text = load_toml(toml, &[]).unwrap().to_redacted_toml().unwrap();
+        for secret in ["super-secret-key", "hidden-token", "MfKQ9r8"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(text.contains("Authorization = \"[redacted]\""), "{text}");
+        assert!(text.contains("type = \"forward\""), "{text}");
     }
 
     #[test]

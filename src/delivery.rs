@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
+use crate::metrics::Metrics;
 use crate::record::Record;
 use crate::sinks::{ConfiguredSink, DeliveryError};
 use crate::spool::{PendingDelivery, Settlement, Spool, unix_ms};
@@ -105,6 +107,7 @@ pub async fn run(
     spool: Spool,
     sink: Arc<ConfiguredSink>,
     wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let name = sink.name.as_str();
@@ -130,7 +133,8 @@ pub async fn run(
             continue;
         }
         let records: Vec<Record> = due.iter().map(|d| d.record.clone()).collect();
-        let results = sink.sink.deliver_batch(&records).await;
+        let span = tracing::info_span!("delivery", sink = name, records = records.len());
+        let results = sink.sink.deliver_batch(&records).instrument(span).await;
         let finished = SystemTime::now();
         let outcomes: Vec<(i64, Settlement)> = due
             .iter()
@@ -138,6 +142,19 @@ pub async fn run(
             .map(|(delivery, result)| {
                 let outcome = settlement(&sink, delivery, result, finished);
                 log_outcome(name, &delivery.record, delivery.attempts + 1, &outcome);
+                let label = match &outcome {
+                    Settlement::Delivered => {
+                        let lag = unix_ms(finished).saturating_sub(delivery.received_at_ms);
+                        metrics.observe_delivery_lag(
+                            name,
+                            Duration::from_millis(u64::try_from(lag).unwrap_or(0)),
+                        );
+                        "delivered"
+                    }
+                    Settlement::Retry { .. } => "retried",
+                    Settlement::Dead { .. } => "dead",
+                };
+                metrics.observe_delivery(name, label);
                 (delivery.seq, outcome)
             })
             .collect();

@@ -14,9 +14,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::configuration::{ConfigError, Settings};
 use crate::delivery;
-use crate::http::{self, AppState, SinkRoute};
+use crate::http::{self, AppState, ServeOptions, SinkRoute};
+use crate::metrics::Metrics;
+use crate::protocol::Authenticator;
 use crate::sinks::{self, ConfiguredSink, SinkBuildError};
 use crate::spool::{Spool, SpoolError, unix_ms};
+use crate::tls::{self, TlsError};
 
 /// How often delivered records past retention and stale dedup entries are removed.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
@@ -36,6 +39,9 @@ pub enum StartupError {
     /// A sink could not be built.
     #[error(transparent)]
     Sink(#[from] SinkBuildError),
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The listen address could not be bound.
     #[error("could not listen on {address}: {source}")]
     Bind {
@@ -44,10 +50,10 @@ pub enum StartupError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The server failed while running.
-    #[error("server error: {0}")]
-    Serve(std::io::Error),
 }
+
+/// Produces the authenticator to use after a SIGHUP (keys re-read).
+pub type KeyReloader = Box<dyn Fn() -> Result<Authenticator, ConfigError> + Send + Sync>;
 
 /// A built, bound, not yet running service.
 pub struct Application {
@@ -55,11 +61,13 @@ pub struct Application {
     address: SocketAddr,
     state: AppState,
     sinks: Vec<(Arc<ConfiguredSink>, Arc<Notify>)>,
+    serve_options: ServeOptions,
+    reload_keys: KeyReloader,
     settings: Settings,
 }
 
 impl Application {
-    /// Opens the spool, builds the sinks and binds the listener.
+    /// Opens the spool, builds the sinks and TLS, and binds the listener.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let authenticator = settings.auth.authenticator()?;
         if !authenticator.is_signed() {
@@ -67,6 +75,12 @@ impl Application {
                 "auth.allow_unsigned is set: callbacks are NOT authenticated; anyone who can reach this port can inject records"
             );
         }
+        let tls = settings
+            .server
+            .tls
+            .as_ref()
+            .map(tls::acceptor)
+            .transpose()?;
         let spool = Spool::open(
             &settings.spool.path,
             Duration::from_secs(settings.spool.dedup_window_secs),
@@ -104,6 +118,7 @@ impl Application {
         })?;
         tracing::info!(
             %address,
+            tls = tls.is_some(),
             callback_path = %settings.server.callback_path,
             spool = %settings.spool.path.display(),
             keys = authenticator.key_count(),
@@ -111,14 +126,37 @@ impl Application {
             version = env!("CARGO_PKG_VERSION"),
             "recordhook listening"
         );
-        let state = AppState::new(authenticator, spool, routes, settings.server.max_body_bytes);
+        let state = AppState::new(
+            authenticator,
+            spool,
+            routes,
+            settings.server.max_body_bytes,
+            Duration::from_secs(settings.server.request_timeout_secs),
+            Metrics::new(),
+        );
+        let serve_options = ServeOptions {
+            max_connections: settings.server.max_connections,
+            header_read_timeout: Duration::from_secs(settings.server.header_read_timeout_secs),
+            tls,
+        };
+        let auth = settings.auth.clone();
         Ok(Self {
             listener,
             address,
             state,
             sinks,
+            serve_options,
+            reload_keys: Box::new(move || auth.authenticator()),
             settings,
         })
+    }
+
+    /// Replaces how keys are re-read on SIGHUP. By default the `auth` settings
+    /// given to [`Application::build`] are kept and only `key_file` is re-read;
+    /// the command line reloads the whole configuration instead.
+    pub fn with_key_reloader(mut self, reload_keys: KeyReloader) -> Self {
+        self.reload_keys = reload_keys;
+        self
     }
 
     /// The bound address (with the real port when 0 was asked for).
@@ -145,6 +183,8 @@ impl Application {
             listener,
             state,
             sinks,
+            serve_options,
+            reload_keys,
             settings,
             ..
         } = self;
@@ -152,7 +192,12 @@ impl Application {
         let stop = CancellationToken::new();
         let reopen_targets: Vec<Arc<ConfiguredSink>> =
             sinks.iter().map(|(sink, _)| Arc::clone(sink)).collect();
-        let hangups = tokio::spawn(handle_hangups(reopen_targets, stop.child_token()));
+        let hangups = tokio::spawn(handle_hangups(
+            reopen_targets,
+            state.clone(),
+            reload_keys,
+            stop.child_token(),
+        ));
         let maintenance = tokio::spawn(maintain(
             state.spool.clone(),
             Duration::from_secs(settings.spool.retention_secs),
@@ -166,39 +211,28 @@ impl Application {
                     state.spool.clone(),
                     sink,
                     wake,
+                    Arc::clone(&state.metrics),
                     stop.child_token(),
                 ))
             })
             .collect();
-        let app = http::router(state.clone(), &settings.server.callback_path);
-        let server_stop = stop.clone();
-        let mut server = tokio::spawn(
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { server_stop.cancelled().await })
-                .into_future(),
+        let router = http::router(state.clone(), &settings.server.callback_path);
+        let server = tokio::spawn(http::serve(
+            listener,
+            router,
+            serve_options,
+            stop.clone(),
+            grace,
+        ));
+        shutdown.await;
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "shutting down: finishing in-flight requests"
         );
-        let served = tokio::select! {
-            () = shutdown => None,
-            result = &mut server => Some(result),
-        };
         stop.cancel();
-        let result = match served {
-            Some(result) => result,
-            None => {
-                tracing::info!(
-                    grace_secs = grace.as_secs(),
-                    "shutting down: finishing in-flight requests"
-                );
-                match tokio::time::timeout(grace, &mut server).await {
-                    Ok(result) => result,
-                    Err(_) => {
-                        tracing::warn!("in-flight requests did not finish in time; closing them");
-                        server.abort();
-                        Ok(Ok(()))
-                    }
-                }
-            }
-        };
+        if server.await.is_err() {
+            tracing::error!("the server task failed");
+        }
         for task in [hangups, maintenance] {
             let _ = task.await;
         }
@@ -211,11 +245,7 @@ impl Application {
         }
         state.spool.close().await;
         tracing::info!("spool closed; stopped");
-        match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => Err(StartupError::Serve(err)),
-            Err(join) => Err(StartupError::Serve(std::io::Error::other(join))),
-        }
+        Ok(())
     }
 }
 
@@ -267,8 +297,35 @@ async fn maintain(
     }
 }
 
-/// On SIGHUP, reopens the files sinks write to (for logrotate), until `stop`.
-async fn handle_hangups(sinks: Vec<Arc<ConfiguredSink>>, stop: CancellationToken) {
+/// Applies a SIGHUP: reopens sink files (for logrotate) and reloads the
+/// callback keys; a reload that fails keeps the keys in force.
+fn apply_hangup(sinks: &[Arc<ConfiguredSink>], state: &AppState, reload_keys: &KeyReloader) {
+    sinks.iter().for_each(|sink| sink.sink.reopen());
+    match reload_keys() {
+        Ok(authenticator) => {
+            let keys = authenticator.key_count();
+            state.replace_authenticator(authenticator);
+            tracing::info!(
+                signal = "SIGHUP",
+                keys,
+                "callback keys reloaded; sink files reopened"
+            );
+        }
+        Err(err) => tracing::error!(
+            signal = "SIGHUP",
+            error = %err,
+            "callback keys NOT reloaded, the previous keys stay in force; sink files reopened"
+        ),
+    }
+}
+
+/// Waits for SIGHUPs until `stop`.
+async fn handle_hangups(
+    sinks: Vec<Arc<ConfiguredSink>>,
+    state: AppState,
+    reload_keys: KeyReloader,
+    stop: CancellationToken,
+) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -285,8 +342,7 @@ async fn handle_hangups(sinks: Vec<Arc<ConfiguredSink>>, stop: CancellationToken
                     if received.is_none() {
                         break;
                     }
-                    tracing::info!(signal = "SIGHUP", "reopening sink files");
-                    sinks.iter().for_each(|sink| sink.sink.reopen());
+                    apply_hangup(&sinks, &state, &reload_keys);
                 }
                 () = stop.cancelled() => break,
             }
@@ -294,7 +350,7 @@ async fn handle_hangups(sinks: Vec<Arc<ConfiguredSink>>, stop: CancellationToken
     }
     #[cfg(not(unix))]
     {
-        let _ = sinks;
+        let _ = (sinks, state, reload_keys);
         stop.cancelled().await;
     }
 }

@@ -34,7 +34,15 @@ impl From<ApiError> for Rejection {
 /// Handles one callback; logs its outcome in exactly this one place.
 pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let received_at = SystemTime::now();
-    match accept(&state, &headers, body, received_at).await {
+    let started = std::time::Instant::now();
+    let outcome = accept(&state, &headers, body, received_at).await;
+    let label = match &outcome {
+        Ok((_, Acceptance::Stored { .. })) => "accepted",
+        Ok((_, Acceptance::Duplicate)) => "duplicate",
+        Err(rejection) => rejection.error.reason(),
+    };
+    state.metrics.observe_callback(label, started.elapsed());
+    match outcome {
         Ok((record, Acceptance::Stored { seq })) => {
             state.wake_sinks(record.event_type);
             tracing::info!(
@@ -83,7 +91,20 @@ async fn accept(
     body: Body,
     received_at: SystemTime,
 ) -> Result<(Record, Acceptance), Rejection> {
-    let bytes = read_body(headers, body, state.max_body_bytes).await?;
+    let bytes = match tokio::time::timeout(
+        state.body_timeout,
+        read_body(headers, body, state.max_body_bytes),
+    )
+    .await
+    {
+        Ok(read) => read?,
+        Err(_) => {
+            return Err(ApiError::BodyTimeout {
+                secs: state.body_timeout.as_secs(),
+            }
+            .into());
+        }
+    };
     let unverified = UnverifiedCallback::parse(&bytes).map_err(ApiError::from)?;
     let stream_id = unverified.stream_id_hint();
     let reject = |error: ApiError| Rejection {

@@ -22,6 +22,12 @@ pub enum ApiError {
     /// The body could not be read to its end (the client went away mid-body).
     #[error("body could not be read: {0}")]
     BodyUnreadable(String),
+    /// The client took longer than `server.request_timeout_secs` to send its body.
+    #[error("body not received within {secs} s")]
+    BodyTimeout {
+        /// The configured bound.
+        secs: u64,
+    },
     /// The body is not a usable callback.
     #[error(transparent)]
     Payload(#[from] PayloadError),
@@ -63,6 +69,7 @@ impl ApiError {
         match self {
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyUnreadable(_) | Self::Payload(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Auth(_) => StatusCode::UNAUTHORIZED,
             Self::SpoolUnavailable(_) | Self::ShuttingDown | Self::NotReady(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -77,6 +84,7 @@ impl ApiError {
         match self {
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::BodyUnreadable(_) => "body_unreadable",
+            Self::BodyTimeout { .. } => "body_timeout",
             Self::Payload(err) => err.reason(),
             Self::Auth(err) => err.reason(),
             Self::SpoolUnavailable(_) => "spool_unavailable",
@@ -104,6 +112,7 @@ impl ApiError {
             Self::Auth(AuthError::TooFarInFuture) => 4016,
             Self::NotFound => 4040,
             Self::MethodNotAllowed { .. } => 4050,
+            Self::BodyTimeout { .. } => 4080,
             Self::BodyTooLarge { .. } => 4130,
             Self::SpoolUnavailable(_) => 5031,
             Self::ShuttingDown => 5032,
@@ -134,6 +143,7 @@ mod tests {
         let errors = [
             ApiError::BodyTooLarge { limit: 1 },
             ApiError::BodyUnreadable(String::new()),
+            ApiError::BodyTimeout { secs: 1 },
             ApiError::Payload(PayloadError::InvalidJson(String::new())),
             ApiError::Payload(PayloadError::NotAnObject),
             ApiError::Payload(PayloadError::EventTypeMissing),

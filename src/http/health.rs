@@ -1,9 +1,12 @@
-//! `/healthz` (the process serves) and `/readyz` (the spool takes writes).
+//! `/healthz` (the process serves), `/readyz` (the spool takes writes) and
+//! `/metrics` (Prometheus text format).
 
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
 use super::AppState;
@@ -16,6 +19,21 @@ const READY_TIMEOUT: Duration = Duration::from_secs(5);
 /// 200 while the process answers at all.
 pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
+}
+
+/// The metrics in the OpenMetrics text format, which Prometheus scrapes.
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let text = state
+        .metrics
+        .render(&state.spool, &state.sink_names())
+        .await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
 }
 
 /// 200 when a write to the spool commits, 503 otherwise.

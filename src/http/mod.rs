@@ -4,18 +4,24 @@
 mod callback;
 mod error;
 mod health;
+mod serve;
 
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
 use tokio::sync::Notify;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
 
-use crate::configuration::{HEALTH_PATH, READY_PATH};
+use crate::configuration::{HEALTH_PATH, METRICS_PATH, READY_PATH};
+use crate::metrics::Metrics;
 use crate::protocol::Authenticator;
 use crate::spool::Spool;
 
 pub use error::ApiError;
+pub use serve::{ServeOptions, serve};
 
 /// Which sink receives which event types, and how to wake its worker.
 #[derive(Debug)]
@@ -39,6 +45,10 @@ pub struct AppState {
     routes: Arc<Vec<SinkRoute>>,
     /// Largest body accepted.
     pub max_body_bytes: usize,
+    /// How long a client may take to send its body.
+    pub body_timeout: Duration,
+    /// The service's metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -48,13 +58,22 @@ impl AppState {
         spool: Spool,
         routes: Vec<SinkRoute>,
         max_body_bytes: usize,
+        body_timeout: Duration,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             authenticator: Arc::new(RwLock::new(Arc::new(authenticator))),
             spool,
             routes: Arc::new(routes),
             max_body_bytes,
+            body_timeout,
+            metrics,
         }
+    }
+
+    /// Names of every configured sink.
+    pub fn sink_names(&self) -> Vec<String> {
+        self.routes.iter().map(|route| route.name.clone()).collect()
     }
 
     /// The authenticator in force now.
@@ -109,6 +128,45 @@ pub fn router(state: AppState, callback_path: &str) -> Router {
             READY_PATH,
             get(health::readyz).fallback(|| async { ApiError::MethodNotAllowed { allow: "GET" } }),
         )
+        .route(
+            METRICS_PATH,
+            get(health::metrics).fallback(|| async { ApiError::MethodNotAllowed { allow: "GET" } }),
+        )
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_span)
+                        // Outcomes are logged by the handlers, once.
+                        .on_request(())
+                        .on_response(())
+                        .on_failure(()),
+                )
+                .layer(PropagateRequestIdLayer::x_request_id()),
+        )
+}
+
+/// Longest client-supplied request id kept in logs.
+const REQUEST_ID_LIMIT: usize = 128;
+
+/// One span per request, carrying the request id (the client's `X-Request-Id`
+/// when it sent one, generated otherwise; echoed in the response).
+fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    let request_id: String = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .chars()
+        .take(REQUEST_ID_LIMIT)
+        .collect();
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = %request_id,
+    )
 }

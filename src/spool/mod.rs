@@ -71,6 +71,8 @@ pub struct PendingDelivery {
     pub seq: i64,
     /// Attempts made so far.
     pub attempts: u32,
+    /// When the record was accepted, Unix ms.
+    pub received_at_ms: i64,
     /// The record.
     pub record: Record,
 }
@@ -310,7 +312,7 @@ impl Spool {
         let sink = sink.to_owned();
         self.read(move |conn| {
             let mut statement = conn.prepare_cached(
-                "SELECT d.seq, d.attempts, r.body FROM deliveries d JOIN records r ON r.seq = d.seq
+                "SELECT d.seq, d.attempts, r.received_at_ms, r.body FROM deliveries d JOIN records r ON r.seq = d.seq
                  WHERE d.sink = ?1 AND d.state = 'pending' AND d.next_attempt_ms <= ?2
                  ORDER BY d.next_attempt_ms, d.seq LIMIT ?3",
             )?;
@@ -319,15 +321,17 @@ impl Spool {
                     Ok((
                         row.get::<_, i64>(0)?,
                         row.get::<_, u32>(1)?,
-                        row.get::<_, String>(2)?,
+                        row.get::<_, i64>(2)?,
+                        row.get::<_, String>(3)?,
                     ))
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             rows.into_iter()
-                .map(|(seq, attempts, body)| {
+                .map(|(seq, attempts, received_at_ms, body)| {
                     Ok(PendingDelivery {
                         seq,
                         attempts,
+                        received_at_ms,
                         record: decode(&body)?,
                     })
                 })

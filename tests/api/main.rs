@@ -5,8 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod callback;
+mod commands;
 mod crash;
 mod delivery;
+mod edge;
 mod health;
 mod helpers;
 mod process;

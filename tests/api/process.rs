@@ -117,6 +117,18 @@ impl Server {
         self.child.wait().unwrap();
     }
 
+    /// Sends `signal` (e.g. `-HUP`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args([signal, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
     /// Sends SIGTERM, waits for the exit, and returns the status and every log line.
     pub fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
         let pid = self.child.id().to_string();
@@ -200,6 +212,69 @@ async fn the_binary_logs_each_outcome_without_secrets_and_exits_0_on_sigterm() {
         assert!(
             !line.contains("\"sign\""),
             "a body with sign leaked into the log: {line}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_key_file_and_a_failed_reload_keeps_the_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = path_in(&dir, "keys");
+    std::fs::write(&key_file, "initial-key\n").unwrap();
+    let server = start_server(&dir, &format!("[auth]\nkey_file = {key_file:?}\n"));
+    let client = reqwest::Client::new();
+    let url = format!("{}/callback", server.address);
+    let post_signed_with = |key: &'static str, file_id: &'static str| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let mut body = recording(file_id);
+            let t = now() + 300;
+            body["t"] = t.into();
+            body["sign"] = sign_for(key, t).into();
+            client
+                .post(&url)
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(post_signed_with("initial-key", "hup-1").await, 200);
+    assert_eq!(post_signed_with("rotated-key", "hup-2").await, 401);
+
+    std::fs::write(&key_file, "rotated-key\n").unwrap();
+    server.signal("-HUP");
+    let rotated = eventually(Duration::from_secs(10), || async {
+        post_signed_with("rotated-key", "hup-3").await == 200
+    })
+    .await;
+    assert!(rotated, "the rotated key was not accepted after SIGHUP");
+    assert_eq!(post_signed_with("initial-key", "hup-4").await, 401);
+
+    // A reload that fails (the key file is gone) keeps the keys in force.
+    std::fs::remove_file(&key_file).unwrap();
+    server.signal("-HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(post_signed_with("rotated-key", "hup-5").await, 200);
+
+    let (status, lines) = server.terminate();
+    assert!(status.success());
+    assert!(
+        lines.iter().any(|l| l.contains("callback keys reloaded")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("callback keys NOT reloaded") && l.contains("could not be read")),
+        "{lines:#?}"
+    );
+    for line in &lines {
+        assert!(
+            !line.contains("initial-key") && !line.contains("rotated-key"),
+            "a key leaked: {line}"
         );
     }
 }

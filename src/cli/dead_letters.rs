@@ -1,42 +1,15 @@
-//! The command line: `recordhook [serve]` and `recordhook dead-letters …`,
-//! all taking `--config FILE`.
+//! `recordhook dead-letters list|retry|purge`: work on the spool directly,
+//! beside a running server (SQLite's WAL lets both use it).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 
 use crate::configuration::load_for_file;
 use crate::spool::Spool;
-use crate::startup::{Application, shutdown_signal};
-use crate::telemetry;
-
-/// Receives Tencent Cloud CSS recording callbacks, verifies them, stores them
-/// durably and delivers them to sinks.
-#[derive(Debug, Parser)]
-#[command(name = "recordhook", version, about, long_about = None)]
-pub struct Cli {
-    /// Configuration file, layered over config/default.toml and under RECORDHOOK__* variables.
-    #[arg(long, global = true, env = "RECORDHOOK_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// What to do; `serve` when omitted.
-    #[command(subcommand)]
-    pub command: Option<Command>,
-}
-
-/// Subcommands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the server (the default).
-    ///
-    /// Example: RECORDHOOK__AUTH__KEYS=your-callback-key recordhook serve --config /etc/recordhook/config.toml
-    Serve,
-    /// Inspect, retry or purge deliveries that were given up on.
-    #[command(subcommand)]
-    DeadLetters(DeadLetterCommand),
-}
 
 /// `recordhook dead-letters …`
 #[derive(Debug, Subcommand)]
@@ -73,14 +46,6 @@ pub struct Selection {
     pub all: bool,
 }
 
-/// Runs the parsed command line.
-pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(cli.config).await,
-        Command::DeadLetters(command) => dead_letters(cli.config, command).await,
-    }
-}
-
 /// Opens the configured spool for a command, refusing to create a new one.
 fn open_existing_spool(config: Option<&Path>) -> anyhow::Result<Spool> {
     let settings = load_for_file(config)?;
@@ -97,11 +62,9 @@ fn open_existing_spool(config: Option<&Path>) -> anyhow::Result<Spool> {
     )?)
 }
 
-async fn dead_letters(
-    config: Option<PathBuf>,
-    command: DeadLetterCommand,
-) -> anyhow::Result<ExitCode> {
-    let spool = open_existing_spool(config.as_deref())?;
+/// Runs a dead-letter command against the configured spool.
+pub async fn run(config: Option<&Path>, command: DeadLetterCommand) -> anyhow::Result<ExitCode> {
+    let spool = open_existing_spool(config)?;
     let result = match command {
         DeadLetterCommand::List { sink } => {
             let mut out = std::io::stdout().lock();
@@ -136,12 +99,4 @@ fn report(count: usize, done: &str, id: Option<&str>) -> anyhow::Result<ExitCode
         }
         _ => Ok(ExitCode::SUCCESS),
     }
-}
-
-async fn serve(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let settings = load_for_file(config.as_deref())?;
-    telemetry::install(telemetry::subscriber(&settings.log, std::io::stdout)?);
-    let application = Application::build(settings).await?;
-    application.run_until_stopped(shutdown_signal()).await?;
-    Ok(ExitCode::SUCCESS)
 }
