@@ -763,6 +763,19 @@ mod tests {
     }
 
     #[test]
+    fn every_shipped_config_file_loads() {
+        for name in ["default", "minimal", "production", "docker"] {
+            let path = PathBuf::from(format!("{}/config/{name}.toml", env!("CARGO_MANIFEST_DIR")));
+            let settings = Settings::load(Sources {
+                repo_default: None,
+                file: Some(path),
+                environment: env(&[("RECORDHOOK__AUTH__KEYS", "k")]),
+            });
+            assert!(settings.is_ok(), "config/{name}.toml: {:?}", settings.err());
+        }
+    }
+
+    #[test]
     fn environment_variables_override_files_and_split_key_lists() {
         let settings = load_toml(
             "[server]\nlisten = \"127.0.0.1:1\"\n",
