@@ -1,6 +1,7 @@
-//! Delivery workers: one per sink, each walking that sink's pending
-//! deliveries in the spool, attempting them, and writing back the outcome
-//! (delivered, retry later with backoff, or dead letter). Delivery is
+//! Delivery workers: one per sink, each walking the records past that sink's
+//! cursor in the spool and its retries that are due, attempting them, and
+//! writing back the outcome (delivered, retry later with backoff, or dead
+//! letter) together with the new cursor. Delivery is
 //! at-least-once: an attempt whose outcome was not written back (a crash) is
 //! made again after a restart.
 
@@ -14,7 +15,7 @@ use tracing::Instrument;
 use crate::metrics::Metrics;
 use crate::record::Record;
 use crate::sinks::{ConfiguredSink, DeliveryError};
-use crate::spool::{PendingDelivery, Settlement, Spool, unix_ms};
+use crate::spool::{Outcome, PendingDelivery, Settlement, Spool, SpoolError, unix_ms};
 
 /// Records attempted together; the file sink writes them with one fsync.
 const BATCH: usize = 256;
@@ -100,9 +101,34 @@ fn log_outcome(sink: &str, record: &Record, attempts: u32, settlement: &Settleme
     }
 }
 
-/// Delivers `sink`'s pending records until `shutdown` is cancelled. `wake` is
-/// notified when new records are accepted, so delivery starts without waiting
-/// for the next poll.
+/// What the worker found to do in one look at the spool.
+struct Round {
+    /// Records the sink has not been offered yet, then retries that are due.
+    deliveries: Vec<PendingDelivery>,
+    /// Where the sink's cursor moves once this round is settled.
+    scanned_to: Option<i64>,
+}
+
+async fn next_round(
+    spool: &Spool,
+    sink: &ConfiguredSink,
+    now: SystemTime,
+) -> Result<Round, SpoolError> {
+    let fresh = spool.fresh(&sink.name, &sink.event_types, BATCH).await?;
+    let mut deliveries = fresh.deliveries;
+    let room = BATCH.saturating_sub(deliveries.len());
+    if room > 0 {
+        deliveries.extend(spool.due_retries(&sink.name, unix_ms(now), room).await?);
+    }
+    Ok(Round {
+        deliveries,
+        scanned_to: fresh.scanned_to,
+    })
+}
+
+/// Delivers `sink`'s records until `shutdown` is cancelled: records past its
+/// cursor first, then retries that are due. `wake` is notified when new
+/// records are accepted, so delivery starts without waiting for the next poll.
 pub async fn run(
     spool: Spool,
     sink: Arc<ConfiguredSink>,
@@ -113,16 +139,28 @@ pub async fn run(
     let name = sink.name.as_str();
     while !shutdown.is_cancelled() {
         let now = SystemTime::now();
-        let due = match spool.due(name, unix_ms(now), BATCH).await {
-            Ok(due) => due,
+        let round = match next_round(&spool, &sink, now).await {
+            Ok(round) => round,
             Err(err) => {
                 tracing::error!(sink = name, error = %err, "could not read pending deliveries");
-                Vec::new()
+                Round {
+                    deliveries: Vec::new(),
+                    scanned_to: None,
+                }
             }
         };
-        if due.is_empty() {
-            let next_due = spool.next_due_ms(name).await.ok().flatten();
-            let wait = next_due.map_or(POLL, |at| {
+        if round.deliveries.is_empty() {
+            // Records of other event types only: move past them.
+            if round.scanned_to.is_some()
+                && let Err(err) = spool.settle(name, Vec::new(), round.scanned_to, now).await
+            {
+                tracing::error!(sink = name, error = %err, "could not move the delivery cursor");
+            }
+            if round.scanned_to.is_some() {
+                continue;
+            }
+            let next_retry = spool.next_retry_ms(name).await.ok().flatten();
+            let wait = next_retry.map_or(POLL, |at| {
                 Duration::from_millis(u64::try_from(at - unix_ms(now)).unwrap_or(0)).min(POLL)
             });
             tokio::select! {
@@ -132,16 +170,18 @@ pub async fn run(
             }
             continue;
         }
-        let records: Vec<Record> = due.iter().map(|d| d.record.clone()).collect();
+        let records: Vec<Record> = round.deliveries.iter().map(|d| d.record.clone()).collect();
         let span = tracing::info_span!("delivery", sink = name, records = records.len());
         let results = sink.sink.deliver_batch(&records).instrument(span).await;
         let finished = SystemTime::now();
-        let outcomes: Vec<(i64, Settlement)> = due
+        let outcomes: Vec<Outcome> = round
+            .deliveries
             .iter()
             .zip(results)
             .map(|(delivery, result)| {
                 let outcome = settlement(&sink, delivery, result, finished);
-                log_outcome(name, &delivery.record, delivery.attempts + 1, &outcome);
+                let attempts = delivery.attempts.saturating_add(1);
+                log_outcome(name, &delivery.record, attempts, &outcome);
                 let label = match &outcome {
                     Settlement::Delivered => {
                         let lag = unix_ms(finished).saturating_sub(delivery.received_at_ms);
@@ -155,10 +195,17 @@ pub async fn run(
                     Settlement::Dead { .. } => "dead",
                 };
                 metrics.observe_delivery(name, label);
-                (delivery.seq, outcome)
+                Outcome {
+                    seq: delivery.seq,
+                    attempts,
+                    settlement: outcome,
+                }
             })
             .collect();
-        if let Err(err) = spool.settle(name, outcomes, finished).await {
+        if let Err(err) = spool
+            .settle(name, outcomes, round.scanned_to, finished)
+            .await
+        {
             // The attempts will be made again: at-least-once, never lost.
             tracing::error!(sink = name, error = %err, "could not record delivery outcomes");
             tokio::select! {

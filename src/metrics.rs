@@ -145,9 +145,9 @@ impl Metrics {
     }
 
     /// Reads the spool gauges and renders everything in the text format.
-    pub async fn render(&self, spool: &Spool, sinks: &[String]) -> String {
-        for sink in sinks {
-            if let Ok(counts) = spool.counts(sink).await {
+    pub async fn render(&self, spool: &Spool, sinks: &[(String, Vec<i64>)]) -> String {
+        for (sink, event_types) in sinks {
+            if let Ok(counts) = spool.counts(sink, event_types).await {
                 let labels = SinkLabels { sink: sink.clone() };
                 self.pending
                     .get_or_create(&labels)
@@ -184,7 +184,9 @@ mod tests {
         metrics.observe_callback("sign_mismatch", Duration::from_millis(1));
         metrics.observe_delivery("archive", "delivered");
         metrics.observe_delivery_lag("archive", Duration::from_millis(30));
-        let text = metrics.render(&spool, &["archive".to_owned()]).await;
+        let text = metrics
+            .render(&spool, &[("archive".to_owned(), vec![100])])
+            .await;
         for expected in [
             r#"recordhook_callbacks_total{outcome="accepted"} 1"#,
             r#"recordhook_callbacks_total{outcome="sign_mismatch"} 2"#,

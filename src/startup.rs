@@ -97,12 +97,15 @@ impl Application {
                 wake: Arc::clone(wake),
             })
             .collect();
-        let known: Vec<String> = sinks.iter().map(|(sink, _)| sink.name.clone()).collect();
-        for (sink, count) in spool.retire_unknown_sinks(known, SystemTime::now()).await? {
+        let registered = sinks
+            .iter()
+            .map(|(sink, _)| (sink.name.clone(), sink.event_types.clone()))
+            .collect();
+        for (sink, count) in spool.register_sinks(registered, SystemTime::now()).await? {
             tracing::warn!(
                 sink = %sink,
                 count,
-                "sink is no longer configured: its pending deliveries are now dead letters \
+                "sink is no longer configured: its undelivered records are now dead letters \
                  (restore the sink and run `recordhook dead-letters retry`, or purge them)"
             );
         }

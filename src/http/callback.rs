@@ -119,10 +119,9 @@ async fn accept(
         .verify(unverified, now)
         .map_err(|err| reject(err.into()))?;
     let record = Record::from_verified(verified, received_at).map_err(|err| reject(err.into()))?;
-    let sinks = state.subscribers(record.event_type);
     let acceptance = state
         .spool
-        .accept(&record, sinks, received_at)
+        .accept(&record, received_at)
         .await
         .map_err(|err| reject(err.into()))?;
     Ok((record, acceptance))

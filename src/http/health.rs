@@ -23,10 +23,7 @@ pub async fn healthz() -> Json<Value> {
 
 /// The metrics in the OpenMetrics text format, which Prometheus scrapes.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let text = state
-        .metrics
-        .render(&state.spool, &state.sink_names())
-        .await;
+    let text = state.metrics.render(&state.spool, &state.sinks()).await;
     (
         [(
             header::CONTENT_TYPE,

@@ -71,9 +71,12 @@ impl AppState {
         }
     }
 
-    /// Names of every configured sink.
-    pub fn sink_names(&self) -> Vec<String> {
-        self.routes.iter().map(|route| route.name.clone()).collect()
+    /// Every configured sink with the event types it takes.
+    pub fn sinks(&self) -> Vec<(String, Vec<i64>)> {
+        self.routes
+            .iter()
+            .map(|route| (route.name.clone(), route.event_types.clone()))
+            .collect()
     }
 
     /// The authenticator in force now.
@@ -92,15 +95,6 @@ impl AppState {
             Err(poisoned) => poisoned.into_inner(),
         };
         *current = Arc::new(authenticator);
-    }
-
-    /// Names of the sinks that receive `event_type`.
-    pub fn subscribers(&self, event_type: i64) -> Vec<String> {
-        self.routes
-            .iter()
-            .filter(|route| route.event_types.contains(&event_type))
-            .map(|route| route.name.clone())
-            .collect()
     }
 
     /// Wakes the workers of the sinks that receive `event_type`.

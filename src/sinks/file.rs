@@ -237,38 +237,37 @@ impl Sink for FileSink {
         records: &'a [Record],
     ) -> BoxFuture<'a, Vec<Result<(), DeliveryError>>> {
         Box::pin(async move {
-            let mut lines = Vec::with_capacity(records.len() * 1024);
-            let mut results: Vec<Option<Result<(), DeliveryError>>> =
-                Vec::with_capacity(records.len());
-            for record in records {
-                let before = lines.len();
-                match serde_json::to_writer(&mut lines, record) {
-                    Ok(()) => {
-                        lines.push(b'\n');
-                        results.push(None);
-                    }
-                    Err(err) => {
-                        lines.truncate(before);
-                        results.push(Some(Err(DeliveryError::Permanent {
-                            reason: format!("record could not be serialised: {err}"),
-                        })));
+            // Serialising and writing a batch (with its fsync) is synchronous work.
+            super::run_blocking(|| {
+                let mut lines = Vec::with_capacity(records.len() * 1024);
+                let mut results: Vec<Option<Result<(), DeliveryError>>> =
+                    Vec::with_capacity(records.len());
+                for record in records {
+                    let before = lines.len();
+                    match serde_json::to_writer(&mut lines, record) {
+                        Ok(()) => {
+                            lines.push(b'\n');
+                            results.push(None);
+                        }
+                        Err(err) => {
+                            lines.truncate(before);
+                            results.push(Some(Err(DeliveryError::Permanent {
+                                reason: format!("record could not be serialised: {err}"),
+                            })));
+                        }
                     }
                 }
-            }
-            let inner = Arc::clone(&self.inner);
-            let written =
-                tokio::task::spawn_blocking(move || inner.append(&lines, SystemTime::now()))
-                    .await
-                    .map_err(|err| std::io::Error::other(err.to_string()))
-                    .and_then(|result| result);
-            let outcome = written.map_err(|err| DeliveryError::Retriable {
-                reason: format!("writing {} failed: {err}", self.inner.path.display()),
-                retry_after: None,
-            });
-            results
-                .into_iter()
-                .map(|result| result.unwrap_or_else(|| outcome.clone()))
-                .collect()
+                let outcome = self.inner.append(&lines, SystemTime::now()).map_err(|err| {
+                    DeliveryError::Retriable {
+                        reason: format!("writing {} failed: {err}", self.inner.path.display()),
+                        retry_after: None,
+                    }
+                });
+                results
+                    .into_iter()
+                    .map(|result| result.unwrap_or_else(|| outcome.clone()))
+                    .collect()
+            })
         })
     }
 

@@ -18,8 +18,8 @@ impl LogSink {
     }
 }
 
-impl Sink for LogSink {
-    fn deliver<'a>(&'a self, record: &'a Record) -> BoxFuture<'a, Result<(), DeliveryError>> {
+impl LogSink {
+    fn log(&self, record: &Record) {
         let recording = record.recording.clone().unwrap_or_default();
         tracing::info!(
             target: "recordhook::record",
@@ -38,6 +38,30 @@ impl Sink for LogSink {
             warnings = record.warnings.len(),
             "record"
         );
+    }
+}
+
+impl Sink for LogSink {
+    fn deliver<'a>(&'a self, record: &'a Record) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        self.log(record);
         Box::pin(async { Ok(()) })
+    }
+
+    fn deliver_batch<'a>(
+        &'a self,
+        records: &'a [Record],
+    ) -> BoxFuture<'a, Vec<Result<(), DeliveryError>>> {
+        Box::pin(async move {
+            // Formatting and writing a batch of log lines is synchronous work.
+            super::run_blocking(|| {
+                records
+                    .iter()
+                    .map(|record| {
+                        self.log(record);
+                        Ok(())
+                    })
+                    .collect()
+            })
+        })
     }
 }

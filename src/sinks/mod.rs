@@ -70,6 +70,20 @@ pub trait Sink: Send + Sync {
     fn reopen(&self) {}
 }
 
+/// Runs CPU-heavy synchronous work (serialising or logging a whole batch)
+/// without stalling the requests that share this worker thread: on the
+/// multi-threaded runtime the thread's other tasks move elsewhere meanwhile.
+/// A current-thread runtime (as in tests) cannot do that; there it runs inline.
+pub(crate) fn run_blocking<R>(work: impl FnOnce() -> R) -> R {
+    let multi_threaded = tokio::runtime::Handle::try_current()
+        .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_threaded {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
+    }
+}
+
 /// A sink together with the settings that govern its deliveries.
 pub struct ConfiguredSink {
     /// Name from the configuration.

@@ -7,8 +7,12 @@
 //! together (see [`writer`]); reads use their own connection, which WAL mode
 //! lets run beside the writer.
 
+mod checkpointer;
+mod deliveries;
 mod schema;
 mod writer;
+
+pub use deliveries::{DeliveryState, FreshBatch, Outcome, PendingDelivery, Settlement, SinkCounts};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -64,38 +68,6 @@ pub enum Acceptance {
     Duplicate,
 }
 
-/// A record waiting to be delivered to one sink.
-#[derive(Debug, Clone)]
-pub struct PendingDelivery {
-    /// Position of the record in the spool.
-    pub seq: i64,
-    /// Attempts made so far.
-    pub attempts: u32,
-    /// When the record was accepted, Unix ms.
-    pub received_at_ms: i64,
-    /// The record.
-    pub record: Record,
-}
-
-/// How one delivery attempt ended, to be written back.
-#[derive(Debug, Clone)]
-pub enum Settlement {
-    /// The sink has the record.
-    Delivered,
-    /// Try again at `at` (Unix milliseconds).
-    Retry {
-        /// When to try again.
-        at_ms: i64,
-        /// Why this attempt failed.
-        error: String,
-    },
-    /// Give up: a permanent failure or attempts exhausted.
-    Dead {
-        /// Why.
-        error: String,
-    },
-}
-
 /// A delivery that was given up on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeadLetter {
@@ -111,28 +83,6 @@ pub struct DeadLetter {
     pub last_attempt_at: String,
 }
 
-/// Where one record stands with one sink.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliveryState {
-    /// The sink.
-    pub sink: String,
-    /// `pending`, `delivered` or `dead`.
-    pub state: String,
-    /// Attempts made.
-    pub attempts: u32,
-    /// The last error, if an attempt failed.
-    pub last_error: Option<String>,
-}
-
-/// Delivery counts of one sink.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SinkCounts {
-    /// Waiting for (another) attempt.
-    pub pending: u64,
-    /// Given up on.
-    pub dead: u64,
-}
-
 /// Handle to the spool; cheap to clone.
 #[derive(Clone)]
 pub struct Spool {
@@ -145,6 +95,7 @@ struct Inner {
     /// `None` once closing has begun.
     jobs: RwLock<Option<mpsc::Sender<Box<dyn WriteJob>>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpointer: Mutex<Option<checkpointer::Checkpointer>>,
     reader: Arc<Mutex<Connection>>,
 }
 
@@ -172,7 +123,15 @@ impl Spool {
         }
         let mut conn = open_connection(path).map_err(|err| open_error(err.to_string()))?;
         schema::migrate(&mut conn).map_err(open_error)?;
+        // Checkpoints run on their own thread, off the commit path.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(|err| open_error(err.to_string()))?;
         let reader = open_connection(path).map_err(|err| open_error(err.to_string()))?;
+        let checkpointer = open_connection(path)
+            .map_err(|err| open_error(err.to_string()))
+            .and_then(|conn| {
+                checkpointer::Checkpointer::start(conn).map_err(|err| open_error(err.to_string()))
+            })?;
         let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
         let writer = std::thread::Builder::new()
             .name("spool-writer".to_owned())
@@ -184,6 +143,7 @@ impl Spool {
                 dedup_window_ms: i64::try_from(dedup_window.as_millis()).unwrap_or(i64::MAX),
                 jobs: RwLock::new(Some(sender)),
                 writer: Mutex::new(Some(writer)),
+                checkpointer: Mutex::new(Some(checkpointer)),
                 reader: Arc::new(Mutex::new(reader)),
             }),
         })
@@ -232,15 +192,10 @@ impl Spool {
         .map_err(|err| SpoolError::Read(err.to_string()))?
     }
 
-    /// Stores `record` with a pending delivery for each of `sinks`, unless its
-    /// event id was accepted within the dedup window. Returns only after the
-    /// commit is durable.
-    pub async fn accept(
-        &self,
-        record: &Record,
-        sinks: Vec<String>,
-        now: SystemTime,
-    ) -> Result<Acceptance, SpoolError> {
+    /// Stores `record`, unless its event id was accepted within the dedup
+    /// window. Returns only after the commit is durable. Sinks pick it up from
+    /// their cursors.
+    pub async fn accept(&self, record: &Record, now: SystemTime) -> Result<Acceptance, SpoolError> {
         let body =
             serde_json::to_string(record).map_err(|err| SpoolError::Write(err.to_string()))?;
         let event_id = record.id.clone();
@@ -264,14 +219,9 @@ impl Spool {
                 "INSERT INTO records (event_id, event_type, received_at_ms, body) VALUES (?1, ?2, ?3, ?4)",
             )?
             .execute(params![event_id, event_type, now_ms, body])?;
-            let seq = conn.last_insert_rowid();
-            let mut insert = conn.prepare_cached(
-                "INSERT INTO deliveries (sink, seq, state, next_attempt_ms) VALUES (?1, ?2, 'pending', ?3)",
-            )?;
-            for sink in &sinks {
-                insert.execute(params![sink, seq, now_ms])?;
-            }
-            Ok(Acceptance::Stored { seq })
+            Ok(Acceptance::Stored {
+                seq: conn.last_insert_rowid(),
+            })
         })
         .await
     }
@@ -302,161 +252,22 @@ impl Spool {
         .await
     }
 
-    /// Up to `limit` deliveries to `sink` that are due at `now_ms`, oldest due first.
-    pub async fn due(
-        &self,
-        sink: &str,
-        now_ms: i64,
-        limit: usize,
-    ) -> Result<Vec<PendingDelivery>, SpoolError> {
-        let sink = sink.to_owned();
-        self.read(move |conn| {
-            let mut statement = conn.prepare_cached(
-                "SELECT d.seq, d.attempts, r.received_at_ms, r.body FROM deliveries d JOIN records r ON r.seq = d.seq
-                 WHERE d.sink = ?1 AND d.state = 'pending' AND d.next_attempt_ms <= ?2
-                 ORDER BY d.next_attempt_ms, d.seq LIMIT ?3",
-            )?;
-            let rows = statement
-                .query_map(params![sink, now_ms, limit as i64], |row| {
-                    Ok((
-                        row.get::<_, i64>(0)?,
-                        row.get::<_, u32>(1)?,
-                        row.get::<_, i64>(2)?,
-                        row.get::<_, String>(3)?,
-                    ))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            rows.into_iter()
-                .map(|(seq, attempts, received_at_ms, body)| {
-                    Ok(PendingDelivery {
-                        seq,
-                        attempts,
-                        received_at_ms,
-                        record: decode(&body)?,
-                    })
-                })
-                .collect()
-        })
-        .await
-    }
-
-    /// When the next pending delivery to `sink` falls due (Unix ms), if any.
-    pub async fn next_due_ms(&self, sink: &str) -> Result<Option<i64>, SpoolError> {
-        let sink = sink.to_owned();
-        self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT MIN(next_attempt_ms) FROM deliveries WHERE sink = ?1 AND state = 'pending'",
-                )?
-                .query_row([sink], |row| row.get(0))?)
-        })
-        .await
-    }
-
-    /// Writes back the outcome of attempts on `sink`, each counting one attempt.
-    pub async fn settle(
-        &self,
-        sink: &str,
-        outcomes: Vec<(i64, Settlement)>,
-        now: SystemTime,
-    ) -> Result<(), SpoolError> {
-        let sink = sink.to_owned();
-        let now_ms = unix_ms(now);
-        self.write(move |conn| {
-            let mut update = conn.prepare_cached(
-                "UPDATE deliveries SET state = ?3, attempts = attempts + 1, next_attempt_ms = ?4,
-                 last_attempt_ms = ?5, last_error = ?6 WHERE sink = ?1 AND seq = ?2",
-            )?;
-            for (seq, settlement) in &outcomes {
-                let (state, next, error) = match settlement {
-                    Settlement::Delivered => ("delivered", now_ms, None),
-                    Settlement::Retry { at_ms, error } => ("pending", *at_ms, Some(error.as_str())),
-                    Settlement::Dead { error } => ("dead", now_ms, Some(error.as_str())),
-                };
-                update.execute(params![sink, seq, state, next, now_ms, error])?;
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    /// Dead letters, of one sink or all, oldest first.
-    pub async fn dead_letters(&self, sink: Option<String>) -> Result<Vec<DeadLetter>, SpoolError> {
-        self.read(move |conn| {
-            let mut statement = conn.prepare(
-                "SELECT r.event_id, d.sink, d.attempts, COALESCE(d.last_error, ''), COALESCE(d.last_attempt_ms, 0)
-                 FROM deliveries d JOIN records r ON r.seq = d.seq
-                 WHERE d.state = 'dead' AND (?1 IS NULL OR d.sink = ?1) ORDER BY d.seq, d.sink",
-            )?;
-            let letters = statement
-                .query_map([sink], |row| {
-                    let at_ms: i64 = row.get(4)?;
-                    Ok(DeadLetter {
-                        id: row.get(0)?,
-                        sink: row.get(1)?,
-                        attempts: row.get(2)?,
-                        last_error: row.get(3)?,
-                        last_attempt_at: format_ms(at_ms),
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(letters)
-        })
-        .await
-    }
-
-    /// Queues dead letters again (attempts reset), of one sink or all, one event
-    /// id or all. Returns how many were queued.
-    pub async fn requeue_dead(
-        &self,
-        sink: Option<String>,
-        event_id: Option<String>,
-        now: SystemTime,
-    ) -> Result<usize, SpoolError> {
-        let now_ms = unix_ms(now);
-        self.write(move |conn| {
-            conn.prepare_cached(
-                "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_ms = ?3
-                 WHERE state = 'dead' AND (?1 IS NULL OR sink = ?1)
-                 AND (?2 IS NULL OR seq IN (SELECT seq FROM records WHERE event_id = ?2))",
-            )?
-            .execute(params![sink, event_id, now_ms])
-        })
-        .await
-    }
-
-    /// The delivery state of one event, per sink, ordered by sink name.
-    pub async fn delivery_states(&self, event_id: &str) -> Result<Vec<DeliveryState>, SpoolError> {
-        let event_id = event_id.to_owned();
-        self.read(move |conn| {
-            let mut statement = conn.prepare(
-                "SELECT d.sink, d.state, d.attempts, d.last_error FROM deliveries d
-                 JOIN records r ON r.seq = d.seq WHERE r.event_id = ?1 ORDER BY d.sink",
-            )?;
-            let states = statement
-                .query_map([event_id], |row| {
-                    Ok(DeliveryState {
-                        sink: row.get(0)?,
-                        state: row.get(1)?,
-                        attempts: row.get(2)?,
-                        last_error: row.get(3)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(states)
-        })
-        .await
-    }
-
-    /// Removes up to `limit` records received before `before_ms` whose every
-    /// delivery is done (none pending, none dead). Returns how many went.
+    /// Removes up to `limit` records received before `before_ms` that every
+    /// sink has handled (behind every cursor) and that no failed delivery (a
+    /// retry or a dead letter) still needs. Returns how many went.
     pub async fn purge_delivered(&self, before_ms: i64, limit: usize) -> Result<usize, SpoolError> {
         self.write(move |conn| {
+            // Records arrive in seq order, so the purgeable ones are a prefix:
+            // the scan stops at the first record that is too young.
             conn.prepare_cached(
                 "DELETE FROM records WHERE seq IN (
-                     SELECT r.seq FROM records r WHERE r.received_at_ms < ?1
-                     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = r.seq AND d.state != 'delivered')
-                     LIMIT ?2)",
+                     SELECT r.seq FROM records r
+                     WHERE r.seq <= (SELECT MIN(seq) FROM cursors)
+                     AND r.seq < COALESCE(
+                         (SELECT seq FROM records WHERE received_at_ms >= ?1 ORDER BY seq LIMIT 1),
+                         9223372036854775807)
+                     AND NOT EXISTS (SELECT 1 FROM failures f WHERE f.seq = r.seq)
+                     ORDER BY r.seq LIMIT ?2)",
             )?
             .execute(params![before_ms, limit as i64])
         })
@@ -472,53 +283,6 @@ impl Spool {
         .await
     }
 
-    /// Deletes dead letters, of one sink or all, one event id or all. The
-    /// records themselves go once retention allows. Returns how many were deleted.
-    pub async fn purge_dead(
-        &self,
-        sink: Option<String>,
-        event_id: Option<String>,
-    ) -> Result<usize, SpoolError> {
-        self.write(move |conn| {
-            conn.prepare_cached(
-                "DELETE FROM deliveries WHERE state = 'dead' AND (?1 IS NULL OR sink = ?1)
-                 AND (?2 IS NULL OR seq IN (SELECT seq FROM records WHERE event_id = ?2))",
-            )?
-            .execute(params![sink, event_id])
-        })
-        .await
-    }
-
-    /// Turns the pending deliveries of sinks that are no longer configured into
-    /// dead letters (kept, and retried if the sink comes back). Returns each
-    /// such sink with the number of deliveries it had pending.
-    pub async fn retire_unknown_sinks(
-        &self,
-        known: Vec<String>,
-        now: SystemTime,
-    ) -> Result<Vec<(String, usize)>, SpoolError> {
-        let now_ms = unix_ms(now);
-        self.write(move |conn| {
-            let sinks = conn
-                .prepare_cached("SELECT DISTINCT sink FROM deliveries WHERE state = 'pending'")?
-                .query_map([], |row| row.get::<_, String>(0))?
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut retired = Vec::new();
-            for sink in sinks.into_iter().filter(|sink| !known.contains(sink)) {
-                let error = format!("sink `{sink}` is no longer configured");
-                let count = conn
-                    .prepare_cached(
-                        "UPDATE deliveries SET state = 'dead', last_error = ?2, last_attempt_ms = ?3
-                         WHERE sink = ?1 AND state = 'pending'",
-                    )?
-                    .execute(params![sink, error, now_ms])?;
-                retired.push((sink, count));
-            }
-            Ok(retired)
-        })
-        .await
-    }
-
     /// Size of the spool on disk, database and WAL together, in bytes.
     pub fn disk_bytes(&self) -> u64 {
         let wal = PathBuf::from(format!("{}-wal", self.inner.path.display()));
@@ -529,32 +293,20 @@ impl Spool {
             .sum()
     }
 
-    /// Delivery counts per sink.
-    pub async fn counts(&self, sink: &str) -> Result<SinkCounts, SpoolError> {
-        let sink = sink.to_owned();
-        self.read(move |conn| {
-            let mut statement = conn.prepare_cached(
-                "SELECT state, COUNT(*) FROM deliveries WHERE sink = ?1 AND state != 'delivered' GROUP BY state",
-            )?;
-            let mut counts = SinkCounts::default();
-            for row in statement.query_map([sink], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))? {
-                let (state, count) = row?;
-                let count = u64::try_from(count).unwrap_or(0);
-                match state.as_str() {
-                    "pending" => counts.pending = count,
-                    _ => counts.dead = count,
-                }
-            }
-            Ok(counts)
-        })
-        .await
-    }
-
     /// Stops accepting writes, lets the writer commit what is queued, and
     /// waits for it to checkpoint and close the database.
     pub async fn close(&self) {
         if let Ok(mut jobs) = self.inner.jobs.write() {
             jobs.take();
+        }
+        let checkpointer = self
+            .inner
+            .checkpointer
+            .lock()
+            .ok()
+            .and_then(|mut c| c.take());
+        if let Some(mut checkpointer) = checkpointer {
+            let _ = tokio::task::spawn_blocking(move || checkpointer.stop()).await;
         }
         let writer = self.inner.writer.lock().ok().and_then(|mut w| w.take());
         if let Some(writer) = writer {
@@ -578,7 +330,7 @@ pub fn format_ms(ms: i64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::protocol::{Authenticator, TimeWindow, UnverifiedCallback};
 
@@ -588,19 +340,25 @@ mod tests {
         expiry_grace_secs: 0,
     };
 
-    fn record(file_id: &str) -> Record {
-        let body = format!(r#"{{"event_type":100,"file_id":"{file_id}","stream_id":"s"}}"#);
+    /// A record of `event_type` with this file id.
+    pub(crate) fn record_of(event_type: i64, file_id: &str) -> Record {
+        let body =
+            format!(r#"{{"event_type":{event_type},"file_id":"{file_id}","stream_id":"s"}}"#);
         let verified = Authenticator::unsigned(WINDOW)
             .verify(UnverifiedCallback::parse(body.as_bytes()).unwrap(), 0)
             .unwrap();
         Record::from_verified(verified, UNIX_EPOCH).unwrap()
     }
 
-    fn open(dir: &tempfile::TempDir) -> Spool {
+    pub(crate) fn record(file_id: &str) -> Record {
+        record_of(100, file_id)
+    }
+
+    pub(crate) fn open(dir: &tempfile::TempDir) -> Spool {
         Spool::open(&dir.path().join("nested/spool.db"), Duration::from_secs(60)).unwrap()
     }
 
-    fn at(secs: u64) -> SystemTime {
+    pub(crate) fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)
     }
 
@@ -614,10 +372,7 @@ mod tests {
             // Every file id is sent twice, concurrently, so pairs share a batch.
             let record = record(&format!("f{}", n / 2));
             tasks.push(tokio::spawn(async move {
-                spool
-                    .accept(&record, vec!["a".into()], at(1_000))
-                    .await
-                    .unwrap()
+                spool.accept(&record, at(1_000)).await.unwrap()
             }));
         }
         let mut stored = 0;
@@ -628,7 +383,6 @@ mod tests {
         }
         assert_eq!(stored, 100);
         assert_eq!(spool.records().await.unwrap().len(), 100);
-        assert_eq!(spool.counts("a").await.unwrap().pending, 100);
         spool.close().await;
     }
 
@@ -638,132 +392,39 @@ mod tests {
         let spool = open(&dir);
         let r = record("f");
         assert!(matches!(
-            spool.accept(&r, vec![], at(1_000)).await.unwrap(),
+            spool.accept(&r, at(1_000)).await.unwrap(),
             Acceptance::Stored { .. }
         ));
         assert_eq!(
-            spool.accept(&r, vec![], at(1_060)).await.unwrap(),
+            spool.accept(&r, at(1_060)).await.unwrap(),
             Acceptance::Duplicate
         );
         assert!(matches!(
-            spool.accept(&r, vec![], at(1_061)).await.unwrap(),
+            spool.accept(&r, at(1_061)).await.unwrap(),
             Acceptance::Stored { .. }
         ));
         // The window restarts from the latest acceptance.
         assert_eq!(
-            spool.accept(&r, vec![], at(1_100)).await.unwrap(),
+            spool.accept(&r, at(1_100)).await.unwrap(),
             Acceptance::Duplicate
         );
     }
 
     #[tokio::test]
-    async fn deliveries_move_from_pending_to_retry_to_dead_and_back() {
+    async fn retention_removes_only_old_records_that_every_sink_has_handled() {
         let dir = tempfile::tempdir().unwrap();
         let spool = open(&dir);
-        let r = record("f");
-        let Acceptance::Stored { seq } = spool
-            .accept(&r, vec!["a".into(), "b".into()], at(1_000))
-            .await
-            .unwrap()
-        else {
-            panic!("not stored")
-        };
-        let due = spool.due("a", unix_ms(at(1_000)), 10).await.unwrap();
-        assert_eq!(due.len(), 1);
-        assert_eq!(due[0].record, r);
-        let retry = Settlement::Retry {
-            at_ms: unix_ms(at(2_000)),
-            error: "503".into(),
-        };
         spool
-            .settle("a", vec![(seq, retry)], at(1_001))
-            .await
-            .unwrap();
-        assert!(
-            spool
-                .due("a", unix_ms(at(1_999)), 10)
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        assert_eq!(
-            spool.next_due_ms("a").await.unwrap(),
-            Some(unix_ms(at(2_000)))
-        );
-        let due = spool.due("a", unix_ms(at(2_000)), 10).await.unwrap();
-        assert_eq!(due[0].attempts, 1);
-        spool
-            .settle(
-                "a",
-                vec![(
-                    seq,
-                    Settlement::Dead {
-                        error: "400 Bad Request".into(),
-                    },
-                )],
-                at(2_001),
+            .register_sinks(
+                vec![("a".into(), vec![100]), ("b".into(), vec![100])],
+                at(0),
             )
             .await
             .unwrap();
-        spool
-            .settle("b", vec![(seq, Settlement::Delivered)], at(2_001))
-            .await
-            .unwrap();
-        let dead = spool.dead_letters(None).await.unwrap();
-        assert_eq!(
-            dead,
-            [DeadLetter {
-                id: r.id.clone(),
-                sink: "a".into(),
-                attempts: 2,
-                last_error: "400 Bad Request".into(),
-                last_attempt_at: "1970-01-01T00:33:21.000Z".into(),
-            }]
-        );
-        assert_eq!(
-            spool.counts("a").await.unwrap(),
-            SinkCounts {
-                pending: 0,
-                dead: 1
-            }
-        );
-        assert_eq!(
-            spool
-                .requeue_dead(Some("b".into()), None, at(3_000))
-                .await
-                .unwrap(),
-            0
-        );
-        assert_eq!(
-            spool
-                .requeue_dead(None, Some("other".into()), at(3_000))
-                .await
-                .unwrap(),
-            0
-        );
-        assert_eq!(
-            spool
-                .requeue_dead(Some("a".into()), Some(r.id.clone()), at(3_000))
-                .await
-                .unwrap(),
-            1
-        );
-        let due = spool.due("a", unix_ms(at(3_000)), 10).await.unwrap();
-        assert_eq!((due.len(), due[0].attempts), (1, 0));
-    }
-
-    #[tokio::test]
-    async fn retention_removes_only_old_records_that_every_sink_has_delivered() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = open(&dir);
         let mut seqs = Vec::new();
-        for (n, sinks) in [vec!["a"], vec!["a", "b"], vec![], vec!["a"]]
-            .into_iter()
-            .enumerate()
-        {
-            let sinks = sinks.into_iter().map(String::from).collect();
+        for (n, received) in [1_000, 1_000, 1_000, 5_000].into_iter().enumerate() {
             let Acceptance::Stored { seq } = spool
-                .accept(&record(&format!("f{n}")), sinks, at(1_000))
+                .accept(&record(&format!("f{n}")), at(received))
                 .await
                 .unwrap()
             else {
@@ -771,23 +432,18 @@ mod tests {
             };
             seqs.push(seq);
         }
+        // `a` handled everything, one of them as a dead letter; `b` only the first two.
+        let dead = Outcome {
+            seq: seqs[1],
+            attempts: 1,
+            settlement: Settlement::Dead { error: "no".into() },
+        };
         spool
-            .settle(
-                "a",
-                vec![
-                    (seqs[0], Settlement::Delivered),
-                    (seqs[1], Settlement::Delivered),
-                ],
-                at(1_001),
-            )
+            .settle("a", vec![dead], Some(seqs[3]), at(1_001))
             .await
             .unwrap();
         spool
-            .settle(
-                "a",
-                vec![(seqs[3], Settlement::Dead { error: "no".into() })],
-                at(1_001),
-            )
+            .settle("b", vec![], Some(seqs[1]), at(1_001))
             .await
             .unwrap();
         // Too young: nothing goes.
@@ -798,14 +454,13 @@ mod tests {
                 .unwrap(),
             0
         );
-        // Old enough: the fully delivered one and the one no sink wanted go;
-        // the one still pending for `b` and the dead letter stay.
+        // Old enough: only f0 (behind both cursors, no dead letter) goes.
         assert_eq!(
             spool
                 .purge_delivered(unix_ms(at(2_000)), 100)
                 .await
                 .unwrap(),
-            2
+            1
         );
         let left: Vec<String> = spool
             .records()
@@ -814,47 +469,33 @@ mod tests {
             .iter()
             .map(|r| r.event["file_id"].to_string())
             .collect();
-        assert_eq!(left, ["\"f1\"", "\"f3\""]);
-        // Purging the dead letter lets its record go too.
+        assert_eq!(left, ["\"f1\"", "\"f2\"", "\"f3\""]);
+        // Purging the dead letter, and `b` catching up, lets f1 and f2 go; f3 is too young.
         assert_eq!(spool.purge_dead(Some("a".into()), None).await.unwrap(), 1);
+        spool
+            .settle("b", vec![], Some(seqs[3]), at(5_001))
+            .await
+            .unwrap();
         assert_eq!(
             spool
                 .purge_delivered(unix_ms(at(2_000)), 100)
                 .await
                 .unwrap(),
-            1
+            2
         );
+        assert_eq!(spool.records().await.unwrap().len(), 1);
         // Dedup memory is pruned separately.
-        assert_eq!(spool.prune_seen(unix_ms(at(2_000))).await.unwrap(), 4);
-    }
-
-    #[tokio::test]
-    async fn pending_deliveries_of_removed_sinks_become_dead_letters() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = open(&dir);
-        spool
-            .accept(&record("f"), vec!["kept".into(), "gone".into()], at(1))
-            .await
-            .unwrap();
-        let retired = spool
-            .retire_unknown_sinks(vec!["kept".into()], at(2))
-            .await
-            .unwrap();
-        assert_eq!(retired, [("gone".to_owned(), 1)]);
-        let dead = spool.dead_letters(None).await.unwrap();
-        assert_eq!(dead.len(), 1);
-        assert_eq!(dead[0].last_error, "sink `gone` is no longer configured");
-        assert_eq!(spool.counts("kept").await.unwrap().pending, 1);
+        assert_eq!(spool.prune_seen(unix_ms(at(2_000))).await.unwrap(), 3);
     }
 
     #[tokio::test]
     async fn a_closed_spool_refuses_writes_and_reopens_with_its_data() {
         let dir = tempfile::tempdir().unwrap();
         let spool = open(&dir);
-        spool.accept(&record("f"), vec![], at(1)).await.unwrap();
+        spool.accept(&record("f"), at(1)).await.unwrap();
         spool.close().await;
         assert!(matches!(
-            spool.accept(&record("g"), vec![], at(1)).await,
+            spool.accept(&record("g"), at(1)).await,
             Err(SpoolError::Closed)
         ));
         let reopened = open(&dir);

@@ -5,6 +5,7 @@ use rusqlite::Connection;
 /// Each entry upgrades the schema by one version; never edit a shipped one.
 const MIGRATIONS: &[&str] = &[r"
     -- One row per accepted callback; `body` is the record as sinks receive it.
+    -- Rows arrive in seq order, which is also (near enough) received_at order.
     CREATE TABLE records (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         event_id TEXT NOT NULL,
@@ -12,8 +13,6 @@ const MIGRATIONS: &[&str] = &[r"
         received_at_ms INTEGER NOT NULL,
         body TEXT NOT NULL
     );
-    CREATE INDEX records_by_event_id ON records (event_id);
-    CREATE INDEX records_by_received_at ON records (received_at_ms);
 
     -- Event ids accepted recently, for deduplication; outlives `records` rows
     -- that retention has removed, and is pruned after the dedup window.
@@ -23,20 +22,28 @@ const MIGRATIONS: &[&str] = &[r"
     ) WITHOUT ROWID;
     CREATE INDEX seen_by_accepted_at ON seen (accepted_at_ms);
 
-    -- Delivery state of one record to one sink.
-    CREATE TABLE deliveries (
+    -- Per sink: every record with seq <= `seq` whose event type is in
+    -- `event_types` has been handled (delivered, or moved to `failures`).
+    -- One row per sink, so the happy path writes one row per delivered batch.
+    CREATE TABLE cursors (
+        sink TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        event_types TEXT NOT NULL
+    ) WITHOUT ROWID;
+
+    -- Deliveries that failed at least once: waiting for a retry, or dead letters.
+    CREATE TABLE failures (
         sink TEXT NOT NULL,
         seq INTEGER NOT NULL REFERENCES records (seq) ON DELETE CASCADE,
-        state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'dead')),
-        attempts INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'dead')),
+        attempts INTEGER NOT NULL,
         next_attempt_ms INTEGER NOT NULL,
-        last_attempt_ms INTEGER,
-        last_error TEXT,
+        last_attempt_ms INTEGER NOT NULL,
+        last_error TEXT NOT NULL,
         PRIMARY KEY (sink, seq)
     ) WITHOUT ROWID;
-    CREATE INDEX deliveries_due ON deliveries (sink, state, next_attempt_ms);
-    -- For retention's all-delivered check and the cascade from records.
-    CREATE INDEX deliveries_by_seq ON deliveries (seq, state);
+    CREATE INDEX failures_due ON failures (sink, state, next_attempt_ms);
+    CREATE INDEX failures_by_seq ON failures (seq);
 
     CREATE TABLE meta (
         key TEXT PRIMARY KEY,

@@ -59,6 +59,8 @@ where
 /// The writer thread's loop; returns when every sender is gone, after
 /// checkpointing the WAL so the database file is complete on its own.
 pub(super) fn run(mut conn: Connection, mut jobs: mpsc::Receiver<Box<dyn WriteJob>>) {
+    // Reported at shutdown: how well group commit is batching.
+    let (mut commits, mut committed_jobs) = (0u64, 0u64);
     while let Some(first) = jobs.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -67,6 +69,8 @@ pub(super) fn run(mut conn: Connection, mut jobs: mpsc::Receiver<Box<dyn WriteJo
                 Err(_) => break,
             }
         }
+        commits += 1;
+        committed_jobs += batch.len() as u64;
         match commit(&mut conn, &mut batch) {
             Ok(()) => finish_all(batch, None),
             Err(err) if batch.len() == 1 => finish_all(batch, Some(&err)),
@@ -80,6 +84,12 @@ pub(super) fn run(mut conn: Connection, mut jobs: mpsc::Receiver<Box<dyn WriteJo
             }
         }
     }
+    tracing::info!(
+        commits,
+        jobs = committed_jobs,
+        jobs_per_commit = committed_jobs as f64 / commits.max(1) as f64,
+        "spool writer stopped"
+    );
     if let Err(err) = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
         tracing::warn!(error = %err, "spool checkpoint at shutdown failed; the WAL will be replayed on next start");
     }

@@ -205,19 +205,10 @@ async fn other_event_types_are_stored_but_only_reach_sinks_that_take_them() {
     assert_eq!(stored[0].event_type, 1);
     assert!(stored[0].recording.is_none());
     // The default log sink takes [100] only.
-    let spool = &app.state.spool;
-    assert!(
-        spool
-            .delivery_states(&stored[0].id)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    let delivered = eventually(Duration::from_secs(10), || async {
-        let states = spool.delivery_states(&stored[1].id).await.unwrap();
-        states.len() == 1 && states[0].sink == "console" && states[0].state == "delivered"
-    })
-    .await;
+    assert!(app.delivery(&stored[0].id, "console").await.is_none());
+    let delivered = app
+        .wait_for_state(&stored[1].id, "console", "delivered")
+        .await;
     assert!(delivered, "the recording was not delivered to the log sink");
 }
 

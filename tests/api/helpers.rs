@@ -186,19 +186,24 @@ impl TestApp {
         self.post_raw(body.to_string()).await
     }
 
-    /// The state of `event_id` with `sink`.
+    /// The state of `event_id` with `sink` (a sink configured now, or one that was).
     pub async fn delivery(
         &self,
         event_id: &str,
         sink: &str,
     ) -> Option<recordhook::spool::DeliveryState> {
+        let event_types = self
+            .settings
+            .sinks
+            .iter()
+            .find(|s| s.name == sink)
+            .map(|s| s.event_types.clone())
+            .unwrap_or_default();
         self.state
             .spool
-            .delivery_states(event_id)
+            .delivery_state(event_id, sink, &event_types)
             .await
             .unwrap()
-            .into_iter()
-            .find(|state| state.sink == sink)
     }
 
     /// Waits until `event_id` reaches `state` with `sink`.

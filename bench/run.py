@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""recordhook benchmark: one command, `python3 bench/run.py`.
+
+Alternates the reference server (bench/reference_server.rs: reads the body,
+answers 200, nothing else) and recordhook (log and file sinks, every callback
+committed to the spool with fsync before its 200) under the same wrk load,
+ROUNDS times, and reports requests per second, p50/p99 latency, the ratio
+recordhook/reference, recordhook's peak RSS, the delivery lag of the file sink
+after each load stops, and the spool's size per 100k records.
+
+Environment: DURATION (seconds per run, default 10), CONNECTIONS (32),
+THREADS (wrk threads, 2), ROUNDS (3). Needs wrk (Debian package `wrk`).
+Traffic goes to 127.0.0.1 only; every run is bounded by DURATION.
+"""
+
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DURATION = int(os.environ.get("DURATION", "10"))
+CONNECTIONS = int(os.environ.get("CONNECTIONS", "32"))
+THREADS = int(os.environ.get("THREADS", "2"))
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
+LAG_LIMIT_SECS = 120
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url, process, name):
+    for _ in range(200):
+        if process.poll() is not None:
+            sys.exit(f"{name} exited early with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"{name} did not become healthy")
+
+
+def run_wrk(url, prefix, t, sign):
+    env = dict(os.environ, BENCH_T=str(t), BENCH_SIGN=sign, BENCH_PREFIX=prefix)
+    out = subprocess.run(
+        ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--timeout", "10s",
+         "-s", str(ROOT / "bench" / "callback.lua"), url],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout
+    line = next(l for l in out.splitlines() if l.startswith("BENCH "))
+    fields = dict(kv.split("=") for kv in line.split()[1:])
+    result = {k: int(v) for k, v in fields.items()}
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    if result["non2xx"] or result["socket_errors"]:
+        print(f"  warning: {prefix}: {result['non2xx']} non-2xx, {result['socket_errors']} socket errors")
+    return result
+
+
+def metric(base, name):
+    text = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def file_lines(path):
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for _ in f)
+    except FileNotFoundError:
+        return 0
+
+
+def peak_rss_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def main():
+    if not shutil.which("wrk"):
+        sys.exit("wrk not found: apt-get install wrk")
+    print("building release binaries ...", flush=True)
+    subprocess.run(["cargo", "build", "--release", "--locked", "--quiet",
+                    "--bin", "recordhook", "--example", "reference_server"], cwd=ROOT, check=True)
+    binary = ROOT / "target/release/recordhook"
+    reference_binary = ROOT / "target/release/examples/reference_server"
+
+    work = Path(tempfile.mkdtemp(prefix="recordhook-bench-"))
+    key = "bench-" + os.urandom(8).hex()
+    t = int(time.time()) + 3600
+    sign = json.loads(subprocess.run([binary, "sign", "--key", key, "--t", str(t)],
+                                     capture_output=True, text=True, check=True).stdout)["sign"]
+    ref_port, rh_port = free_port(), free_port()
+    records = work / "records.jsonl"
+    config = work / "recordhook.toml"
+    config.write_text(f"""
+[server]
+listen = "127.0.0.1:{rh_port}"
+[auth]
+max_validity_secs = 7200
+[spool]
+path = "{work / 'spool.db'}"
+[log]
+format = "json"
+level = "info"
+[[sinks]]
+name = "console"
+type = "log"
+[[sinks]]
+name = "archive"
+type = "file"
+path = "{records}"
+""")
+    reference = subprocess.Popen([reference_binary, f"127.0.0.1:{ref_port}"], stdout=subprocess.DEVNULL)
+    log = open(work / "recordhook.log", "wb")
+    recordhook = subprocess.Popen([binary, "serve", "--config", config], cwd=work, stdout=log,
+                                  env=dict(os.environ, RECORDHOOK__AUTH__KEYS=key))
+    ref_base, rh_base = f"http://127.0.0.1:{ref_port}", f"http://127.0.0.1:{rh_port}"
+    try:
+        wait_healthy(f"{rh_base}/healthz", recordhook, "recordhook")
+        time.sleep(0.3)
+        rounds = []
+        for n in range(1, ROUNDS + 1):
+            ref = run_wrk(f"{ref_base}/callback", f"ref{n}", t, sign)
+            rh = run_wrk(f"{rh_base}/callback", f"rh{n}", t, sign)
+            accepted = metric(rh_base, 'recordhook_callbacks_total{outcome="accepted"}')
+            stop = time.monotonic()
+            while file_lines(records) < accepted and time.monotonic() - stop < LAG_LIMIT_SECS:
+                time.sleep(0.01)
+            lag = time.monotonic() - stop
+            in_file = file_lines(records)
+            rounds.append(dict(ref=ref, rh=rh, lag=lag, accepted=accepted, in_file=in_file))
+            print(f"round {n}: reference {ref['rps']:.0f} req/s p50 {ref['p50_us']/1000:.2f} ms p99 {ref['p99_us']/1000:.2f} ms | "
+                  f"recordhook {rh['rps']:.0f} req/s p50 {rh['p50_us']/1000:.2f} ms p99 {rh['p99_us']/1000:.2f} ms | "
+                  f"ratio {rh['rps']/ref['rps']:.2f} | file sink caught up {lag:.2f} s after the load "
+                  f"({in_file}/{int(accepted)} lines)", flush=True)
+        rss = peak_rss_kib(recordhook.pid)
+        spool_bytes = metric(rh_base, "recordhook_spool_size_bytes")
+        accepted = rounds[-1]["accepted"]
+    finally:
+        recordhook.terminate()
+        reference.terminate()
+        recordhook.wait(timeout=30)
+        reference.wait(timeout=30)
+        log.close()
+
+    med = statistics.median
+    ratio = [r["rh"]["rps"] / r["ref"]["rps"] for r in rounds]
+    print()
+    print(f"machine: {os.cpu_count()} cores; wrk -t{THREADS} -c{CONNECTIONS} -d{DURATION}s on the same machine; {ROUNDS} rounds")
+    print()
+    print("| | reference | recordhook | recordhook / reference |")
+    print("| --- | --- | --- | --- |")
+    print(f"| requests/s (median) | {med(r['ref']['rps'] for r in rounds):.0f} | {med(r['rh']['rps'] for r in rounds):.0f} | {med(ratio):.2f} (min {min(ratio):.2f}) |")
+    print(f"| p50 latency (median) | {med(r['ref']['p50_us'] for r in rounds)/1000:.2f} ms | {med(r['rh']['p50_us'] for r in rounds)/1000:.2f} ms | |")
+    print(f"| p99 latency (median) | {med(r['ref']['p99_us'] for r in rounds)/1000:.2f} ms | {med(r['rh']['p99_us'] for r in rounds)/1000:.2f} ms | |")
+    print(f"| p99 latency (worst round) | {max(r['ref']['p99_us'] for r in rounds)/1000:.2f} ms | {max(r['rh']['p99_us'] for r in rounds)/1000:.2f} ms | |")
+    print(f"| peak RSS | | {rss/1024:.1f} MiB | |")
+    print(f"| file sink lag after load (worst) | | {max(r['lag'] for r in rounds):.2f} s | |")
+    print(f"| spool size per 100k records | | {spool_bytes/accepted*100000/1024/1024:.1f} MiB ({int(accepted)} records, {spool_bytes/1024/1024:.1f} MiB) | |")
+    lost = [r for r in rounds if r["in_file"] < r["accepted"]]
+    if lost:
+        sys.exit("the file sink did not catch up within the limit")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

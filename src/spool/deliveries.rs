@@ -1,0 +1,704 @@
+//! Delivery state in the spool, per sink: a cursor (every record up to it is
+//! handled) plus a `failures` row for each delivery that failed at least once
+//! (waiting for a retry, or a dead letter). Delivering a batch that succeeds
+//! writes one row, the cursor, however many records it held.
+
+use std::time::SystemTime;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{DeadLetter, Spool, SpoolError, decode, format_ms, unix_ms};
+use crate::record::Record;
+
+/// A record waiting to be delivered to one sink.
+#[derive(Debug, Clone)]
+pub struct PendingDelivery {
+    /// Position of the record in the spool.
+    pub seq: i64,
+    /// Attempts made so far (0 for a record the sink has not tried yet).
+    pub attempts: u32,
+    /// When the record was accepted, Unix ms.
+    pub received_at_ms: i64,
+    /// The record.
+    pub record: Record,
+}
+
+/// How one delivery attempt ended, to be written back.
+#[derive(Debug, Clone)]
+pub enum Settlement {
+    /// The sink has the record.
+    Delivered,
+    /// Try again at `at_ms` (Unix milliseconds).
+    Retry {
+        /// When to try again.
+        at_ms: i64,
+        /// Why this attempt failed.
+        error: String,
+    },
+    /// Give up: a permanent failure or attempts exhausted.
+    Dead {
+        /// Why.
+        error: String,
+    },
+}
+
+/// The outcome of one attempt on one record.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The record's position.
+    pub seq: i64,
+    /// Attempts made, this one included.
+    pub attempts: u32,
+    /// What became of it.
+    pub settlement: Settlement,
+}
+
+/// Records a sink has not been offered yet.
+#[derive(Debug, Clone, Default)]
+pub struct FreshBatch {
+    /// Those of the sink's event types, in seq order.
+    pub deliveries: Vec<PendingDelivery>,
+    /// The last seq looked at (of any event type): the cursor moves here once
+    /// the batch is settled.
+    pub scanned_to: Option<i64>,
+}
+
+/// Where one record stands with one sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryState {
+    /// `pending` (not tried yet, or waiting for a retry), `dead`, or
+    /// `delivered` (handled: delivered, or its dead letter was purged).
+    pub state: String,
+    /// Failed attempts so far (0 once delivered: only failures are kept).
+    pub attempts: u32,
+    /// The last error, if an attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// Delivery counts of one sink.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SinkCounts {
+    /// Waiting for a first attempt or a retry.
+    pub pending: u64,
+    /// Given up on.
+    pub dead: u64,
+}
+
+/// `event_types` as an SQL list. They are integers from the configuration, so
+/// writing them into the statement is safe; it lets SQLite filter by type.
+fn type_list(event_types: &[i64]) -> String {
+    let list: Vec<String> = event_types.iter().map(i64::to_string).collect();
+    if list.is_empty() {
+        "NULL".to_owned()
+    } else {
+        list.join(",")
+    }
+}
+
+fn cursor(conn: &Connection, sink: &str) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT seq FROM cursors WHERE sink = ?1")?
+        .query_row([sink], |row| row.get(0))
+        .optional()
+}
+
+impl Spool {
+    /// Creates a cursor for each configured sink that has none, at the current
+    /// end of the spool (a new sink receives what arrives from now on), and
+    /// records each sink's event types. A sink that is no longer configured
+    /// gets its undelivered records as dead letters (kept, never silently
+    /// dropped) and loses its cursor. Returns each such sink with the number
+    /// of its dead letters.
+    pub async fn register_sinks(
+        &self,
+        sinks: Vec<(String, Vec<i64>)>,
+        now: SystemTime,
+    ) -> Result<Vec<(String, usize)>, SpoolError> {
+        let now_ms = unix_ms(now);
+        self.write(move |conn| {
+            for (sink, event_types) in &sinks {
+                conn.prepare_cached(
+                    "INSERT INTO cursors (sink, seq, event_types)
+                     VALUES (?1, (SELECT COALESCE(MAX(seq), 0) FROM records), ?2)
+                     ON CONFLICT (sink) DO UPDATE SET event_types = excluded.event_types",
+                )?
+                .execute(params![sink, type_list(event_types)])?;
+            }
+            let known: Vec<&str> = sinks.iter().map(|(name, _)| name.as_str()).collect();
+            let registered = conn
+                .prepare_cached("SELECT sink, seq, event_types FROM cursors")?
+                .query_map([], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, String>(2)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut retired = Vec::new();
+            for (sink, seq, event_types) in registered {
+                if known.contains(&sink.as_str()) {
+                    continue;
+                }
+                let error = format!("sink `{sink}` is no longer configured");
+                // The stored type list was written by `type_list` above: integers only.
+                let undelivered = conn.execute(
+                    &format!(
+                        "INSERT OR IGNORE INTO failures
+                         (sink, seq, state, attempts, next_attempt_ms, last_attempt_ms, last_error)
+                         SELECT ?1, seq, 'dead', 0, ?3, ?3, ?4 FROM records
+                         WHERE seq > ?2 AND event_type IN ({event_types})"
+                    ),
+                    params![sink, seq, now_ms, error],
+                )?;
+                let waiting = conn.execute(
+                    "UPDATE failures SET state = 'dead', last_error = ?2, last_attempt_ms = ?3
+                     WHERE sink = ?1 AND state = 'pending'",
+                    params![sink, error, now_ms],
+                )?;
+                conn.execute("DELETE FROM cursors WHERE sink = ?1", [&sink])?;
+                retired.push((sink, undelivered + waiting));
+            }
+            Ok(retired)
+        })
+        .await
+    }
+
+    /// Up to `limit` records past `sink`'s cursor, those of `event_types` with
+    /// their bodies.
+    pub async fn fresh(
+        &self,
+        sink: &str,
+        event_types: &[i64],
+        limit: usize,
+    ) -> Result<FreshBatch, SpoolError> {
+        let sink = sink.to_owned();
+        let sql = format!(
+            "SELECT seq, received_at_ms, CASE WHEN event_type IN ({}) THEN body END
+             FROM records WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            type_list(event_types)
+        );
+        self.read(move |conn| {
+            let Some(from) = cursor(conn, &sink)? else {
+                return Ok(FreshBatch::default());
+            };
+            let rows = conn
+                .prepare_cached(&sql)?
+                .query_map(params![from, limit as i64], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, Option<String>>(2)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let scanned_to = rows.last().map(|(seq, _, _)| *seq);
+            let deliveries = rows
+                .into_iter()
+                .filter_map(|(seq, received_at_ms, body)| {
+                    body.map(|body| (seq, received_at_ms, body))
+                })
+                .map(|(seq, received_at_ms, body)| {
+                    Ok(PendingDelivery {
+                        seq,
+                        attempts: 0,
+                        received_at_ms,
+                        record: decode(&body)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, SpoolError>>()?;
+            Ok(FreshBatch {
+                deliveries,
+                scanned_to,
+            })
+        })
+        .await
+    }
+
+    /// Up to `limit` failed deliveries to `sink` whose retry is due at `now_ms`.
+    pub async fn due_retries(
+        &self,
+        sink: &str,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<PendingDelivery>, SpoolError> {
+        let sink = sink.to_owned();
+        self.read(move |conn| {
+            let rows = conn
+                .prepare_cached(
+                    "SELECT f.seq, f.attempts, r.received_at_ms, r.body FROM failures f
+                     JOIN records r ON r.seq = f.seq
+                     WHERE f.sink = ?1 AND f.state = 'pending' AND f.next_attempt_ms <= ?2
+                     ORDER BY f.next_attempt_ms, f.seq LIMIT ?3",
+                )?
+                .query_map(params![sink, now_ms, limit as i64], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, u32>(1)?,
+                        row.get::<_, i64>(2)?,
+                        row.get::<_, String>(3)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter()
+                .map(|(seq, attempts, received_at_ms, body)| {
+                    Ok(PendingDelivery {
+                        seq,
+                        attempts,
+                        received_at_ms,
+                        record: decode(&body)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// When the next retry to `sink` falls due (Unix ms), if any is waiting.
+    pub async fn next_retry_ms(&self, sink: &str) -> Result<Option<i64>, SpoolError> {
+        let sink = sink.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT MIN(next_attempt_ms) FROM failures WHERE sink = ?1 AND state = 'pending'",
+                )?
+                .query_row([sink], |row| row.get(0))?)
+        })
+        .await
+    }
+
+    /// Writes back the outcomes of one round of attempts on `sink` and moves
+    /// its cursor to `scanned_to`, in one transaction.
+    pub async fn settle(
+        &self,
+        sink: &str,
+        outcomes: Vec<Outcome>,
+        scanned_to: Option<i64>,
+        now: SystemTime,
+    ) -> Result<(), SpoolError> {
+        let sink = sink.to_owned();
+        let now_ms = unix_ms(now);
+        self.write(move |conn| {
+            for outcome in &outcomes {
+                let (state, next_ms, error) = match &outcome.settlement {
+                    Settlement::Delivered => {
+                        conn.prepare_cached("DELETE FROM failures WHERE sink = ?1 AND seq = ?2")?
+                            .execute(params![sink, outcome.seq])?;
+                        continue;
+                    }
+                    Settlement::Retry { at_ms, error } => ("pending", *at_ms, error.as_str()),
+                    Settlement::Dead { error } => ("dead", now_ms, error.as_str()),
+                };
+                conn.prepare_cached(
+                    "INSERT INTO failures
+                     (sink, seq, state, attempts, next_attempt_ms, last_attempt_ms, last_error)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (sink, seq) DO UPDATE SET state = excluded.state,
+                     attempts = excluded.attempts, next_attempt_ms = excluded.next_attempt_ms,
+                     last_attempt_ms = excluded.last_attempt_ms, last_error = excluded.last_error",
+                )?
+                .execute(params![
+                    sink,
+                    outcome.seq,
+                    state,
+                    outcome.attempts,
+                    next_ms,
+                    now_ms,
+                    error
+                ])?;
+            }
+            if let Some(seq) = scanned_to {
+                conn.prepare_cached("UPDATE cursors SET seq = MAX(seq, ?2) WHERE sink = ?1")?
+                    .execute(params![sink, seq])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Dead letters, of one sink or all, oldest first.
+    pub async fn dead_letters(&self, sink: Option<String>) -> Result<Vec<DeadLetter>, SpoolError> {
+        self.read(move |conn| {
+            let letters = conn
+                .prepare(
+                    "SELECT r.event_id, f.sink, f.attempts, f.last_error, f.last_attempt_ms
+                     FROM failures f JOIN records r ON r.seq = f.seq
+                     WHERE f.state = 'dead' AND (?1 IS NULL OR f.sink = ?1) ORDER BY f.seq, f.sink",
+                )?
+                .query_map([sink], |row| {
+                    Ok(DeadLetter {
+                        id: row.get(0)?,
+                        sink: row.get(1)?,
+                        attempts: row.get(2)?,
+                        last_error: row.get(3)?,
+                        last_attempt_at: format_ms(row.get(4)?),
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(letters)
+        })
+        .await
+    }
+
+    /// Queues dead letters again (attempts reset), of one sink or all, one event
+    /// id or all. Returns how many were queued.
+    pub async fn requeue_dead(
+        &self,
+        sink: Option<String>,
+        event_id: Option<String>,
+        now: SystemTime,
+    ) -> Result<usize, SpoolError> {
+        let now_ms = unix_ms(now);
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE failures SET state = 'pending', attempts = 0, next_attempt_ms = ?3
+                 WHERE state = 'dead' AND (?1 IS NULL OR sink = ?1) AND (?2 IS NULL OR EXISTS
+                 (SELECT 1 FROM records r WHERE r.seq = failures.seq AND r.event_id = ?2))",
+            )?
+            .execute(params![sink, event_id, now_ms])
+        })
+        .await
+    }
+
+    /// Deletes dead letters, of one sink or all, one event id or all. The
+    /// records themselves go once retention allows. Returns how many were deleted.
+    pub async fn purge_dead(
+        &self,
+        sink: Option<String>,
+        event_id: Option<String>,
+    ) -> Result<usize, SpoolError> {
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "DELETE FROM failures WHERE state = 'dead' AND (?1 IS NULL OR sink = ?1)
+                 AND (?2 IS NULL OR EXISTS
+                 (SELECT 1 FROM records r WHERE r.seq = failures.seq AND r.event_id = ?2))",
+            )?
+            .execute(params![sink, event_id])
+        })
+        .await
+    }
+
+    /// Where the record `event_id` stands with `sink`, which takes
+    /// `event_types`; `None` when the record is unknown or not for this sink.
+    /// Scans the records: for tests and operators, not for hot paths.
+    pub async fn delivery_state(
+        &self,
+        event_id: &str,
+        sink: &str,
+        event_types: &[i64],
+    ) -> Result<Option<DeliveryState>, SpoolError> {
+        let (event_id, sink, event_types) =
+            (event_id.to_owned(), sink.to_owned(), event_types.to_vec());
+        self.read(move |conn| {
+            let Some((seq, event_type)) = conn
+                .prepare_cached("SELECT seq, event_type FROM records WHERE event_id = ?1 ORDER BY seq DESC LIMIT 1")?
+                .query_row([&event_id], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)))
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let failure = conn
+                .prepare_cached("SELECT state, attempts, last_error FROM failures WHERE sink = ?1 AND seq = ?2")?
+                .query_row(params![sink, seq], |row| {
+                    Ok(DeliveryState {
+                        state: row.get(0)?,
+                        attempts: row.get(1)?,
+                        last_error: row.get(2)?,
+                    })
+                })
+                .optional()?;
+            if failure.is_some() {
+                return Ok(failure);
+            }
+            if !event_types.contains(&event_type) {
+                return Ok(None);
+            }
+            let handled = cursor(conn, &sink)?.is_some_and(|cursor| cursor >= seq);
+            Ok(Some(DeliveryState {
+                state: if handled { "delivered" } else { "pending" }.to_owned(),
+                attempts: 0,
+                last_error: None,
+            }))
+        })
+        .await
+    }
+
+    /// Delivery counts of `sink`, which takes `event_types`.
+    pub async fn counts(&self, sink: &str, event_types: &[i64]) -> Result<SinkCounts, SpoolError> {
+        let sink = sink.to_owned();
+        let sql = format!(
+            "SELECT
+               (SELECT COUNT(*) FROM records WHERE event_type IN ({}) AND seq >
+                  COALESCE((SELECT seq FROM cursors WHERE sink = ?1), 9223372036854775807)),
+               (SELECT COUNT(*) FROM failures WHERE sink = ?1 AND state = 'pending'),
+               (SELECT COUNT(*) FROM failures WHERE sink = ?1 AND state = 'dead')",
+            type_list(event_types)
+        );
+        self.read(move |conn| {
+            let (fresh, retrying, dead): (i64, i64, i64) = conn
+                .prepare_cached(&sql)?
+                .query_row([sink], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+            let count = |n: i64| u64::try_from(n).unwrap_or(0);
+            Ok(SinkCounts {
+                pending: count(fresh) + count(retrying),
+                dead: count(dead),
+            })
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{at, open, record, record_of};
+    use super::*;
+    use crate::spool::Acceptance;
+
+    async fn accept(spool: &Spool, record: &Record) -> i64 {
+        match spool.accept(record, at(1_000)).await.unwrap() {
+            Acceptance::Stored { seq } => seq,
+            Acceptance::Duplicate => panic!("duplicate"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sink_sees_only_its_event_types_and_its_cursor_moves_past_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = open(&dir);
+        spool
+            .register_sinks(vec![("a".into(), vec![100])], at(0))
+            .await
+            .unwrap();
+        let first = accept(&spool, &record("r1")).await;
+        let _start = accept(&spool, &record_of(1, "s1")).await;
+        let last = accept(&spool, &record("r2")).await;
+        let batch = spool.fresh("a", &[100], 10).await.unwrap();
+        let seqs: Vec<i64> = batch.deliveries.iter().map(|d| d.seq).collect();
+        assert_eq!(seqs, [first, last]);
+        assert_eq!(batch.scanned_to, Some(last));
+        assert_eq!(
+            spool.counts("a", &[100]).await.unwrap(),
+            SinkCounts {
+                pending: 2,
+                dead: 0
+            }
+        );
+        let delivered = batch
+            .deliveries
+            .iter()
+            .map(|d| Outcome {
+                seq: d.seq,
+                attempts: 1,
+                settlement: Settlement::Delivered,
+            })
+            .collect();
+        spool
+            .settle("a", delivered, batch.scanned_to, at(1_001))
+            .await
+            .unwrap();
+        let after = spool.fresh("a", &[100], 10).await.unwrap();
+        assert!(after.deliveries.is_empty() && after.scanned_to.is_none());
+        assert_eq!(
+            spool.counts("a", &[100]).await.unwrap(),
+            SinkCounts::default()
+        );
+        let r1 = record("r1");
+        assert_eq!(
+            spool
+                .delivery_state(&r1.id, "a", &[100])
+                .await
+                .unwrap()
+                .unwrap()
+                .state,
+            "delivered"
+        );
+        assert_eq!(spool.delivery_state(&r1.id, "a", &[1]).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_new_sink_starts_at_the_end_of_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = open(&dir);
+        accept(&spool, &record("before")).await;
+        spool
+            .register_sinks(vec![("late".into(), vec![100])], at(0))
+            .await
+            .unwrap();
+        assert!(
+            spool
+                .fresh("late", &[100], 10)
+                .await
+                .unwrap()
+                .deliveries
+                .is_empty()
+        );
+        let after = accept(&spool, &record("after")).await;
+        let batch = spool.fresh("late", &[100], 10).await.unwrap();
+        assert_eq!(
+            batch.deliveries.iter().map(|d| d.seq).collect::<Vec<_>>(),
+            [after]
+        );
+    }
+
+    #[tokio::test]
+    async fn failures_move_from_retry_to_dead_and_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = open(&dir);
+        spool
+            .register_sinks(vec![("a".into(), vec![100])], at(0))
+            .await
+            .unwrap();
+        let r = record("f");
+        let seq = accept(&spool, &r).await;
+        let retry = Outcome {
+            seq,
+            attempts: 1,
+            settlement: Settlement::Retry {
+                at_ms: unix_ms(at(2_000)),
+                error: "503".into(),
+            },
+        };
+        spool
+            .settle("a", vec![retry], Some(seq), at(1_001))
+            .await
+            .unwrap();
+        assert!(
+            spool
+                .fresh("a", &[100], 10)
+                .await
+                .unwrap()
+                .deliveries
+                .is_empty()
+        );
+        assert!(
+            spool
+                .due_retries("a", unix_ms(at(1_999)), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            spool.next_retry_ms("a").await.unwrap(),
+            Some(unix_ms(at(2_000)))
+        );
+        let due = spool
+            .due_retries("a", unix_ms(at(2_000)), 10)
+            .await
+            .unwrap();
+        assert_eq!((due.len(), due[0].attempts), (1, 1));
+        assert_eq!(due[0].record, r);
+        let dead = Outcome {
+            seq,
+            attempts: 2,
+            settlement: Settlement::Dead {
+                error: "400 Bad Request".into(),
+            },
+        };
+        spool
+            .settle("a", vec![dead], None, at(2_001))
+            .await
+            .unwrap();
+        assert_eq!(
+            spool.dead_letters(None).await.unwrap(),
+            [DeadLetter {
+                id: r.id.clone(),
+                sink: "a".into(),
+                attempts: 2,
+                last_error: "400 Bad Request".into(),
+                last_attempt_at: "1970-01-01T00:33:21.000Z".into(),
+            }]
+        );
+        assert_eq!(
+            spool.counts("a", &[100]).await.unwrap(),
+            SinkCounts {
+                pending: 0,
+                dead: 1
+            }
+        );
+        assert_eq!(
+            spool
+                .requeue_dead(Some("b".into()), None, at(3_000))
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            spool
+                .requeue_dead(None, Some("other".into()), at(3_000))
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            spool
+                .requeue_dead(Some("a".into()), Some(r.id.clone()), at(3_000))
+                .await
+                .unwrap(),
+            1
+        );
+        let due = spool
+            .due_retries("a", unix_ms(at(3_000)), 10)
+            .await
+            .unwrap();
+        assert_eq!((due.len(), due[0].attempts), (1, 0));
+        let delivered = Outcome {
+            seq,
+            attempts: 1,
+            settlement: Settlement::Delivered,
+        };
+        spool
+            .settle("a", vec![delivered], None, at(3_001))
+            .await
+            .unwrap();
+        assert_eq!(
+            spool
+                .delivery_state(&r.id, "a", &[100])
+                .await
+                .unwrap()
+                .unwrap()
+                .state,
+            "delivered"
+        );
+        assert!(spool.dead_letters(None).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_sink_removed_from_the_configuration_leaves_dead_letters() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = open(&dir);
+        spool
+            .register_sinks(
+                vec![("kept".into(), vec![100]), ("gone".into(), vec![100])],
+                at(0),
+            )
+            .await
+            .unwrap();
+        let first = accept(&spool, &record("f1")).await;
+        accept(&spool, &record("f2")).await;
+        accept(&spool, &record_of(1, "start")).await;
+        // `gone` had one retry waiting and one record it never tried.
+        let retry = Outcome {
+            seq: first,
+            attempts: 1,
+            settlement: Settlement::Retry {
+                at_ms: 0,
+                error: "503".into(),
+            },
+        };
+        spool
+            .settle("gone", vec![retry], Some(first), at(1))
+            .await
+            .unwrap();
+        let retired = spool
+            .register_sinks(vec![("kept".into(), vec![100])], at(2))
+            .await
+            .unwrap();
+        assert_eq!(retired, [("gone".to_owned(), 2)]);
+        let dead = spool.dead_letters(Some("gone".into())).await.unwrap();
+        assert_eq!(dead.len(), 2);
+        assert!(
+            dead.iter()
+                .all(|d| d.last_error == "sink `gone` is no longer configured")
+        );
+        assert_eq!(spool.counts("kept", &[100]).await.unwrap().pending, 2);
+    }
+}
