@@ -1,7 +1,5 @@
 //! `POST /callback`: what is accepted, what is rejected and why, and what is stored.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 
 use crate::helpers::*;
