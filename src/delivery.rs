@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::metrics::Metrics;
-use crate::record::Record;
+use crate::record::StoredRecord;
 use crate::sinks::{ConfiguredSink, DeliveryError};
 use crate::spool::{Outcome, PendingDelivery, Settlement, Spool, SpoolError, unix_ms};
 
@@ -44,11 +44,10 @@ pub fn retry_delay(
 /// What to write back for one attempt's `result`.
 fn settlement(
     sink: &ConfiguredSink,
-    delivery: &PendingDelivery,
+    attempts: u32,
     result: Result<(), DeliveryError>,
     now: SystemTime,
 ) -> Settlement {
-    let attempts = delivery.attempts.saturating_add(1);
     match result {
         Ok(()) => Settlement::Delivered,
         Err(DeliveryError::Permanent { reason }) => Settlement::Dead { error: reason },
@@ -76,20 +75,16 @@ fn settlement(
     }
 }
 
-fn log_outcome(sink: &str, record: &Record, attempts: u32, settlement: &Settlement) {
+fn log_outcome(sink: &str, record: &StoredRecord, attempts: u32, settlement: &Settlement) {
     let event_id = record.id.as_str();
+    if matches!(settlement, Settlement::Delivered) {
+        tracing::debug!(sink, event_id, attempts, outcome = "delivered", "delivered");
+        return;
+    }
+    // Failures are rare: worth parsing the record for its stream.
     let stream_id = record.stream_id();
     match settlement {
-        Settlement::Delivered => {
-            tracing::debug!(
-                sink,
-                event_id,
-                stream_id,
-                attempts,
-                outcome = "delivered",
-                "delivered"
-            )
-        }
+        Settlement::Delivered => {}
         Settlement::Retry { at_ms, error } => tracing::warn!(
             sink, event_id, stream_id, attempts, outcome = "retry", error = %error,
             retry_at = %crate::spool::format_ms(*at_ms), "delivery failed; will retry"
@@ -170,21 +165,30 @@ pub async fn run(
             }
             continue;
         }
-        let records: Vec<Record> = round.deliveries.iter().map(|d| d.record.clone()).collect();
+        // The records move into the batch; what settling needs stays beside it.
+        let (positions, records): (Vec<_>, Vec<StoredRecord>) = round
+            .deliveries
+            .into_iter()
+            .map(|d| {
+                (
+                    (d.seq, d.attempts.saturating_add(1), d.received_at_ms),
+                    d.record,
+                )
+            })
+            .unzip();
         let span = tracing::info_span!("delivery", sink = name, records = records.len());
         let results = sink.sink.deliver_batch(&records).instrument(span).await;
         let finished = SystemTime::now();
-        let outcomes: Vec<Outcome> = round
-            .deliveries
-            .iter()
+        let outcomes: Vec<Outcome> = positions
+            .into_iter()
+            .zip(&records)
             .zip(results)
-            .map(|(delivery, result)| {
-                let outcome = settlement(&sink, delivery, result, finished);
-                let attempts = delivery.attempts.saturating_add(1);
-                log_outcome(name, &delivery.record, attempts, &outcome);
-                let label = match &outcome {
+            .map(|(((seq, attempts, received_at_ms), record), result)| {
+                let settlement = settlement(&sink, attempts, result, finished);
+                log_outcome(name, record, attempts, &settlement);
+                let label = match &settlement {
                     Settlement::Delivered => {
-                        let lag = unix_ms(finished).saturating_sub(delivery.received_at_ms);
+                        let lag = unix_ms(finished).saturating_sub(received_at_ms);
                         metrics.observe_delivery_lag(
                             name,
                             Duration::from_millis(u64::try_from(lag).unwrap_or(0)),
@@ -196,9 +200,9 @@ pub async fn run(
                 };
                 metrics.observe_delivery(name, label);
                 Outcome {
-                    seq: delivery.seq,
+                    seq,
                     attempts,
-                    settlement: outcome,
+                    settlement,
                 }
             })
             .collect();

@@ -28,6 +28,55 @@ pub struct Record {
     pub warnings: Vec<String>,
 }
 
+/// A record as the spool holds it and sinks receive it: its JSON text,
+/// exactly what a file sink writes and a forward sink posts, plus the fields
+/// delivery needs without parsing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// The event id.
+    pub id: String,
+    /// The callback's `event_type`.
+    pub event_type: i64,
+    /// The record serialised as one line of JSON (no newline inside: JSON
+    /// escapes them in strings).
+    pub json: String,
+}
+
+impl StoredRecord {
+    /// Parses the full record (for sinks that need its fields).
+    pub fn parse(&self) -> Result<Record, serde_json::Error> {
+        serde_json::from_str(&self.json)
+    }
+
+    /// The record's `stream_id`, for log context on the rare paths that want it.
+    pub fn stream_id(&self) -> Option<String> {
+        #[derive(serde::Deserialize)]
+        struct View {
+            event: Event,
+        }
+        #[derive(serde::Deserialize)]
+        struct Event {
+            stream_id: Option<String>,
+        }
+        serde_json::from_str::<View>(&self.json)
+            .ok()?
+            .event
+            .stream_id
+    }
+}
+
+impl TryFrom<&Record> for StoredRecord {
+    type Error = serde_json::Error;
+
+    fn try_from(record: &Record) -> Result<Self, Self::Error> {
+        Ok(Self {
+            id: record.id.clone(),
+            event_type: record.event_type,
+            json: serde_json::to_string(record)?,
+        })
+    }
+}
+
 impl Record {
     /// Builds the record of a verified callback received at `received_at`.
     /// Fails only when `event_type` is missing or not an integer.

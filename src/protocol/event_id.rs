@@ -40,8 +40,9 @@ fn write_object<'a>(out: &mut Vec<u8>, entries: impl Iterator<Item = (&'a String
 }
 
 fn write_string(out: &mut Vec<u8>, text: &str) {
-    // JSON string escaping, so keys and values cannot be confused.
-    out.extend_from_slice(Value::String(text.to_owned()).to_string().as_bytes());
+    // JSON string escaping, so keys and values cannot be confused. Writing
+    // a str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
 }
 
 fn write_canonical(out: &mut Vec<u8>, value: &Value) {
@@ -58,7 +59,9 @@ fn write_canonical(out: &mut Vec<u8>, value: &Value) {
             out.push(b']');
         }
         // Scalars have exactly one serialisation (numbers keep their received text).
-        scalar => out.extend_from_slice(scalar.to_string().as_bytes()),
+        scalar => {
+            let _ = serde_json::to_writer(&mut *out, scalar);
+        }
     }
 }
 

@@ -115,7 +115,7 @@ struct FieldReader<'a> {
     known: Vec<&'static str>,
 }
 
-impl FieldReader<'_> {
+impl<'a> FieldReader<'a> {
     fn mistyped(&mut self, name: &str, expected: &str, value: &Value) {
         let found = match value {
             Value::Bool(_) => "a boolean",
@@ -130,53 +130,53 @@ impl FieldReader<'_> {
         ));
     }
 
-    fn present(&mut self, name: &'static str) -> Option<&Value> {
+    fn present(&mut self, name: &'static str) -> Option<&'a Value> {
         self.known.push(name);
         self.fields.get(name).filter(|value| !value.is_null())
     }
 
     fn string(&mut self, name: &'static str) -> Option<String> {
-        match self.present(name)?.clone() {
-            Value::String(text) => Some(text),
+        match self.present(name)? {
+            Value::String(text) => Some(text.clone()),
             // A number where text is documented (e.g. an id) is still that id.
             Value::Number(number) => Some(number.to_string()),
             other => {
-                self.mistyped(name, "a string", &other);
+                self.mistyped(name, "a string", other);
                 None
             }
         }
     }
 
     fn int(&mut self, name: &'static str) -> Option<i64> {
-        let value = self.present(name)?.clone();
-        let parsed = match &value {
+        let value = self.present(name)?;
+        let parsed = match value {
             Value::Number(number) => number.as_i64(),
             Value::String(text) => parse_decimal_i64(text),
             _ => None,
         };
         if parsed.is_none() {
-            self.mistyped(name, "an integer", &value);
+            self.mistyped(name, "an integer", value);
         }
         parsed
     }
 
     fn unsigned(&mut self, name: &'static str) -> Option<u64> {
-        let value = self.present(name)?.clone();
-        let parsed = match &value {
+        let value = self.present(name)?;
+        let parsed = match value {
             Value::Number(number) => number.as_u64(),
             Value::String(text) if text.bytes().all(|b| b.is_ascii_digit()) => text.parse().ok(),
             _ => None,
         };
         if parsed.is_none() {
-            self.mistyped(name, "a non-negative integer", &value);
+            self.mistyped(name, "a non-negative integer", value);
         }
         parsed
     }
 
     fn json_text(&mut self, name: &'static str) -> Option<Value> {
-        match self.present(name)?.clone() {
+        match self.present(name)? {
             Value::String(text) if text.trim().is_empty() => None,
-            Value::String(text) => match serde_json::from_str::<Value>(&text) {
+            Value::String(text) => match serde_json::from_str::<Value>(text) {
                 Ok(parsed) => Some(parsed),
                 Err(_) => {
                     self.warnings.push(format!(
@@ -185,9 +185,9 @@ impl FieldReader<'_> {
                     None
                 }
             },
-            Value::Object(object) => Some(Value::Object(object)),
+            Value::Object(object) => Some(Value::Object(object.clone())),
             other => {
-                self.mistyped(name, "a JSON object serialized as a string", &other);
+                self.mistyped(name, "a JSON object serialized as a string", other);
                 None
             }
         }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{BoxFuture, DeliveryError, Sink};
-use crate::record::Record;
+use crate::record::StoredRecord;
 
 /// When to start a new file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,7 +223,7 @@ fn rotated_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 impl Sink for FileSink {
-    fn deliver<'a>(&'a self, record: &'a Record) -> BoxFuture<'a, Result<(), DeliveryError>> {
+    fn deliver<'a>(&'a self, record: &'a StoredRecord) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
             self.deliver_batch(std::slice::from_ref(record))
                 .await
@@ -234,28 +234,16 @@ impl Sink for FileSink {
 
     fn deliver_batch<'a>(
         &'a self,
-        records: &'a [Record],
+        records: &'a [StoredRecord],
     ) -> BoxFuture<'a, Vec<Result<(), DeliveryError>>> {
         Box::pin(async move {
-            // Serialising and writing a batch (with its fsync) is synchronous work.
+            // Writing a batch (with its fsync) is synchronous work.
             super::run_blocking(|| {
-                let mut lines = Vec::with_capacity(records.len() * 1024);
-                let mut results: Vec<Option<Result<(), DeliveryError>>> =
-                    Vec::with_capacity(records.len());
+                let size: usize = records.iter().map(|r| r.json.len() + 1).sum();
+                let mut lines = Vec::with_capacity(size);
                 for record in records {
-                    let before = lines.len();
-                    match serde_json::to_writer(&mut lines, record) {
-                        Ok(()) => {
-                            lines.push(b'\n');
-                            results.push(None);
-                        }
-                        Err(err) => {
-                            lines.truncate(before);
-                            results.push(Some(Err(DeliveryError::Permanent {
-                                reason: format!("record could not be serialised: {err}"),
-                            })));
-                        }
-                    }
+                    lines.extend_from_slice(record.json.as_bytes());
+                    lines.push(b'\n');
                 }
                 let outcome = self.inner.append(&lines, SystemTime::now()).map_err(|err| {
                     DeliveryError::Retriable {
@@ -263,10 +251,7 @@ impl Sink for FileSink {
                         retry_after: None,
                     }
                 });
-                results
-                    .into_iter()
-                    .map(|result| result.unwrap_or_else(|| outcome.clone()))
-                    .collect()
+                vec![outcome; records.len()]
             })
         })
     }
@@ -280,9 +265,10 @@ impl Sink for FileSink {
 mod tests {
     use super::*;
     use crate::protocol::{Authenticator, TimeWindow, UnverifiedCallback};
+    use crate::record::Record;
     use std::time::Duration;
 
-    fn record(n: usize) -> Record {
+    fn record(n: usize) -> StoredRecord {
         let window = TimeWindow {
             clock_skew_secs: 0,
             max_validity_secs: 1,
@@ -292,14 +278,19 @@ mod tests {
         let verified = Authenticator::unsigned(window)
             .verify(UnverifiedCallback::parse(body.as_bytes()).unwrap(), 0)
             .unwrap();
-        Record::from_verified(verified, UNIX_EPOCH).unwrap()
+        let record = Record::from_verified(verified, UNIX_EPOCH).unwrap();
+        StoredRecord::try_from(&record).unwrap()
     }
 
-    fn lines(path: &Path) -> Vec<Record> {
+    /// The lines of `path`, each checked to be a whole record.
+    fn lines(path: &Path) -> Vec<StoredRecord> {
         std::fs::read_to_string(path)
             .unwrap()
             .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
+            .map(|line| {
+                let record: Record = serde_json::from_str(line).unwrap();
+                StoredRecord::try_from(&record).unwrap()
+            })
             .collect()
     }
 
@@ -314,7 +305,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/records.jsonl");
         let sink = FileSink::new(path.clone(), NO_ROTATION);
-        let batch: Vec<Record> = (0..3).map(record).collect();
+        let batch: Vec<StoredRecord> = (0..3).map(record).collect();
         assert!(sink.deliver_batch(&batch).await.iter().all(Result::is_ok));
         assert!(sink.deliver(&record(3)).await.is_ok());
         let written = lines(&path);
@@ -326,7 +317,7 @@ mod tests {
     async fn a_line_left_unfinished_by_a_crash_is_cut_before_appending() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("records.jsonl");
-        let complete = format!("{}\n", serde_json::to_string(&record(0)).unwrap());
+        let complete = format!("{}\n", record(0).json);
         std::fs::write(&path, format!("{complete}{{\"id\":\"half")).unwrap();
         let sink = FileSink::new(path.clone(), NO_ROTATION);
         sink.deliver(&record(1)).await.unwrap();
@@ -352,7 +343,7 @@ mod tests {
     async fn rotation_by_size_moves_the_file_aside_and_keeps_only_the_newest() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("records.jsonl");
-        let line_length = serde_json::to_string(&record(0)).unwrap().len() as u64 + 1;
+        let line_length = record(0).json.len() as u64 + 1;
         let rotation = Rotation {
             max_bytes: line_length * 2,
             daily: false,

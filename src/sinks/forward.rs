@@ -10,7 +10,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AF
 
 use super::webhook::WebhookSigner;
 use super::{BoxFuture, DeliveryError, Sink};
-use crate::record::Record;
+use crate::record::StoredRecord;
 
 /// Header carrying the event id on every forwarded request.
 pub const EVENT_ID_HEADER: &str = "x-recordhook-event-id";
@@ -49,10 +49,9 @@ impl ForwardSink {
         }
     }
 
-    async fn post(&self, record: &Record) -> Result<(), DeliveryError> {
-        let body = serde_json::to_vec(record).map_err(|err| DeliveryError::Permanent {
-            reason: format!("record could not be serialised: {err}"),
-        })?;
+    async fn post(&self, record: &StoredRecord) -> Result<(), DeliveryError> {
+        // The stored record is already the JSON to send.
+        let body = record.json.clone().into_bytes();
         let mut request = self
             .client
             .post(self.url.clone())
@@ -157,13 +156,13 @@ pub fn header_map<'a>(
 }
 
 impl Sink for ForwardSink {
-    fn deliver<'a>(&'a self, record: &'a Record) -> BoxFuture<'a, Result<(), DeliveryError>> {
+    fn deliver<'a>(&'a self, record: &'a StoredRecord) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(self.post(record))
     }
 
     fn deliver_batch<'a>(
         &'a self,
-        records: &'a [Record],
+        records: &'a [StoredRecord],
     ) -> BoxFuture<'a, Vec<Result<(), DeliveryError>>> {
         Box::pin(
             futures_util::stream::iter(records.iter().map(|record| self.post(record)))

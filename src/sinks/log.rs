@@ -2,7 +2,12 @@
 //! recordhook's logs (e.g. with `jq`) instead of running a downstream service.
 
 use super::{BoxFuture, DeliveryError, Sink};
-use crate::record::Record;
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use crate::record::StoredRecord;
 
 /// Writes each record as a structured log event.
 pub struct LogSink {
@@ -18,50 +23,88 @@ impl LogSink {
     }
 }
 
+/// The fields the log line shows, read from the stored JSON without building
+/// the whole record (`event` is skipped except for `stream_id`).
+#[derive(Deserialize)]
+struct LogView<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    event_type: i64,
+    #[serde(borrow)]
+    received_at: Cow<'a, str>,
+    #[serde(borrow)]
+    event: EventView<'a>,
+    #[serde(default)]
+    recording: Option<RecordingView<'a>>,
+    #[serde(default)]
+    warnings: Vec<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct EventView<'a> {
+    #[serde(default, borrow)]
+    stream_id: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct RecordingView<'a> {
+    #[serde(default, borrow)]
+    app: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    appname: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    file_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    file_format: Option<Cow<'a, str>>,
+    #[serde(default)]
+    duration: Option<i64>,
+    #[serde(default)]
+    file_size: Option<u64>,
+    #[serde(default, borrow)]
+    video_url: Option<Cow<'a, str>>,
+}
+
 impl LogSink {
-    fn log(&self, record: &Record) {
-        let recording = record.recording.clone().unwrap_or_default();
+    fn log(&self, record: &StoredRecord) -> Result<(), DeliveryError> {
+        let view: LogView<'_> =
+            serde_json::from_str(&record.json).map_err(|err| DeliveryError::Permanent {
+                reason: format!("stored record is unreadable: {err}"),
+            })?;
+        let recording = view.recording.as_ref();
         tracing::info!(
             target: "recordhook::record",
             sink = %self.name,
-            event_id = %record.id,
-            event_type = record.event_type,
-            received_at = %record.received_at,
-            app = recording.app.as_deref(),
-            appname = recording.appname.as_deref(),
-            stream_id = record.stream_id(),
-            file_id = recording.file_id.as_deref(),
-            file_format = recording.file_format.as_deref(),
-            duration = recording.duration,
-            file_size = recording.file_size,
-            video_url = recording.video_url.as_deref(),
-            warnings = record.warnings.len(),
+            event_id = %view.id,
+            event_type = view.event_type,
+            received_at = %view.received_at,
+            app = recording.and_then(|r| r.app.as_deref()),
+            appname = recording.and_then(|r| r.appname.as_deref()),
+            stream_id = view.event.stream_id.as_deref(),
+            file_id = recording.and_then(|r| r.file_id.as_deref()),
+            file_format = recording.and_then(|r| r.file_format.as_deref()),
+            duration = recording.and_then(|r| r.duration),
+            file_size = recording.and_then(|r| r.file_size),
+            video_url = recording.and_then(|r| r.video_url.as_deref()),
+            warnings = view.warnings.len(),
             "record"
         );
+        Ok(())
     }
 }
 
 impl Sink for LogSink {
-    fn deliver<'a>(&'a self, record: &'a Record) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        self.log(record);
-        Box::pin(async { Ok(()) })
+    fn deliver<'a>(&'a self, record: &'a StoredRecord) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        let result = self.log(record);
+        Box::pin(async { result })
     }
 
     fn deliver_batch<'a>(
         &'a self,
-        records: &'a [Record],
+        records: &'a [StoredRecord],
     ) -> BoxFuture<'a, Vec<Result<(), DeliveryError>>> {
         Box::pin(async move {
             // Formatting and writing a batch of log lines is synchronous work.
-            super::run_blocking(|| {
-                records
-                    .iter()
-                    .map(|record| {
-                        self.log(record);
-                        Ok(())
-                    })
-                    .collect()
-            })
+            super::run_blocking(|| records.iter().map(|record| self.log(record)).collect())
         })
     }
 }

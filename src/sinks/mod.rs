@@ -17,7 +17,7 @@ use crate::configuration::{
     DEFAULT_FORWARD_CONCURRENCY, DEFAULT_FORWARD_TIMEOUT_SECS, DEFAULT_KEEP_ROTATED,
     DEFAULT_ROTATE_MAX_BYTES, SinkSettings, SinkType,
 };
-use crate::record::Record;
+use crate::record::StoredRecord;
 
 pub use self::file::{FileSink, Rotation};
 pub use self::forward::{EVENT_ID_HEADER, ForwardSink};
@@ -49,13 +49,13 @@ pub enum DeliveryError {
 /// A delivery target.
 pub trait Sink: Send + Sync {
     /// Delivers one record; `Ok` only once the target has it.
-    fn deliver<'a>(&'a self, record: &'a Record) -> BoxFuture<'a, Result<(), DeliveryError>>;
+    fn deliver<'a>(&'a self, record: &'a StoredRecord) -> BoxFuture<'a, Result<(), DeliveryError>>;
 
     /// Delivers several records, returning one result per record in order.
     /// Sinks that can make one durable write for many override this.
     fn deliver_batch<'a>(
         &'a self,
-        records: &'a [Record],
+        records: &'a [StoredRecord],
     ) -> BoxFuture<'a, Vec<Result<(), DeliveryError>>> {
         Box::pin(async move {
             let mut results = Vec::with_capacity(records.len());

@@ -7,8 +7,8 @@ use std::time::SystemTime;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{DeadLetter, Spool, SpoolError, decode, format_ms, unix_ms};
-use crate::record::Record;
+use super::{DeadLetter, Spool, SpoolError, format_ms, unix_ms};
+use crate::record::StoredRecord;
 
 /// A record waiting to be delivered to one sink.
 #[derive(Debug, Clone)]
@@ -19,8 +19,8 @@ pub struct PendingDelivery {
     pub attempts: u32,
     /// When the record was accepted, Unix ms.
     pub received_at_ms: i64,
-    /// The record.
-    pub record: Record,
+    /// The record, as stored.
+    pub record: StoredRecord,
 }
 
 /// How one delivery attempt ended, to be written back.
@@ -173,7 +173,8 @@ impl Spool {
     ) -> Result<FreshBatch, SpoolError> {
         let sink = sink.to_owned();
         let sql = format!(
-            "SELECT seq, received_at_ms, CASE WHEN event_type IN ({}) THEN body END
+            "SELECT seq, received_at_ms, event_id, event_type,
+                    CASE WHEN event_type IN ({}) THEN body END
              FROM records WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             type_list(event_types)
         );
@@ -181,31 +182,27 @@ impl Spool {
             let Some(from) = cursor(conn, &sink)? else {
                 return Ok(FreshBatch::default());
             };
-            let rows = conn
-                .prepare_cached(&sql)?
-                .query_map(params![from, limit as i64], |row| {
-                    Ok((
-                        row.get::<_, i64>(0)?,
-                        row.get::<_, i64>(1)?,
-                        row.get::<_, Option<String>>(2)?,
-                    ))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            let scanned_to = rows.last().map(|(seq, _, _)| *seq);
-            let deliveries = rows
-                .into_iter()
-                .filter_map(|(seq, received_at_ms, body)| {
-                    body.map(|body| (seq, received_at_ms, body))
-                })
-                .map(|(seq, received_at_ms, body)| {
-                    Ok(PendingDelivery {
+            let mut scanned_to = None;
+            let mut deliveries = Vec::new();
+            let mut statement = conn.prepare_cached(&sql)?;
+            let mut rows = statement.query(params![from, limit as i64])?;
+            while let Some(row) = rows.next()? {
+                let seq: i64 = row.get(0)?;
+                scanned_to = Some(seq);
+                // Records of other event types have no body here: skipped, not loaded.
+                if let Some(json) = row.get::<_, Option<String>>(4)? {
+                    deliveries.push(PendingDelivery {
                         seq,
                         attempts: 0,
-                        received_at_ms,
-                        record: decode(&body)?,
-                    })
-                })
-                .collect::<Result<Vec<_>, SpoolError>>()?;
+                        received_at_ms: row.get(1)?,
+                        record: StoredRecord {
+                            id: row.get(2)?,
+                            event_type: row.get(3)?,
+                            json,
+                        },
+                    });
+                }
+            }
             Ok(FreshBatch {
                 deliveries,
                 scanned_to,
@@ -223,32 +220,27 @@ impl Spool {
     ) -> Result<Vec<PendingDelivery>, SpoolError> {
         let sink = sink.to_owned();
         self.read(move |conn| {
-            let rows = conn
+            let deliveries = conn
                 .prepare_cached(
-                    "SELECT f.seq, f.attempts, r.received_at_ms, r.body FROM failures f
-                     JOIN records r ON r.seq = f.seq
+                    "SELECT f.seq, f.attempts, r.received_at_ms, r.event_id, r.event_type, r.body
+                     FROM failures f JOIN records r ON r.seq = f.seq
                      WHERE f.sink = ?1 AND f.state = 'pending' AND f.next_attempt_ms <= ?2
                      ORDER BY f.next_attempt_ms, f.seq LIMIT ?3",
                 )?
                 .query_map(params![sink, now_ms, limit as i64], |row| {
-                    Ok((
-                        row.get::<_, i64>(0)?,
-                        row.get::<_, u32>(1)?,
-                        row.get::<_, i64>(2)?,
-                        row.get::<_, String>(3)?,
-                    ))
+                    Ok(PendingDelivery {
+                        seq: row.get(0)?,
+                        attempts: row.get(1)?,
+                        received_at_ms: row.get(2)?,
+                        record: StoredRecord {
+                            id: row.get(3)?,
+                            event_type: row.get(4)?,
+                            json: row.get(5)?,
+                        },
+                    })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
-            rows.into_iter()
-                .map(|(seq, attempts, received_at_ms, body)| {
-                    Ok(PendingDelivery {
-                        seq,
-                        attempts,
-                        received_at_ms,
-                        record: decode(&body)?,
-                    })
-                })
-                .collect()
+            Ok(deliveries)
         })
         .await
     }
@@ -451,6 +443,7 @@ impl Spool {
 mod tests {
     use super::super::tests::{at, open, record, record_of};
     use super::*;
+    use crate::record::Record;
     use crate::spool::Acceptance;
 
     async fn accept(spool: &Spool, record: &Record) -> i64 {
@@ -585,7 +578,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((due.len(), due[0].attempts), (1, 1));
-        assert_eq!(due[0].record, r);
+        assert_eq!(due[0].record.parse().unwrap(), r);
         let dead = Outcome {
             seq,
             attempts: 2,
