@@ -126,6 +126,9 @@ type = "log"
 name = "archive"
 type = "file"
 path = "{records}"
+# One file, so the lag is measured by counting its lines.
+rotate_max_bytes = 0
+rotate_daily = false
 """)
     reference = subprocess.Popen([reference_binary, f"127.0.0.1:{ref_port}"], stdout=subprocess.DEVNULL)
     log = open(work / "recordhook.log", "wb")

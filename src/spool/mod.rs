@@ -7,7 +7,6 @@
 //! together (see [`writer`]); reads use their own connection, which WAL mode
 //! lets run beside the writer.
 
-mod checkpointer;
 mod deliveries;
 mod schema;
 mod writer;
@@ -27,6 +26,11 @@ use writer::{ClosureJob, WriteJob};
 
 /// Writes that may wait for the writer before callers are slowed down.
 const WRITE_QUEUE: usize = 4_096;
+
+/// WAL pages (4 KiB each) after which a commit also checkpoints. SQLite's
+/// default, 1000, made p99 latency ~9 ms under load in bench/; 256 gave
+/// ~5.5 ms at the same throughput (bench/BENCHMARKS.md).
+const CHECKPOINT_PAGES: i64 = 256;
 
 /// Why the spool could not do what was asked.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -95,7 +99,6 @@ struct Inner {
     /// `None` once closing has begun.
     jobs: RwLock<Option<mpsc::Sender<Box<dyn WriteJob>>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
-    checkpointer: Mutex<Option<checkpointer::Checkpointer>>,
     reader: Arc<Mutex<Connection>>,
 }
 
@@ -123,15 +126,13 @@ impl Spool {
         }
         let mut conn = open_connection(path).map_err(|err| open_error(err.to_string()))?;
         schema::migrate(&mut conn).map_err(open_error)?;
-        // Checkpoints run on their own thread, off the commit path.
-        conn.pragma_update(None, "wal_autocheckpoint", 0)
+        // Small, frequent checkpoints: each copies little, so it adds little
+        // to the commit that runs it, and the WAL stays a few MiB. (A separate
+        // checkpoint thread was measured: under continuous writes it never
+        // reaches the WAL's head, so the WAL grew without bound.)
+        conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)
             .map_err(|err| open_error(err.to_string()))?;
         let reader = open_connection(path).map_err(|err| open_error(err.to_string()))?;
-        let checkpointer = open_connection(path)
-            .map_err(|err| open_error(err.to_string()))
-            .and_then(|conn| {
-                checkpointer::Checkpointer::start(conn).map_err(|err| open_error(err.to_string()))
-            })?;
         let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
         let writer = std::thread::Builder::new()
             .name("spool-writer".to_owned())
@@ -143,7 +144,6 @@ impl Spool {
                 dedup_window_ms: i64::try_from(dedup_window.as_millis()).unwrap_or(i64::MAX),
                 jobs: RwLock::new(Some(sender)),
                 writer: Mutex::new(Some(writer)),
-                checkpointer: Mutex::new(Some(checkpointer)),
                 reader: Arc::new(Mutex::new(reader)),
             }),
         })
@@ -298,15 +298,6 @@ impl Spool {
     pub async fn close(&self) {
         if let Ok(mut jobs) = self.inner.jobs.write() {
             jobs.take();
-        }
-        let checkpointer = self
-            .inner
-            .checkpointer
-            .lock()
-            .ok()
-            .and_then(|mut c| c.take());
-        if let Some(mut checkpointer) = checkpointer {
-            let _ = tokio::task::spawn_blocking(move || checkpointer.stop()).await;
         }
         let writer = self.inner.writer.lock().ok().and_then(|mut w| w.take());
         if let Some(writer) = writer {
