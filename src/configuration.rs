@@ -266,6 +266,10 @@ pub struct SpoolSettings {
     /// How long, in seconds, a record that every sink has delivered stays in
     /// the spool before it is removed. Undelivered records and dead letters stay.
     pub retention_secs: u64,
+    /// Largest size of the spool database in bytes; 0 means no limit. At the
+    /// limit callbacks get 503 (CSS retries them), as on a full disk; set it
+    /// below the free space of the volume so the spool fills before the disk.
+    pub max_bytes: u64,
 }
 
 impl Default for SpoolSettings {
@@ -274,6 +278,7 @@ impl Default for SpoolSettings {
             path: PathBuf::from("./data/spool.db"),
             dedup_window_secs: 604_800,
             retention_secs: 86_400,
+            max_bytes: 0,
         }
     }
 }

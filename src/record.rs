@@ -171,3 +171,61 @@ mod tests {
         assert_eq!(serde_json::from_str::<Record>(&text).unwrap(), record);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::protocol::{Authenticator, TimeWindow, UnverifiedCallback};
+    use proptest::prelude::*;
+    use std::time::UNIX_EPOCH;
+
+    /// Any JSON value, nested up to a few levels, numbers of every kind.
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-1e12f64..1e12).prop_map(Value::from),
+            ".{0,16}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(".{0,8}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Parsing an accepted callback and serialising `event` gives back
+        /// every received field but `sign`, unchanged, in the order received.
+        #[test]
+        fn the_event_keeps_every_received_field(
+            fields in prop::collection::vec((".{0,10}", json()), 0..10),
+            event_type in prop_oneof![Just(100i64), any::<i64>()],
+        ) {
+            let mut body = Map::new();
+            body.insert("event_type".to_owned(), event_type.into());
+            body.insert("sign".to_owned(), "ab".into());
+            for (key, value) in fields {
+                if key != "event_type" {
+                    body.insert(key, value);
+                }
+            }
+            let text = serde_json::to_string(&body).unwrap();
+            let window = TimeWindow { clock_skew_secs: 0, max_validity_secs: 1, expiry_grace_secs: 0 };
+            let verified = Authenticator::unsigned(window)
+                .verify(UnverifiedCallback::parse(text.as_bytes()).unwrap(), 0)
+                .unwrap();
+            let record = Record::from_verified(verified, UNIX_EPOCH).unwrap();
+            let mut expected = body.clone();
+            expected.shift_remove("sign");
+            prop_assert_eq!(serde_json::to_string(&record.event).unwrap(), serde_json::to_string(&expected).unwrap());
+            // And through the spool's storage form and back.
+            let stored = StoredRecord::try_from(&record).unwrap();
+            prop_assert_eq!(stored.parse().unwrap(), record);
+        }
+    }
+}

@@ -81,9 +81,10 @@ impl Application {
             .as_ref()
             .map(tls::acceptor)
             .transpose()?;
-        let spool = Spool::open(
+        let spool = Spool::open_limited(
             &settings.spool.path,
             Duration::from_secs(settings.spool.dedup_window_secs),
+            settings.spool.max_bytes,
         )?;
         let sinks: Vec<(Arc<ConfiguredSink>, Arc<Notify>)> = sinks::build(&settings.sinks)?
             .into_iter()

@@ -12,14 +12,17 @@ use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::protocol::UnverifiedCallback;
+use crate::protocol::{Authenticator, UnverifiedCallback};
 use crate::record::Record;
 use crate::spool::Acceptance;
 
 /// A rejected request and what is known about it for the log.
-struct Rejection {
-    error: ApiError,
-    stream_id: Option<String>,
+#[derive(Debug)]
+pub struct Rejection {
+    /// Why it was rejected.
+    pub error: ApiError,
+    /// The `stream_id` the body claimed, when it had one.
+    pub stream_id: Option<String>,
 }
 
 impl From<ApiError> for Rejection {
@@ -105,26 +108,56 @@ async fn accept(
             .into());
         }
     };
-    let unverified = UnverifiedCallback::parse(&bytes).map_err(ApiError::from)?;
-    let stream_id = unverified.stream_id_hint();
+    let (record, stream_id) = admit(
+        &bytes,
+        state.max_body_bytes,
+        &state.authenticator(),
+        received_at,
+    )
+    .map_err(|rejection| *rejection)?;
     let reject = |error: ApiError| Rejection {
         error,
         stream_id: stream_id.clone(),
     };
-    let now = received_at
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    let verified = state
-        .authenticator()
-        .verify(unverified, now)
-        .map_err(|err| reject(err.into()))?;
-    let record = Record::from_verified(verified, received_at).map_err(|err| reject(err.into()))?;
     let acceptance = state
         .spool
         .accept(&record, received_at)
         .await
         .map_err(|err| reject(err.into()))?;
     Ok((record, acceptance))
+}
+
+/// Everything a callback body goes through before it is stored, in the order
+/// of the HTTP contract: the size limit, JSON, authentication, `event_type`,
+/// then the record (whose content never causes a rejection). Synchronous and
+/// free of I/O, so the fuzz target (fuzz/) drives exactly this. On success,
+/// also returns the stream id for log context.
+pub fn admit(
+    body: &[u8],
+    limit: usize,
+    authenticator: &Authenticator,
+    received_at: SystemTime,
+) -> Result<(Record, Option<String>), Box<Rejection>> {
+    if body.len() > limit {
+        return Err(Box::new(ApiError::BodyTooLarge { limit }.into()));
+    }
+    let unverified =
+        UnverifiedCallback::parse(body).map_err(|err| Box::new(ApiError::from(err).into()))?;
+    let stream_id = unverified.stream_id_hint();
+    let reject = |error: ApiError| {
+        Box::new(Rejection {
+            error,
+            stream_id: stream_id.clone(),
+        })
+    };
+    let now = received_at
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let verified = authenticator
+        .verify(unverified, now)
+        .map_err(|err| reject(err.into()))?;
+    let record = Record::from_verified(verified, received_at).map_err(|err| reject(err.into()))?;
+    Ok((record, stream_id))
 }
 
 /// Reads the whole body, whatever its Content-Type, refusing more than `limit` bytes

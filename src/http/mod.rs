@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::protocol::Authenticator;
 use crate::spool::Spool;
 
+pub use callback::{Rejection, admit};
 pub use error::ApiError;
 pub use serve::{ServeOptions, serve};
 

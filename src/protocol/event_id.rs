@@ -118,3 +118,61 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn scalar() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[ -~]{0,20}".prop_map(Value::from),
+        ]
+    }
+
+    fn fields() -> impl Strategy<Value = Map<String, Value>> {
+        prop::collection::btree_map("[a-z_]{1,12}", scalar(), 1..12).prop_map(|map| {
+            map.into_iter()
+                .filter(|(key, _)| !VOLATILE_FIELDS.contains(&key.as_str()))
+                .collect()
+        })
+    }
+
+    proptest! {
+        /// `sign` and `t` never change the id.
+        #[test]
+        fn the_id_ignores_sign_and_t(fields in fields(), sign in "[0-9a-f]{32}", t in any::<i64>()) {
+            let mut signed = fields.clone();
+            signed.insert("sign".to_owned(), sign.into());
+            signed.insert("t".to_owned(), t.into());
+            prop_assert_eq!(event_id(&signed), event_id(&fields));
+        }
+
+        /// Any other change — a value, a new field, a removed field — changes it.
+        #[test]
+        fn the_id_changes_with_any_other_field(
+            fields in fields(),
+            which in any::<prop::sample::Index>(),
+            replacement in scalar(),
+            extra in "[a-z]{13,16}",
+        ) {
+            prop_assume!(!fields.is_empty());
+            let id = event_id(&fields);
+            let key = which.get(&fields.keys().cloned().collect::<Vec<_>>()).clone();
+            if fields[&key] != replacement {
+                let mut changed = fields.clone();
+                changed.insert(key.clone(), replacement);
+                prop_assert_ne!(event_id(&changed), id.clone());
+            }
+            let mut added = fields.clone();
+            added.insert(extra, Value::Null);
+            prop_assert_ne!(event_id(&added), id.clone());
+            let mut removed = fields.clone();
+            removed.shift_remove(&key);
+            prop_assert_ne!(event_id(&removed), id);
+        }
+    }
+}

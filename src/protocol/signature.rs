@@ -282,3 +282,36 @@ mod tests {
         assert_eq!(parse_t(Some(&huge)), Err(AuthError::TNotInteger));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A signature made with any configured key verifies exactly when `t`
+        /// lies inside the window; a signature with another key never does.
+        #[test]
+        fn a_signature_verifies_exactly_inside_the_window(
+            keys in prop::collection::vec("[ -~]{1,40}", 1..5),
+            signer in any::<prop::sample::Index>(),
+            now in -10_000_000_000i64..10_000_000_000,
+            offset in -2_000i64..2_000,
+            skew in 0i64..120,
+            validity in 1i64..1_200,
+            grace in 0i64..600,
+        ) {
+            let window = TimeWindow { clock_skew_secs: skew, max_validity_secs: validity, expiry_grace_secs: grace };
+            let secrets: Vec<SecretString> = keys.iter().map(|k| SecretString::from(k.as_str())).collect();
+            let key = signer.get(&keys);
+            let t = now + offset;
+            let inside = now <= t + skew + grace && t <= now + validity + skew;
+            let result = verify(&expected_sign(key, t), t, &secrets, now, &window);
+            prop_assert_eq!(result.is_ok(), inside, "t={} now={} result={:?}", t, now, result);
+            let forged = expected_sign(&format!("{key}x"), t);
+            if !keys.iter().any(|k| expected_sign(k, t) == forged) {
+                prop_assert_eq!(verify(&forged, t, &secrets, now, &window), Err(AuthError::SignMismatch));
+            }
+        }
+    }
+}

@@ -115,8 +115,20 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
 }
 
 impl Spool {
-    /// Opens (creating when missing) the spool at `path` and starts its writer.
+    /// Opens (creating when missing) the spool at `path`, with no size limit.
     pub fn open(path: &Path, dedup_window: Duration) -> Result<Self, SpoolError> {
+        Self::open_limited(path, dedup_window, 0)
+    }
+
+    /// Opens the spool with its database capped at `max_bytes` (0: no cap).
+    /// At the cap, writes fail like on a full disk (SQLite's "database or
+    /// disk is full"), so callbacks get 503 while space already used by
+    /// delivered records is reused once retention removes them.
+    pub fn open_limited(
+        path: &Path,
+        dedup_window: Duration,
+        max_bytes: u64,
+    ) -> Result<Self, SpoolError> {
         let open_error = |reason: String| SpoolError::Open {
             path: path.to_path_buf(),
             reason,
@@ -132,6 +144,14 @@ impl Spool {
         // reaches the WAL's head, so the WAL grew without bound.)
         conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)
             .map_err(|err| open_error(err.to_string()))?;
+        if max_bytes > 0 {
+            let page_size: i64 = conn
+                .pragma_query_value(None, "page_size", |row| row.get(0))
+                .map_err(|err| open_error(err.to_string()))?;
+            let pages = i64::try_from(max_bytes).unwrap_or(i64::MAX) / page_size.max(1);
+            conn.pragma_update(None, "max_page_count", pages.max(1))
+                .map_err(|err| open_error(err.to_string()))?;
+        }
         let reader = open_connection(path).map_err(|err| open_error(err.to_string()))?;
         let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
         let writer = std::thread::Builder::new()

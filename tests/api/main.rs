@@ -11,6 +11,8 @@ mod delivery;
 mod edge;
 mod health;
 mod helpers;
+mod hostile;
+mod load;
 mod process;
 mod restart;
 mod target;

@@ -111,6 +111,18 @@ pub fn start_server(dir: &tempfile::TempDir, extra: &str) -> Server {
 }
 
 impl Server {
+    /// Resident memory of the process, KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.split_whitespace().next())
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
     /// Kills the process outright (SIGKILL), as a crash would.
     pub fn kill(mut self) {
         self.child.kill().unwrap();

@@ -48,6 +48,11 @@ pub struct Target {
 impl Target {
     /// A target answering 200 to everything.
     pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    /// A target on a given address (e.g. one a sink already points at).
+    pub async fn start_on(address: &str) -> Self {
         let script = Arc::new(Mutex::new(Script {
             default: 200,
             ..Script::default()
@@ -55,7 +60,7 @@ impl Target {
         let app = Router::new()
             .route("/hook", post(receive))
             .with_state(Arc::clone(&script));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(address).await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self { url, script }
