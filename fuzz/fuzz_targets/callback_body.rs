@@ -42,7 +42,13 @@ fuzz_target!(|data: &[u8]| {
         let stored = StoredRecord::try_from(&record).expect("an admitted record serialises");
         let back = stored.parse().expect("a stored record parses");
         assert_eq!(back, record);
-        assert!(!stored.json.contains('\n'), "a stored record must be one line");
-        assert!(!record.event.contains_key("sign"), "sign must never be stored");
+        assert!(
+            !stored.json.contains('\n'),
+            "a stored record must be one line"
+        );
+        assert!(
+            !record.event.contains_key("sign"),
+            "sign must never be stored"
+        );
     }
 });
