@@ -80,28 +80,22 @@ pub fn recording(file_id: &str) -> Value {
 
 /// Settings for a test server: port 0, [`KEY`], spool in `dir`.
 pub fn test_settings(dir: &TempDir) -> Settings {
-    let mut settings = Settings::load(Sources {
-        repo_default: None,
-        file: None,
-        environment: Some(BTreeMap::from([(
-            "RECORDHOOK__AUTH__KEYS".to_owned(),
-            KEY.to_owned(),
-        )])),
-    })
-    .unwrap();
-    settings.server.listen = "127.0.0.1:0".parse().unwrap();
-    settings.server.shutdown_grace_secs = 5;
-    settings.spool.path = dir.path().join("spool.db");
-    settings
+    load_test_settings(dir, None)
 }
 
 /// Settings for a test server whose config file holds `toml` (e.g. `[[sinks]]` tables).
 pub fn settings_from_toml(dir: &TempDir, toml: &str) -> Settings {
     let file = dir.path().join("recordhook.toml");
     std::fs::write(&file, toml).unwrap();
+    load_test_settings(dir, Some(file))
+}
+
+/// Loads settings as the service would (from `file`, the key from the
+/// environment), then points them at port 0 and a spool in `dir`.
+fn load_test_settings(dir: &TempDir, file: Option<PathBuf>) -> Settings {
     let mut settings = Settings::load(Sources {
         repo_default: None,
-        file: Some(file),
+        file,
         environment: Some(BTreeMap::from([(
             "RECORDHOOK__AUTH__KEYS".to_owned(),
             KEY.to_owned(),
