@@ -33,8 +33,27 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// 200 when a write to the spool commits, 503 otherwise.
+/// Free space below which the service reports itself not ready: a callback
+/// needs a few KiB, the WAL and checkpoints more.
+const MIN_FREE_BYTES: u64 = 1024 * 1024;
+
+/// 200 when a write to the spool commits and its filesystem has room, 503
+/// otherwise. The probe write alone is not enough: with a full disk it can
+/// still fit in WAL space SQLite has already allocated while callbacks,
+/// which need new space, fail. Both checks recover by themselves once space
+/// returns.
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    if let Some(free) = state.spool.free_bytes()
+        && free < MIN_FREE_BYTES
+    {
+        tracing::warn!(
+            free_bytes = free,
+            "not ready: the spool's filesystem is full"
+        );
+        return Err(ApiError::NotReady(SpoolError::Write(format!(
+            "only {free} bytes free on the spool's filesystem"
+        ))));
+    }
     match tokio::time::timeout(READY_TIMEOUT, state.spool.check_writable()).await {
         Ok(Ok(())) => Ok(Json(json!({"status": "ready"}))),
         Ok(Err(err)) => {

@@ -303,6 +303,18 @@ impl Spool {
         .await
     }
 
+    /// Bytes available to recordhook on the spool's filesystem, if known.
+    pub fn free_bytes(&self) -> Option<u64> {
+        let directory = self
+            .inner
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let stats = rustix::fs::statvfs(directory).ok()?;
+        Some(stats.f_bavail.saturating_mul(stats.f_frsize))
+    }
+
     /// Size of the spool on disk, database and WAL together, in bytes.
     pub fn disk_bytes(&self) -> u64 {
         let wal = PathBuf::from(format!("{}-wal", self.inner.path.display()));

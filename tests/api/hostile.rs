@@ -199,3 +199,115 @@ async fn a_full_spool_answers_503_never_200_and_accepts_again_once_space_returns
     assert_eq!(purged, accepted.len());
     still_serving(&app, "after-space-returns").await;
 }
+
+/// A tmpfs of `size`, mounted for the life of the guard (needs root).
+struct SmallFilesystem {
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallFilesystem {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fs");
+        std::fs::create_dir(&path).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .output()
+            .is_ok_and(|output| output.status.success());
+        mounted.then_some(Self { path, _dir: dir })
+    }
+}
+
+impl Drop for SmallFilesystem {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_answers_503_never_200_and_accepts_again_once_space_returns() {
+    let Some(fs) = SmallFilesystem::mount("4m") else {
+        // Mounting needs root; CI has it, so there a missing mount is a failure.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "could not mount a tmpfs for the disk-full test"
+        );
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let ballast = fs.path.join("ballast");
+    std::fs::write(&ballast, vec![0u8; 2 * 1024 * 1024]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(&dir);
+    settings.spool.path = fs.path.join("spool.db");
+    let app = spawn_app_in(dir, settings).await;
+
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for n in 0..10_000 {
+        let body = recording(&format!("disk-{n}"));
+        let response = app.post_json(&body).await;
+        match response.status().as_u16() {
+            200 => {
+                assert_eq!(refused, 0, "a 200 after the disk was full");
+                accepted.push(body["file_id"].as_str().unwrap().to_owned());
+            }
+            503 => {
+                let answer: Value = response.json().await.unwrap();
+                assert_eq!(answer["code"], 5031, "{answer}");
+                refused += 1;
+                if refused == 3 {
+                    break;
+                }
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(
+        refused,
+        3,
+        "the disk never filled ({} accepted)",
+        accepted.len()
+    );
+    eprintln!("disk full after {} callbacks", accepted.len());
+    let ready = app
+        .client
+        .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready.status(),
+        503,
+        "readiness should fail while the disk is full"
+    );
+
+    // Space returns.
+    std::fs::remove_file(&ballast).unwrap();
+    let ready = app
+        .client
+        .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    still_serving(&app, "after-disk-space-returns").await;
+    let stored: Vec<String> = app
+        .stored()
+        .await
+        .iter()
+        .map(|r| r.event["file_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        &stored[..accepted.len()],
+        &accepted[..],
+        "everything acknowledged is stored"
+    );
+    let (_dir, _settings) = app.stop().await;
+    drop(fs);
+}
