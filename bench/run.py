@@ -9,7 +9,9 @@ recordhook/reference, recordhook's peak RSS, the delivery lag of the file sink
 after each load stops, and the spool's size per 100k records.
 
 Environment: DURATION (seconds per run, default 10), CONNECTIONS (32),
-THREADS (wrk threads, 2), ROUNDS (3). Needs wrk (Debian package `wrk`).
+THREADS (wrk threads, 2), ROUNDS (3), LOG (`file`, the default: recordhook's
+log goes to a file in the work directory, as a log shipper would have it;
+`discard`: to /dev/null). Needs wrk (Debian package `wrk`).
 Traffic goes to 127.0.0.1 only; every run is bounded by DURATION.
 """
 
@@ -31,6 +33,7 @@ DURATION = int(os.environ.get("DURATION", "10"))
 CONNECTIONS = int(os.environ.get("CONNECTIONS", "32"))
 THREADS = int(os.environ.get("THREADS", "2"))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
+LOG = os.environ.get("LOG", "file")
 LAG_LIMIT_SECS = 120
 
 
@@ -131,7 +134,7 @@ rotate_max_bytes = 0
 rotate_daily = false
 """)
     reference = subprocess.Popen([reference_binary, f"127.0.0.1:{ref_port}"], stdout=subprocess.DEVNULL)
-    log = open(work / "recordhook.log", "wb")
+    log = open(os.devnull if LOG == "discard" else work / "recordhook.log", "wb")
     recordhook = subprocess.Popen([binary, "serve", "--config", config], cwd=work, stdout=log,
                                   env=dict(os.environ, RECORDHOOK__AUTH__KEYS=key))
     ref_base, rh_base = f"http://127.0.0.1:{ref_port}", f"http://127.0.0.1:{rh_port}"
@@ -166,7 +169,7 @@ rotate_daily = false
     med = statistics.median
     ratio = [r["rh"]["rps"] / r["ref"]["rps"] for r in rounds]
     print()
-    print(f"machine: {os.cpu_count()} cores; wrk -t{THREADS} -c{CONNECTIONS} -d{DURATION}s on the same machine; {ROUNDS} rounds")
+    print(f"machine: {os.cpu_count()} cores; wrk -t{THREADS} -c{CONNECTIONS} -d{DURATION}s on the same machine; {ROUNDS} rounds; log: {LOG}")
     print()
     print("| | reference | recordhook | recordhook / reference |")
     print("| --- | --- | --- | --- |")
