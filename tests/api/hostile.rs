@@ -5,6 +5,55 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
+/// Sends callbacks (file ids `{prefix}-N`, at most `limit`) until the spool
+/// has refused `refusals` for lack of space. Asserts every refusal is 503
+/// code 5031 saying "full", that no 200 follows a refusal (nothing may be
+/// acknowledged that was not stored), and that some were accepted first.
+/// Returns the file ids that got a 200.
+async fn fill_until_refused(
+    app: &TestApp,
+    prefix: &str,
+    limit: usize,
+    refusals: usize,
+) -> Vec<String> {
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for n in 0..limit {
+        let body = recording(&format!("{prefix}-{n}"));
+        let response = app.post_json(&body).await;
+        match response.status().as_u16() {
+            200 => {
+                assert_eq!(
+                    refused, 0,
+                    "a 200 after a refusal: nothing may be acknowledged unstored"
+                );
+                accepted.push(body["file_id"].as_str().unwrap().to_owned());
+            }
+            503 => {
+                let answer: Value = response.json().await.unwrap();
+                assert_eq!(answer["code"], 5031, "{answer}");
+                assert!(
+                    answer["message"].as_str().unwrap().contains("full"),
+                    "{answer}"
+                );
+                refused += 1;
+                if refused == refusals {
+                    assert!(
+                        !accepted.is_empty(),
+                        "the spool was full before the first callback"
+                    );
+                    return accepted;
+                }
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    panic!(
+        "never refused: {} of {limit} callbacks accepted",
+        accepted.len()
+    );
+}
+
 /// After whatever came before, a normal callback still gets its 200.
 async fn still_serving(app: &TestApp, file_id: &str) {
     assert_eq!(
@@ -148,36 +197,7 @@ async fn a_full_spool_answers_503_never_200_and_accepts_again_once_space_returns
         s.spool.retention_secs = 0;
     })
     .await;
-    let mut accepted = Vec::new();
-    let mut refused = 0;
-    for n in 0..2_000 {
-        let body = recording(&format!("full-{n}"));
-        let response = app.post_json(&body).await;
-        match response.status().as_u16() {
-            200 => {
-                assert_eq!(
-                    refused, 0,
-                    "a 200 after the spool was full: nothing may be acknowledged unstored"
-                );
-                accepted.push(body["file_id"].as_str().unwrap().to_owned());
-            }
-            503 => {
-                let body: Value = response.json().await.unwrap();
-                assert_eq!(body["code"], 5031, "{body}");
-                assert!(body["message"].as_str().unwrap().contains("full"), "{body}");
-                refused += 1;
-                if refused == 5 {
-                    break;
-                }
-            }
-            other => panic!("unexpected status {other}"),
-        }
-    }
-    assert!(
-        refused == 5 && !accepted.is_empty(),
-        "accepted {}, refused {refused}",
-        accepted.len()
-    );
+    let accepted = fill_until_refused(&app, "full", 2_000, 5).await;
     // Everything acknowledged is stored.
     let stored: Vec<String> = app
         .stored()
@@ -247,33 +267,7 @@ async fn a_full_disk_answers_503_never_200_and_accepts_again_once_space_returns(
     settings.spool.path = fs.path.join("spool.db");
     let app = spawn_app_in(dir, settings).await;
 
-    let mut accepted = Vec::new();
-    let mut refused = 0;
-    for n in 0..10_000 {
-        let body = recording(&format!("disk-{n}"));
-        let response = app.post_json(&body).await;
-        match response.status().as_u16() {
-            200 => {
-                assert_eq!(refused, 0, "a 200 after the disk was full");
-                accepted.push(body["file_id"].as_str().unwrap().to_owned());
-            }
-            503 => {
-                let answer: Value = response.json().await.unwrap();
-                assert_eq!(answer["code"], 5031, "{answer}");
-                refused += 1;
-                if refused == 3 {
-                    break;
-                }
-            }
-            other => panic!("unexpected status {other}"),
-        }
-    }
-    assert_eq!(
-        refused,
-        3,
-        "the disk never filled ({} accepted)",
-        accepted.len()
-    );
+    let accepted = fill_until_refused(&app, "disk", 10_000, 3).await;
     eprintln!("disk full after {} callbacks", accepted.len());
     let ready = app
         .client
