@@ -9,12 +9,7 @@ use tokio::net::TcpStream;
 use crate::helpers::*;
 
 async fn metrics_text(app: &TestApp) -> String {
-    let response = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/metrics").await;
     assert_eq!(response.status(), 200);
     assert!(
         response.headers()["content-type"]
@@ -71,23 +66,13 @@ async fn a_request_id_is_echoed_or_generated() {
         .await
         .unwrap();
     assert_eq!(response.headers()["x-request-id"], "css-retry-42");
-    let response = app
-        .client
-        .get(format!("{}/healthz", app.address))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/healthz").await;
     let generated = response.headers()["x-request-id"]
         .to_str()
         .unwrap()
         .to_owned();
     assert_eq!(generated.len(), 36, "{generated}");
-    let again = app
-        .client
-        .get(format!("{}/healthz", app.address))
-        .send()
-        .await
-        .unwrap();
+    let again = app.get("/healthz").await;
     assert_ne!(again.headers()["x-request-id"].to_str().unwrap(), generated);
 }
 

@@ -210,6 +210,24 @@ impl TestApp {
         .await
     }
 
+    /// GETs `path` (e.g. `/readyz`) on the server.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The `file_id` of every record in the spool, oldest first.
+    pub async fn stored_file_ids(&self) -> Vec<String> {
+        self.stored()
+            .await
+            .iter()
+            .map(|r| r.event["file_id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     /// Every record in the spool.
     pub async fn stored(&self) -> Vec<Record> {
         self.state.spool.records().await.unwrap()

@@ -199,12 +199,7 @@ async fn a_full_spool_answers_503_never_200_and_accepts_again_once_space_returns
     .await;
     let accepted = fill_until_refused(&app, "full", 2_000, 5).await;
     // Everything acknowledged is stored.
-    let stored: Vec<String> = app
-        .stored()
-        .await
-        .iter()
-        .map(|r| r.event["file_id"].as_str().unwrap().to_owned())
-        .collect();
+    let stored: Vec<String> = app.stored_file_ids().await;
     assert_eq!(stored, accepted);
     // Space returns: the log sink has delivered them, and retention (0 s here)
     // lets maintenance remove them; run its purge now rather than wait a minute.
@@ -269,12 +264,7 @@ async fn a_full_disk_answers_503_never_200_and_accepts_again_once_space_returns(
 
     let accepted = fill_until_refused(&app, "disk", 10_000, 3).await;
     eprintln!("disk full after {} callbacks", accepted.len());
-    let ready = app
-        .client
-        .get(format!("{}/readyz", app.address))
-        .send()
-        .await
-        .unwrap();
+    let ready = app.get("/readyz").await;
     assert_eq!(
         ready.status(),
         503,
@@ -283,20 +273,10 @@ async fn a_full_disk_answers_503_never_200_and_accepts_again_once_space_returns(
 
     // Space returns.
     std::fs::remove_file(&ballast).unwrap();
-    let ready = app
-        .client
-        .get(format!("{}/readyz", app.address))
-        .send()
-        .await
-        .unwrap();
+    let ready = app.get("/readyz").await;
     assert_eq!(ready.status(), 200);
     still_serving(&app, "after-disk-space-returns").await;
-    let stored: Vec<String> = app
-        .stored()
-        .await
-        .iter()
-        .map(|r| r.event["file_id"].as_str().unwrap().to_owned())
-        .collect();
+    let stored: Vec<String> = app.stored_file_ids().await;
     assert_eq!(
         &stored[..accepted.len()],
         &accepted[..],
