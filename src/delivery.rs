@@ -35,8 +35,8 @@ pub fn retry_delay(
     retry_after: Option<Duration>,
     jitter: f64,
 ) -> Duration {
-    let exponent = attempts_made.saturating_sub(1).min(32);
-    let base = initial.saturating_mul(1u32 << exponent.min(31)).min(max);
+    let exponent = attempts_made.saturating_sub(1).min(31);
+    let base = initial.saturating_mul(1u32 << exponent).min(max);
     let jittered = base / 2 + base.mul_f64(jitter.clamp(0.0, 1.0) / 2.0);
     jittered.max(retry_after.unwrap_or_default()).min(max)
 }
@@ -145,14 +145,16 @@ pub async fn run(
             }
         };
         if round.deliveries.is_empty() {
-            // Records of other event types only: move past them.
-            if round.scanned_to.is_some()
-                && let Err(err) = spool.settle(name, Vec::new(), round.scanned_to, now).await
-            {
-                tracing::error!(sink = name, error = %err, "could not move the delivery cursor");
-            }
+            // Records of other event types only: move past them and look again
+            // at once. If that write fails (a full disk), wait like an idle
+            // round instead of retrying it in a tight loop.
             if round.scanned_to.is_some() {
-                continue;
+                match spool.settle(name, Vec::new(), round.scanned_to, now).await {
+                    Ok(()) => continue,
+                    Err(err) => tracing::error!(
+                        sink = name, error = %err, "could not move the delivery cursor"
+                    ),
+                }
             }
             let next_retry = spool.next_retry_ms(name).await.ok().flatten();
             let wait = next_retry.map_or(POLL, |at| {
