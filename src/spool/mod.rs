@@ -169,11 +169,6 @@ impl Spool {
         })
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.inner.path
-    }
-
     /// Runs `work` in the writer's next transaction and returns its result once committed.
     async fn write<T, F>(&self, work: F) -> Result<T, SpoolError>
     where
