@@ -7,8 +7,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{BoxFuture, DeliveryError, Sink};
@@ -27,7 +27,7 @@ pub struct Rotation {
 
 /// Appends records to a JSON Lines file.
 pub struct FileSink {
-    inner: Arc<Inner>,
+    inner: Inner,
 }
 
 struct Inner {
@@ -56,12 +56,12 @@ impl FileSink {
     /// A file sink writing to `path`.
     pub fn new(path: PathBuf, rotation: Rotation) -> Self {
         Self {
-            inner: Arc::new(Inner {
+            inner: Inner {
                 path,
                 rotation,
                 reopen: AtomicBool::new(false),
                 open: Mutex::new(None),
-            }),
+            },
         }
     }
 }
