@@ -24,8 +24,8 @@ use crate::tls::{self, TlsError};
 /// How often delivered records past retention and stale dedup entries are removed.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Records removed per purge transaction: about 20 ms of the writer's time
-/// each, so callbacks queued behind a large purge wait little.
+/// Rows removed per maintenance transaction (records: about 20 ms of the
+/// writer's time each), so callbacks queued behind a large purge wait little.
 const PURGE_BATCH: usize = 1_000;
 
 /// Why the service could not start.
@@ -254,6 +254,30 @@ impl Application {
     }
 }
 
+/// Runs `step` (one bounded delete) until it removes less than a full batch,
+/// so each transaction holds the writer only briefly; returns the total.
+async fn in_batches<F, Fut>(what: &str, mut step: F) -> usize
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<usize, SpoolError>>,
+{
+    let mut total = 0;
+    loop {
+        match step().await {
+            Ok(count) => {
+                total += count;
+                if count < PURGE_BATCH {
+                    return total;
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "could not {what}");
+                return total;
+            }
+        }
+    }
+}
+
 /// Removes what retention and the dedup window allow, now and then every
 /// [`MAINTENANCE_INTERVAL`], until `stop`.
 async fn maintain(
@@ -265,28 +289,14 @@ async fn maintain(
     loop {
         let now = SystemTime::now();
         let before = |age: Duration| unix_ms(now.checked_sub(age).unwrap_or(std::time::UNIX_EPOCH));
-        let mut purged = 0;
-        loop {
-            match spool.purge_delivered(before(retention), PURGE_BATCH).await {
-                Ok(count) => {
-                    purged += count;
-                    if count < PURGE_BATCH {
-                        break;
-                    }
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "could not purge delivered records");
-                    break;
-                }
-            }
-        }
-        let forgotten = spool
-            .prune_seen(before(dedup_window))
-            .await
-            .unwrap_or_else(|err| {
-                tracing::warn!(error = %err, "could not prune the dedup index");
-                0
-            });
+        let purged = in_batches("purge delivered records", || {
+            spool.purge_delivered(before(retention), PURGE_BATCH)
+        })
+        .await;
+        let forgotten = in_batches("prune the dedup index", || {
+            spool.prune_seen(before(dedup_window), PURGE_BATCH)
+        })
+        .await;
         if purged > 0 || forgotten > 0 {
             tracing::info!(
                 purged,

@@ -301,11 +301,15 @@ impl Spool {
         .await
     }
 
-    /// Forgets event ids accepted before `before_ms` (outside the dedup window).
-    pub async fn prune_seen(&self, before_ms: i64) -> Result<usize, SpoolError> {
+    /// Forgets up to `limit` event ids accepted before `before_ms` (outside
+    /// the dedup window). Returns how many went.
+    pub async fn prune_seen(&self, before_ms: i64, limit: usize) -> Result<usize, SpoolError> {
         self.write(move |conn| {
-            conn.prepare_cached("DELETE FROM seen WHERE accepted_at_ms < ?1")?
-                .execute([before_ms])
+            conn.prepare_cached(
+                "DELETE FROM seen WHERE event_id IN (
+                     SELECT event_id FROM seen WHERE accepted_at_ms < ?1 LIMIT ?2)",
+            )?
+            .execute(params![before_ms, limit as i64])
         })
         .await
     }
@@ -515,7 +519,8 @@ pub(crate) mod tests {
         );
         assert_eq!(spool.records().await.unwrap().len(), 1);
         // Dedup memory is pruned separately.
-        assert_eq!(spool.prune_seen(unix_ms(at(2_000))).await.unwrap(), 3);
+        assert_eq!(spool.prune_seen(unix_ms(at(2_000)), 2).await.unwrap(), 2);
+        assert_eq!(spool.prune_seen(unix_ms(at(2_000)), 2).await.unwrap(), 1);
     }
 
     #[tokio::test]
