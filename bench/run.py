@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """recordhook benchmark: one command, `python3 bench/run.py`.
 
-Alternates the reference server (bench/reference_server.rs: reads the body,
-answers 200, nothing else) and recordhook (log and file sinks, every callback
-committed to the spool with fsync before its 200) under the same wrk load,
-ROUNDS times, and reports requests per second, p50/p99 latency, the ratio
-recordhook/reference, recordhook's peak RSS, the delivery lag of the file sink
-after each load stops, and the spool's size per 100k records.
+Alternates three servers under the same wrk load, ROUNDS times: the reference
+(bench/reference_server.rs: reads the body, answers 200, nothing else), the
+durable reference (bench/durable_reference_server.rs: the same, but appends
+the body to a file and answers only after fdatasync, with group commit), and
+recordhook (log and file sinks, every callback committed to the spool with
+fsync before its 200). Reports requests per second, p50/p99 latency, the
+ratios recordhook/reference and recordhook/durable reference, recordhook's
+peak RSS, the delivery lag of the file sink after each load stops, and the
+spool's size per 100k records.
 
 Environment: DURATION (seconds per run, default 10), CONNECTIONS (32),
 THREADS (wrk threads, 2), ROUNDS (3), LOG (`file`, the default: recordhook's
@@ -100,16 +103,18 @@ def main():
         sys.exit("wrk not found: apt-get install wrk")
     print("building release binaries ...", flush=True)
     subprocess.run(["cargo", "build", "--release", "--locked", "--quiet",
-                    "--bin", "recordhook", "--example", "reference_server"], cwd=ROOT, check=True)
+                    "--bin", "recordhook", "--example", "reference_server",
+                    "--example", "durable_reference_server"], cwd=ROOT, check=True)
     binary = ROOT / "target/release/recordhook"
     reference_binary = ROOT / "target/release/examples/reference_server"
+    durable_binary = ROOT / "target/release/examples/durable_reference_server"
 
     work = Path(tempfile.mkdtemp(prefix="recordhook-bench-"))
     key = "bench-" + os.urandom(8).hex()
     t = int(time.time()) + 3600
     sign = json.loads(subprocess.run([binary, "sign", "--key", key, "--t", str(t)],
                                      capture_output=True, text=True, check=True).stdout)["sign"]
-    ref_port, rh_port = free_port(), free_port()
+    ref_port, durable_port, rh_port = free_port(), free_port(), free_port()
     records = work / "records.jsonl"
     config = work / "recordhook.toml"
     config.write_text(f"""
@@ -134,16 +139,21 @@ rotate_max_bytes = 0
 rotate_daily = false
 """)
     reference = subprocess.Popen([reference_binary, f"127.0.0.1:{ref_port}"], stdout=subprocess.DEVNULL)
+    # Its file sits on the same disk as recordhook's spool.
+    durable = subprocess.Popen([durable_binary, f"127.0.0.1:{durable_port}", work / "durable-reference.log"],
+                               stdout=subprocess.DEVNULL)
     log = open(os.devnull if LOG == "discard" else work / "recordhook.log", "wb")
     recordhook = subprocess.Popen([binary, "serve", "--config", config], cwd=work, stdout=log,
                                   env=dict(os.environ, RECORDHOOK__AUTH__KEYS=key))
     ref_base, rh_base = f"http://127.0.0.1:{ref_port}", f"http://127.0.0.1:{rh_port}"
+    durable_base = f"http://127.0.0.1:{durable_port}"
     try:
         wait_healthy(f"{rh_base}/healthz", recordhook, "recordhook")
         time.sleep(0.3)
         rounds = []
         for n in range(1, ROUNDS + 1):
             ref = run_wrk(f"{ref_base}/callback", f"ref{n}", t, sign)
+            dur = run_wrk(f"{durable_base}/callback", f"dur{n}", t, sign)
             rh = run_wrk(f"{rh_base}/callback", f"rh{n}", t, sign)
             accepted = metric(rh_base, 'recordhook_callbacks_total{outcome="accepted"}')
             stop = time.monotonic()
@@ -151,10 +161,11 @@ rotate_daily = false
                 time.sleep(0.01)
             lag = time.monotonic() - stop
             in_file = file_lines(records)
-            rounds.append(dict(ref=ref, rh=rh, lag=lag, accepted=accepted, in_file=in_file))
+            rounds.append(dict(ref=ref, dur=dur, rh=rh, lag=lag, accepted=accepted, in_file=in_file))
             print(f"round {n}: reference {ref['rps']:.0f} req/s p50 {ref['p50_us']/1000:.2f} ms p99 {ref['p99_us']/1000:.2f} ms | "
+                  f"durable reference {dur['rps']:.0f} req/s p50 {dur['p50_us']/1000:.2f} ms p99 {dur['p99_us']/1000:.2f} ms | "
                   f"recordhook {rh['rps']:.0f} req/s p50 {rh['p50_us']/1000:.2f} ms p99 {rh['p99_us']/1000:.2f} ms | "
-                  f"ratio {rh['rps']/ref['rps']:.2f} | file sink caught up {lag:.2f} s after the load "
+                  f"ratios {rh['rps']/ref['rps']:.2f} / {rh['rps']/dur['rps']:.2f} | file sink caught up {lag:.2f} s after the load "
                   f"({in_file}/{int(accepted)} lines)", flush=True)
         rss = peak_rss_kib(recordhook.pid)
         spool_bytes = metric(rh_base, "recordhook_spool_size_bytes")
@@ -162,24 +173,34 @@ rotate_daily = false
     finally:
         recordhook.terminate()
         reference.terminate()
+        durable.terminate()
         recordhook.wait(timeout=30)
         reference.wait(timeout=30)
+        durable.wait(timeout=30)
         log.close()
 
     med = statistics.median
     ratio = [r["rh"]["rps"] / r["ref"]["rps"] for r in rounds]
+    durable_ratio = [r["rh"]["rps"] / r["dur"]["rps"] for r in rounds]
+    ceiling = [r["dur"]["rps"] / r["ref"]["rps"] for r in rounds]
+
+    def latency(key, pct, pick=med):
+        return f"{pick(r[key][pct] for r in rounds)/1000:.2f} ms"
+
     print()
     print(f"machine: {os.cpu_count()} cores; wrk -t{THREADS} -c{CONNECTIONS} -d{DURATION}s on the same machine; {ROUNDS} rounds; log: {LOG}")
     print()
-    print("| | reference | recordhook | recordhook / reference |")
+    print("| | reference | durable reference | recordhook |")
     print("| --- | --- | --- | --- |")
-    print(f"| requests/s (median) | {med(r['ref']['rps'] for r in rounds):.0f} | {med(r['rh']['rps'] for r in rounds):.0f} | {med(ratio):.2f} (min {min(ratio):.2f}) |")
-    print(f"| p50 latency (median) | {med(r['ref']['p50_us'] for r in rounds)/1000:.2f} ms | {med(r['rh']['p50_us'] for r in rounds)/1000:.2f} ms | |")
-    print(f"| p99 latency (median) | {med(r['ref']['p99_us'] for r in rounds)/1000:.2f} ms | {med(r['rh']['p99_us'] for r in rounds)/1000:.2f} ms | |")
-    print(f"| p99 latency (worst round) | {max(r['ref']['p99_us'] for r in rounds)/1000:.2f} ms | {max(r['rh']['p99_us'] for r in rounds)/1000:.2f} ms | |")
-    print(f"| peak RSS | | {rss/1024:.1f} MiB | |")
-    print(f"| file sink lag after load (worst) | | {max(r['lag'] for r in rounds):.2f} s | |")
-    print(f"| spool size per 100k records | | {spool_bytes/accepted*100000/1024/1024:.1f} MiB ({int(accepted)} records, {spool_bytes/1024/1024:.1f} MiB) | |")
+    print(f"| requests/s (median) | {med(r['ref']['rps'] for r in rounds):.0f} | {med(r['dur']['rps'] for r in rounds):.0f} | {med(r['rh']['rps'] for r in rounds):.0f} |")
+    print(f"| ratio to the reference (median, min) | 1 | {med(ceiling):.2f} ({min(ceiling):.2f}) | {med(ratio):.2f} ({min(ratio):.2f}) |")
+    print(f"| ratio to the durable reference (median, min) | | 1 | {med(durable_ratio):.2f} ({min(durable_ratio):.2f}) |")
+    print(f"| p50 latency (median) | {latency('ref', 'p50_us')} | {latency('dur', 'p50_us')} | {latency('rh', 'p50_us')} |")
+    print(f"| p99 latency (median) | {latency('ref', 'p99_us')} | {latency('dur', 'p99_us')} | {latency('rh', 'p99_us')} |")
+    print(f"| p99 latency (worst round) | {latency('ref', 'p99_us', max)} | {latency('dur', 'p99_us', max)} | {latency('rh', 'p99_us', max)} |")
+    print(f"| peak RSS | | | {rss/1024:.1f} MiB |")
+    print(f"| file sink lag after load (worst) | | | {max(r['lag'] for r in rounds):.2f} s |")
+    print(f"| spool size per 100k records | | | {spool_bytes/accepted*100000/1024/1024:.1f} MiB ({int(accepted)} records, {spool_bytes/1024/1024:.1f} MiB) |")
     lost = [r for r in rounds if r["in_file"] < r["accepted"]]
     if lost:
         sys.exit("the file sink did not catch up within the limit")
