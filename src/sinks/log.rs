@@ -103,8 +103,11 @@ impl Sink for LogSink {
         records: &'a [StoredRecord],
     ) -> BoxFuture<'a, Vec<Result<(), DeliveryError>>> {
         Box::pin(async move {
-            // Formatting and writing a batch of log lines is synchronous work.
-            super::run_blocking(|| records.iter().map(|record| self.log(record)).collect())
+            // Formatting and writing a batch of log lines is synchronous work;
+            // the lines leave in one write, before the batch counts as delivered.
+            super::run_blocking(|| {
+                crate::telemetry::batched(|| records.iter().map(|record| self.log(record)).collect())
+            })
         })
     }
 }
