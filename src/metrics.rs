@@ -54,6 +54,7 @@ pub struct Metrics {
     pending: Family<SinkLabels, Gauge>,
     dead: Family<SinkLabels, Gauge>,
     spool_bytes: Gauge,
+    dedup_entries: Gauge,
 }
 
 impl Metrics {
@@ -103,6 +104,12 @@ impl Metrics {
             "Size of the spool database and its WAL on disk",
             spool_bytes.clone(),
         );
+        let dedup_entries = Gauge::default();
+        registry.register(
+            "dedup_index_entries",
+            "Event ids held in memory for deduplication (accepted within the dedup window)",
+            dedup_entries.clone(),
+        );
         Arc::new(Self {
             registry,
             callbacks,
@@ -112,6 +119,7 @@ impl Metrics {
             pending,
             dead,
             spool_bytes,
+            dedup_entries,
         })
     }
 
@@ -158,6 +166,8 @@ impl Metrics {
             }
         }
         self.spool_bytes.set(saturating_i64(spool.disk_bytes()));
+        self.dedup_entries
+            .set(saturating_i64(spool.dedup_entries() as u64));
         let mut text = String::new();
         if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
             text.clear();
@@ -196,6 +206,7 @@ mod tests {
             r#"recordhook_pending_deliveries{sink="archive"} 0"#,
             r#"recordhook_dead_letters{sink="archive"} 0"#,
             "recordhook_spool_size_bytes ",
+            "recordhook_dedup_index_entries 0",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
         }

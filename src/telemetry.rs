@@ -262,7 +262,10 @@ mod tests {
         });
         let chunks = chunks.0.lock().unwrap();
         let written: Vec<Vec<String>> = chunks.iter().map(|chunk| lines(chunk)).collect();
-        assert_eq!(written, vec![vec!["logged".to_owned()], vec!["next".to_owned()]]);
+        assert_eq!(
+            written,
+            vec![vec!["logged".to_owned()], vec!["next".to_owned()]]
+        );
     }
 
     #[test]

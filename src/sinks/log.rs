@@ -106,7 +106,9 @@ impl Sink for LogSink {
             // Formatting and writing a batch of log lines is synchronous work;
             // the lines leave in one write, before the batch counts as delivered.
             super::run_blocking(|| {
-                crate::telemetry::batched(|| records.iter().map(|record| self.log(record)).collect())
+                crate::telemetry::batched(|| {
+                    records.iter().map(|record| self.log(record)).collect()
+                })
             })
         })
     }

@@ -7,6 +7,7 @@
 //! together (see [`writer`]); reads use their own connection, which WAL mode
 //! lets run beside the writer.
 
+mod dedup;
 mod deliveries;
 mod schema;
 mod writer;
@@ -14,7 +15,7 @@ mod writer;
 pub use deliveries::{DeliveryState, FreshBatch, Outcome, PendingDelivery, Settlement, SinkCounts};
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -22,6 +23,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::record::Record;
+use dedup::DedupIndex;
 use writer::{ClosureJob, WriteJob};
 
 /// Writes that may wait for the writer before callers are slowed down.
@@ -96,6 +98,8 @@ pub struct Spool {
 struct Inner {
     path: PathBuf,
     dedup_window_ms: i64,
+    /// Used only by jobs on the writer thread (and at open), so never contended.
+    dedup: Arc<Mutex<DedupIndex>>,
     /// `None` once closing has begun.
     jobs: RwLock<Option<mpsc::Sender<Box<dyn WriteJob>>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -152,6 +156,7 @@ impl Spool {
             conn.pragma_update(None, "max_page_count", pages.max(1))
                 .map_err(|err| open_error(err.to_string()))?;
         }
+        let dedup = DedupIndex::load(&conn).map_err(|err| open_error(err.to_string()))?;
         let reader = open_connection(path).map_err(|err| open_error(err.to_string()))?;
         let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
         let writer = std::thread::Builder::new()
@@ -162,6 +167,7 @@ impl Spool {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
                 dedup_window_ms: i64::try_from(dedup_window.as_millis()).unwrap_or(i64::MAX),
+                dedup: Arc::new(Mutex::new(dedup)),
                 jobs: RwLock::new(Some(sender)),
                 writer: Mutex::new(Some(writer)),
                 reader: Arc::new(Mutex::new(reader)),
@@ -217,19 +223,13 @@ impl Spool {
         let event_type = record.event_type;
         let now_ms = unix_ms(now);
         let window_start = now_ms.saturating_sub(self.inner.dedup_window_ms);
+        let dedup = Arc::clone(&self.inner.dedup);
         self.write(move |conn| {
-            let seen_at: Option<i64> = conn
-                .prepare_cached("SELECT accepted_at_ms FROM seen WHERE event_id = ?1")?
-                .query_row([&event_id], |row| row.get(0))
-                .optional()?;
-            if seen_at.is_some_and(|at| at >= window_start) {
+            let mut dedup = dedup.lock().unwrap_or_else(PoisonError::into_inner);
+            if dedup.accepted_since(conn, &event_id, window_start)? {
                 return Ok(Acceptance::Duplicate);
             }
-            conn.prepare_cached(
-                "INSERT INTO seen (event_id, accepted_at_ms) VALUES (?1, ?2)
-                 ON CONFLICT (event_id) DO UPDATE SET accepted_at_ms = excluded.accepted_at_ms",
-            )?
-            .execute(params![event_id, now_ms])?;
+            dedup.record(conn, &event_id, now_ms)?;
             conn.prepare_cached(
                 "INSERT INTO records (event_id, event_type, received_at_ms, body) VALUES (?1, ?2, ?3, ?4)",
             )?
@@ -304,14 +304,24 @@ impl Spool {
     /// Forgets up to `limit` event ids accepted before `before_ms` (outside
     /// the dedup window). Returns how many went.
     pub async fn prune_seen(&self, before_ms: i64, limit: usize) -> Result<usize, SpoolError> {
+        let dedup = Arc::clone(&self.inner.dedup);
         self.write(move |conn| {
-            conn.prepare_cached(
-                "DELETE FROM seen WHERE event_id IN (
-                     SELECT event_id FROM seen WHERE accepted_at_ms < ?1 LIMIT ?2)",
-            )?
-            .execute(params![before_ms, limit as i64])
+            dedup
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .prune(conn, before_ms, limit)
         })
         .await
+    }
+
+    /// Event ids the dedup index holds (accepted within the dedup window,
+    /// or since not yet pruned).
+    pub fn dedup_entries(&self) -> usize {
+        self.inner
+            .dedup
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Bytes available to recordhook on the spool's filesystem, if known.

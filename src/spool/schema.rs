@@ -3,7 +3,8 @@
 use rusqlite::Connection;
 
 /// Each entry upgrades the schema by one version; never edit a shipped one.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
     -- One row per accepted callback; `body` is the record as sinks receive it.
     -- Rows arrive in seq order, which is also (near enough) received_at order.
     CREATE TABLE records (
@@ -49,7 +50,23 @@ const MIGRATIONS: &[&str] = &[r"
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
     ) WITHOUT ROWID;
-"];
+",
+    r"
+    -- Event ids accepted recently, appended in acceptance order, for
+    -- deduplication: outlives `records` rows that retention has removed, and
+    -- is pruned from the front after the dedup window. Replaces `seen`, whose
+    -- random-keyed primary key cost a page write per callback; the lookup
+    -- index is now rebuilt in memory from this table (see dedup.rs).
+    CREATE TABLE accepted_ids (
+        id INTEGER PRIMARY KEY,
+        event_id TEXT NOT NULL,
+        accepted_at_ms INTEGER NOT NULL
+    );
+    INSERT INTO accepted_ids (event_id, accepted_at_ms)
+        SELECT event_id, accepted_at_ms FROM seen ORDER BY accepted_at_ms;
+    DROP TABLE seen;
+",
+];
 
 /// Settings every connection needs. `synchronous = FULL` makes a commit
 /// durable across power loss, not only across a crash of this process.
@@ -65,6 +82,11 @@ pub(super) fn configure(conn: &Connection) -> rusqlite::Result<()> {
 
 /// Brings the schema up to date; a spool from a newer version is refused.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), String> {
+    migrate_to(conn, MIGRATIONS.len())
+}
+
+/// Applies the migrations up to schema version `target`.
+fn migrate_to(conn: &mut Connection, target: usize) -> Result<(), String> {
     let current: i64 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(|err| err.to_string())?;
@@ -75,7 +97,7 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), String> {
             MIGRATIONS.len()
         ));
     }
-    for (index, migration) in MIGRATIONS.iter().enumerate().skip(current) {
+    for (index, migration) in MIGRATIONS.iter().enumerate().take(target).skip(current) {
         let tx = conn.transaction().map_err(|err| err.to_string())?;
         tx.execute_batch(migration).map_err(|err| err.to_string())?;
         tx.pragma_update(None, "user_version", (index + 1) as i64)
@@ -83,4 +105,43 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), String> {
         tx.commit().map_err(|err| err.to_string())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upgrading_from_version_1_keeps_the_dedup_memory_in_acceptance_order() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate_to(&mut conn, 1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO seen (event_id, accepted_at_ms) VALUES ('late', 30), ('early', 10), ('mid', 20);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let ids: Vec<(String, i64)> = conn
+            .prepare("SELECT event_id, accepted_at_ms FROM accepted_ids ORDER BY id")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            ids,
+            [
+                ("early".to_owned(), 10),
+                ("mid".to_owned(), 20),
+                ("late".to_owned(), 30)
+            ]
+        );
+        let seen_left: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_schema WHERE name LIKE 'seen%'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(seen_left, 0);
+    }
 }

@@ -119,7 +119,9 @@ fn commit(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> rusqlite::Resul
     if outcome.is_err() && !conn.is_autocommit() {
         // A failed COMMIT can leave the transaction open; end it so the next
         // batch starts clean. Its own failure changes nothing for this batch.
-        let _ = conn.prepare_cached("ROLLBACK").and_then(|mut s| s.execute([]));
+        let _ = conn
+            .prepare_cached("ROLLBACK")
+            .and_then(|mut s| s.execute([]));
     }
     outcome
 }
