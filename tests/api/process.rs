@@ -67,12 +67,14 @@ fn the_binary_refuses_a_spool_it_cannot_open() {
 pub struct Server {
     child: Child,
     pub address: String,
+    /// Log lines read while waiting for `recordhook listening`, that one included.
+    startup_lines: Vec<String>,
     lines: std::sync::mpsc::Receiver<String>,
 }
 
 /// Starts the binary on a free port, with the key from the environment and
 /// the config file named by RECORDHOOK_CONFIG (holding `extra`, e.g. sinks),
-/// and waits for its first log line.
+/// and waits for its `recordhook listening` log line.
 pub fn start_server(dir: &tempfile::TempDir, extra: &str) -> Server {
     let config = path_in(dir, "recordhook.toml");
     std::fs::write(
@@ -99,14 +101,35 @@ pub fn start_server(dir: &tempfile::TempDir, extra: &str) -> Server {
             }
         }
     });
-    let first = lines.recv_timeout(Duration::from_secs(20)).unwrap();
-    let listening: Value = serde_json::from_str(&first).unwrap();
-    assert_eq!(listening["message"], "recordhook listening", "{first}");
-    let address = format!("http://{}", listening["address"].as_str().unwrap());
-    Server {
+    let mut server = Server {
         child,
-        address,
+        address: String::new(),
+        startup_lines: Vec::new(),
         lines,
+    };
+    // Other start-up lines (e.g. the dedup index loading) may come first.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let listening = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = server
+            .lines
+            .recv_timeout(left)
+            .expect("no `recordhook listening` line within 20 s");
+        let event: Value = serde_json::from_str(&line).unwrap();
+        server.startup_lines.push(line);
+        if event["message"] == "recordhook listening" {
+            break event;
+        }
+    };
+    server.address = format!("http://{}", listening["address"].as_str().unwrap());
+    server
+}
+
+impl Drop for Server {
+    /// A failing test must not leave its server running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -162,7 +185,8 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(20));
         };
-        let lines = self.lines.iter().collect();
+        let mut lines = std::mem::take(&mut self.startup_lines);
+        lines.extend(self.lines.iter());
         (status, lines)
     }
 }
