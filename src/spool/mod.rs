@@ -29,10 +29,12 @@ use writer::{ClosureJob, WriteJob};
 /// Writes that may wait for the writer before callers are slowed down.
 const WRITE_QUEUE: usize = 4_096;
 
-/// WAL pages (4 KiB each) after which a commit also checkpoints. SQLite's
-/// default, 1000, made p99 latency ~9 ms under load in bench/; 256 gave
-/// ~5.5 ms at the same throughput (bench/BENCHMARKS.md).
-const CHECKPOINT_PAGES: i64 = 256;
+/// WAL pages (4 KiB each) after which a commit also checkpoints. Callbacks
+/// waiting for that commit wait for the checkpoint too, so small and often
+/// is kinder to tail latency: SQLite's default, 1000, made p99 ~9 ms under
+/// load in bench/; 256 ~4-5 ms; 64 a further 0.1-0.4 ms lower in four paired
+/// runs, at the same throughput (bench/BENCHMARKS.md).
+const CHECKPOINT_PAGES: i64 = 64;
 
 /// Why the spool could not do what was asked.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -42,6 +42,8 @@ async fn metrics_count_accepted_and_rejected_callbacks_and_deliveries() {
         r#"recordhook_delivery_lag_seconds_count{sink="console"} 1"#,
         r#"recordhook_pending_deliveries{sink="console"} 0"#,
         r#"recordhook_dead_letters{sink="console"} 0"#,
+        // One id accepted; the duplicate added none.
+        "recordhook_dedup_index_entries 1",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }
