@@ -1,57 +1,13 @@
-//! Log output: JSON lines for machines or a pretty format for people, with a
-//! `RUST_LOG`-style filter. The writer is a parameter so tests can capture or
-//! silence it.
-//!
-//! Each event is written with its own `write` as soon as it happens, except
-//! inside [`batched`]: there a thread's events are collected and written
-//! together when the batch ends (the log sink's hundreds of lines per delivery
-//! batch cost one system call instead of one each).
+//! Batched log output: inside [`batched`], a thread's log events are
+//! collected and written together when the batch ends, so the log sink's
+//! hundreds of lines per delivery batch cost one system call instead of one
+//! each. Everywhere else each event is written at once.
 
 use std::cell::RefCell;
 use std::io::{self, Write};
 use std::sync::Arc;
 
-use tracing::Subscriber;
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
-
-use crate::configuration::{LogFormat, LogSettings};
-
-/// The log filter in `log.level` is not valid.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid setting `log.level`: {0}")]
-pub struct FilterError(String);
-
-/// Builds a subscriber writing to `writer` as `settings` say.
-pub fn subscriber<W>(
-    settings: &LogSettings,
-    writer: W,
-) -> Result<Box<dyn Subscriber + Send + Sync>, FilterError>
-where
-    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
-{
-    let filter = EnvFilter::try_new(&settings.level).map_err(|err| FilterError(err.to_string()))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(Batching::new(writer));
-    Ok(match settings.format {
-        LogFormat::Json => Box::new(
-            builder
-                .json()
-                .flatten_event(true)
-                .with_current_span(true)
-                .with_span_list(false)
-                .finish(),
-        ),
-        LogFormat::Pretty => Box::new(builder.pretty().finish()),
-    })
-}
-
-/// Installs `subscriber` for the whole process; a second call is ignored.
-pub fn install(subscriber: Box<dyn Subscriber + Send + Sync>) {
-    // Already installed (tests that build several servers): keep the first.
-    let _ = tracing::subscriber::set_global_default(subscriber);
-}
 
 /// Where a closed batch's lines go: the wrapped writer, called once.
 type Flush = Arc<dyn Fn(&[u8]) + Send + Sync>;
@@ -98,12 +54,12 @@ pub fn batched<R>(work: impl FnOnce() -> R) -> R {
 }
 
 /// Wraps the log's writer so [`batched`] can collect a thread's lines.
-struct Batching<W> {
+pub(super) struct Batching<W> {
     inner: Arc<W>,
 }
 
 impl<W> Batching<W> {
-    fn new(inner: W) -> Self {
+    pub(super) fn new(inner: W) -> Self {
         Self {
             inner: Arc::new(inner),
         }
@@ -138,7 +94,7 @@ where
 }
 
 /// The writer of one event: straight through, or into the open batch.
-enum EventWriter<W> {
+pub(super) enum EventWriter<W> {
     Direct(W),
     Batched,
 }
@@ -172,6 +128,8 @@ impl<W: Write> Write for EventWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::configuration::{LogFormat, LogSettings};
+    use crate::telemetry::subscriber;
     use std::sync::Mutex;
 
     /// A writer that records each `write_all` of a whole flush as one chunk.
