@@ -115,15 +115,15 @@ impl DedupIndex {
         since_ms: i64,
     ) -> rusqlite::Result<bool> {
         let slot = Slot::of(event_id);
-        let candidates: Vec<i64> = self.shards[slot.shard]
+        let candidates = self.shards[slot.shard]
             .iter_hash(hash(slot.print))
-            .filter(|entry| entry.print == slot.print)
-            .map(|entry| self.row_of(entry.row))
-            .collect();
-        for row in candidates {
+            .filter(|entry| entry.print == slot.print);
+        for entry in candidates {
             let stored: Option<(String, i64)> = conn
                 .prepare_cached("SELECT event_id, accepted_at_ms FROM accepted_ids WHERE id = ?1")?
-                .query_row([row], |row| Ok((row.get(0)?, row.get(1)?)))
+                .query_row([self.row_of(entry.row)], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
                 .optional()?;
             if stored.is_some_and(|(id, at)| id == event_id && at >= since_ms) {
                 return Ok(true);

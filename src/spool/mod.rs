@@ -100,7 +100,8 @@ pub struct Spool {
 struct Inner {
     path: PathBuf,
     dedup_window_ms: i64,
-    /// Used only by jobs on the writer thread (and at open), so never contended.
+    /// Changed only by jobs on the writer thread; a metrics scrape reads its
+    /// size. So the lock is all but uncontended.
     dedup: Arc<Mutex<DedupIndex>>,
     /// `None` once closing has begun.
     jobs: RwLock<Option<mpsc::Sender<Box<dyn WriteJob>>>>,
