@@ -1,5 +1,6 @@
-//! Delivery workers: one per sink, each walking the records past that sink's
-//! cursor in the spool and its retries that are due, attempting them, and
+//! Delivery workers: one per sink, each claiming from the spool the sink's
+//! retries that are due and the records it has not been offered yet,
+//! attempting them, and
 //! writing back the outcome (delivered, retry later with backoff, or dead
 //! letter) together with the new cursor. Delivery is
 //! at-least-once: an attempt whose outcome was not written back (a crash) is
@@ -15,7 +16,7 @@ use tracing::Instrument;
 use crate::metrics::Metrics;
 use crate::record::StoredRecord;
 use crate::sinks::{ConfiguredSink, DeliveryError};
-use crate::spool::{Outcome, PendingDelivery, Settlement, Spool, SpoolError, unix_ms};
+use crate::spool::{Claim, Outcome, Settlement, Spool, unix_ms};
 
 /// Records attempted together; the file sink writes them with one fsync.
 const BATCH: usize = 256;
@@ -96,34 +97,38 @@ fn log_outcome(sink: &str, record: &StoredRecord, attempts: u32, settlement: &Se
     }
 }
 
-/// What the worker found to do in one look at the spool.
-struct Round {
-    /// Records the sink has not been offered yet, then retries that are due.
-    deliveries: Vec<PendingDelivery>,
-    /// Where the sink's cursor moves once this round is settled.
-    scanned_to: Option<i64>,
-}
-
-async fn next_round(
-    spool: &Spool,
-    sink: &ConfiguredSink,
-    now: SystemTime,
-) -> Result<Round, SpoolError> {
-    let fresh = spool.fresh(&sink.name, &sink.event_types, BATCH).await?;
-    let mut deliveries = fresh.deliveries;
-    let room = BATCH.saturating_sub(deliveries.len());
-    if room > 0 {
-        deliveries.extend(spool.due_retries(&sink.name, unix_ms(now), room).await?);
+/// One result per record, in order: what `sink` answered when it kept to
+/// that, else a retriable failure for every record. A sink that loses count
+/// cannot say which of the records it took, so none counts as delivered.
+fn one_result_per_record(
+    results: Vec<Result<(), DeliveryError>>,
+    records: usize,
+) -> Vec<Result<(), DeliveryError>> {
+    if results.len() == records {
+        return results;
     }
-    Ok(Round {
-        deliveries,
-        scanned_to: fresh.scanned_to,
-    })
+    let reason = format!(
+        "the sink returned {} results for {records} records; retrying them all",
+        results.len()
+    );
+    tracing::error!(
+        records,
+        results = results.len(),
+        "sink broke the one-result-per-record rule"
+    );
+    vec![
+        Err(DeliveryError::Retriable {
+            reason,
+            retry_after: None,
+        });
+        records
+    ]
 }
 
-/// Delivers `sink`'s records until `shutdown` is cancelled: records past its
-/// cursor first, then retries that are due. `wake` is notified when new
-/// records are accepted, so delivery starts without waiting for the next poll.
+/// Delivers `sink`'s records until `shutdown` is cancelled: claims a batch
+/// (due retries and fresh records, see [`Spool::claim`]), attempts it, and
+/// settles the outcomes. `wake` is notified when new records are accepted,
+/// so delivery starts without waiting for the next poll.
 pub async fn run(
     spool: Spool,
     sink: Arc<ConfiguredSink>,
@@ -134,22 +139,19 @@ pub async fn run(
     let name = sink.name.as_str();
     while !shutdown.is_cancelled() {
         let now = SystemTime::now();
-        let round = match next_round(&spool, &sink, now).await {
-            Ok(round) => round,
+        let claim = match spool.claim(name, &sink.event_types, now, BATCH).await {
+            Ok(claim) => claim,
             Err(err) => {
                 tracing::error!(sink = name, error = %err, "could not read pending deliveries");
-                Round {
-                    deliveries: Vec::new(),
-                    scanned_to: None,
-                }
+                Claim::default()
             }
         };
-        if round.deliveries.is_empty() {
+        if claim.deliveries.is_empty() {
             // Records of other event types only: move past them and look again
             // at once. If that write fails (a full disk), wait like an idle
             // round instead of retrying it in a tight loop.
-            if round.scanned_to.is_some() {
-                match spool.settle(name, Vec::new(), round.scanned_to, now).await {
+            if claim.makes_progress() {
+                match spool.settle(name, claim.receipt, Vec::new(), now).await {
                     Ok(()) => continue,
                     Err(err) => tracing::error!(
                         sink = name, error = %err, "could not move the delivery cursor"
@@ -167,8 +169,9 @@ pub async fn run(
             }
             continue;
         }
+        let receipt = claim.receipt;
         // The records move into the batch; what settling needs stays beside it.
-        let (positions, records): (Vec<_>, Vec<StoredRecord>) = round
+        let (positions, records): (Vec<_>, Vec<StoredRecord>) = claim
             .deliveries
             .into_iter()
             .map(|d| {
@@ -180,6 +183,7 @@ pub async fn run(
             .unzip();
         let span = tracing::info_span!("delivery", sink = name, records = records.len());
         let results = sink.sink.deliver_batch(&records).instrument(span).await;
+        let results = one_result_per_record(results, records.len());
         let finished = SystemTime::now();
         let outcomes: Vec<Outcome> = positions
             .into_iter()
@@ -208,10 +212,7 @@ pub async fn run(
                 }
             })
             .collect();
-        if let Err(err) = spool
-            .settle(name, outcomes, round.scanned_to, finished)
-            .await
-        {
+        if let Err(err) = spool.settle(name, receipt, outcomes, finished).await {
             // The attempts will be made again: at-least-once, never lost.
             tracing::error!(sink = name, error = %err, "could not record delivery outcomes");
             tokio::select! {
@@ -261,6 +262,27 @@ mod tests {
             retry_delay(1, SECOND, TEN_MINUTES, too_long, 1.0),
             TEN_MINUTES
         );
+    }
+
+    #[test]
+    fn a_sink_that_loses_count_gets_every_record_retried() {
+        for results in [vec![Ok(())], vec![Ok(()), Ok(()), Ok(()), Ok(())], vec![]] {
+            let checked = one_result_per_record(results, 3);
+            assert_eq!(checked.len(), 3);
+            assert!(
+                checked
+                    .iter()
+                    .all(|r| matches!(r, Err(DeliveryError::Retriable { .. }))),
+                "{checked:?}"
+            );
+        }
+        let honest = vec![
+            Ok(()),
+            Err(DeliveryError::Permanent {
+                reason: "no".into(),
+            }),
+        ];
+        assert_eq!(one_result_per_record(honest.clone(), 2), honest);
     }
 
     #[test]

@@ -187,7 +187,12 @@ mod tests {
     #[tokio::test]
     async fn counters_and_gauges_render_with_their_labels() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(&dir.path().join("s.db"), Duration::from_secs(1)).unwrap();
+        let spool = Spool::open(&crate::spool::SpoolOptions {
+            path: dir.path().join("s.db"),
+            dedup_window: Duration::from_secs(1),
+            max_bytes: 0,
+        })
+        .unwrap();
         let metrics = Metrics::new();
         metrics.observe_callback("accepted", Duration::from_millis(2));
         metrics.observe_callback("sign_mismatch", Duration::from_millis(1));

@@ -18,7 +18,7 @@ use crate::http::{self, AppState, ServeOptions, SinkRoute};
 use crate::metrics::Metrics;
 use crate::protocol::Authenticator;
 use crate::sinks::{self, ConfiguredSink, SinkBuildError};
-use crate::spool::{Spool, SpoolError, unix_ms};
+use crate::spool::{Spool, SpoolError, SpoolOptions, unix_ms};
 use crate::tls::{self, TlsError};
 
 /// How often delivered records past retention and stale dedup entries are removed.
@@ -82,11 +82,11 @@ impl Application {
             .as_ref()
             .map(tls::acceptor)
             .transpose()?;
-        let spool = Spool::open_limited(
-            &settings.spool.path,
-            Duration::from_secs(settings.spool.dedup_window_secs),
-            settings.spool.max_bytes,
-        )?;
+        let spool = Spool::open(&SpoolOptions {
+            path: settings.spool.path.clone(),
+            dedup_window: Duration::from_secs(settings.spool.dedup_window_secs),
+            max_bytes: settings.spool.max_bytes,
+        })?;
         let sinks: Vec<(Arc<ConfiguredSink>, Arc<Notify>)> = sinks::build(&settings.sinks)?
             .into_iter()
             .map(|sink| (Arc::new(sink), Arc::new(Notify::new())))

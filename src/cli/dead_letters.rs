@@ -1,10 +1,10 @@
 //! `recordhook dead-letters list|retry|purge`: work on the spool directly,
-//! beside a running server (SQLite's WAL lets both use it).
+//! beside a running server, without holding it up.
 
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use clap::Subcommand;
 
@@ -46,20 +46,12 @@ pub struct Selection {
     pub all: bool,
 }
 
-/// Opens the configured spool for a command, refusing to create a new one.
+/// Opens the configured spool for a command the light way (see
+/// [`Spool::open_for_admin`]): never creating, migrating or checkpointing it,
+/// so a running server beside it is not held up.
 fn open_existing_spool(config: Option<&Path>) -> anyhow::Result<Spool> {
     let settings = load_for_file(config)?;
-    let path = &settings.spool.path;
-    if !path.exists() {
-        anyhow::bail!(
-            "spool `{}` does not exist: check spool.path (or --config) points at the server's spool",
-            path.display()
-        );
-    }
-    Ok(Spool::open(
-        path,
-        Duration::from_secs(settings.spool.dedup_window_secs),
-    )?)
+    Ok(Spool::open_for_admin(&settings.spool.path)?)
 }
 
 /// Runs a dead-letter command against the configured spool.

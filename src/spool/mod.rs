@@ -1,51 +1,77 @@
-//! The spool: a SQLite database that holds every accepted callback and its
-//! delivery state per sink. A callback is answered 200 only after the
-//! transaction that stores it has committed; deliveries run from here, so
-//! nothing that was accepted depends on a sink being up.
+//! The spool: the durable store of accepted callbacks and of their delivery
+//! state per sink. Everything the HTTP layer, the delivery workers,
+//! maintenance and the CLI need from storage goes through [`Spool`]; which
+//! backend runs behind it (today the embedded SQLite one, [`sqlite`]) is
+//! known only here.
 //!
-//! Writes go through one writer thread that commits concurrent writes
-//! together (see [`writer`]); reads use their own connection, which WAL mode
-//! lets run beside the writer.
+//! # The contract every backend keeps
+//!
+//! **Accepted.** [`Spool::accept`] returns [`Acceptance::Stored`] only after
+//! the transaction holding the record has committed durably (it survives a
+//! crash and a power cut of the host), and [`Acceptance::Duplicate`] only
+//! when a record with the same event id committed within the dedup window.
+//! Any error means nothing of the record is stored (the caller answers 503 and
+//! CSS retries). The dedup memory changes only with commits: a rolled-back
+//! acceptance leaves no trace that could turn a later retry into a
+//! "duplicate".
+//!
+//! **Claimed and settled.** A delivery worker asks [`Spool::claim`] for a
+//! batch of one sink's deliveries: records the sink has not been offered
+//! yet, and failed deliveries whose retry is due (including dead letters
+//! queued again). Retries get up to half of every batch, so they are not
+//! starved by a steady stream of fresh records. The worker attempts them and
+//! hands every outcome back with [`Spool::settle`], together with the
+//! [`Claim`]'s receipt, in one transaction. Until a claim is settled its
+//! deliveries stay pending: a crash between the attempt and the settlement
+//! makes the attempt again (at-least-once, never lost). Only one worker per
+//! sink claims at a time.
+//!
+//! **Ordering.** Fresh records are offered to a sink in acceptance order.
+//! Retries are offered in the order they fall due. The SQLite backend
+//! remembers a sink's progress as a cursor, "every record up to seq N is
+//! handled"; that is gap-free only because its single writer thread commits
+//! records in sequence order, so no record with a lower seq can commit after
+//! one with a higher seq has become visible. A backend with concurrent
+//! writers (PostgreSQL) must not rely on that (a sequence is handed out at
+//! insert, not at commit) and claims per delivery instead.
+//!
+//! **Retention.** A record leaves the spool only once every sink has handled
+//! it (delivered, or dead-lettered and that dead letter purged) and it is
+//! older than the retention period. Dead letters stay until purged.
 
-mod dedup;
-mod deliveries;
-mod schema;
-mod writer;
-
-pub use deliveries::{DeliveryState, FreshBatch, Outcome, PendingDelivery, Settlement, SinkCounts};
+mod sqlite;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
 
-use crate::record::Record;
-use dedup::DedupIndex;
-use writer::{ClosureJob, WriteJob};
-
-/// Writes that may wait for the writer before callers are slowed down.
-const WRITE_QUEUE: usize = 4_096;
-
-/// WAL pages (4 KiB each) after which a commit also checkpoints. Callbacks
-/// waiting for that commit wait for the checkpoint too, so small and often
-/// is kinder to tail latency: SQLite's default, 1000, made p99 ~9 ms under
-/// load in bench/; 256 ~4-5 ms; 64 a further 0.1-0.4 ms lower in four paired
-/// runs, at the same throughput (bench/BENCHMARKS.md).
-const CHECKPOINT_PAGES: i64 = 64;
+use crate::record::{Record, StoredRecord};
 
 /// Why the spool could not do what was asked.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SpoolError {
-    /// The database could not be opened or migrated.
+    /// The store could not be opened or migrated.
     #[error("spool `{path}` could not be opened: {reason}")]
     Open {
-        /// The configured path.
+        /// The configured location.
         path: PathBuf,
         /// What went wrong.
         reason: String,
+    },
+    /// The store's schema is not the one this recordhook uses, and it was
+    /// opened for administration, which never migrates.
+    #[error(
+        "spool `{path}` has schema version {found}, this recordhook uses {expected}: \
+         run the recordhook version that matches the server"
+    )]
+    SchemaMismatch {
+        /// The configured location.
+        path: PathBuf,
+        /// The version found.
+        found: i64,
+        /// The version this build uses.
+        expected: i64,
     },
     /// A write did not commit (disk full, I/O error, …); nothing of it was stored.
     #[error("spool write failed: {0}")]
@@ -56,12 +82,6 @@ pub enum SpoolError {
     /// The spool is closing or closed (the service is shutting down).
     #[error("spool is closed")]
     Closed,
-}
-
-impl From<rusqlite::Error> for SpoolError {
-    fn from(err: rusqlite::Error) -> Self {
-        Self::Read(err.to_string())
-    }
 }
 
 /// What became of a callback offered to the spool.
@@ -91,22 +111,280 @@ pub struct DeadLetter {
     pub last_attempt_at: String,
 }
 
+/// A record waiting to be delivered to one sink.
+#[derive(Debug, Clone)]
+pub struct PendingDelivery {
+    /// Position of the record in the spool.
+    pub seq: i64,
+    /// Attempts made so far (0 for a record the sink has not tried yet).
+    pub attempts: u32,
+    /// When the record was accepted, Unix ms.
+    pub received_at_ms: i64,
+    /// The record, as stored.
+    pub record: StoredRecord,
+}
+
+/// How one delivery attempt ended, to be written back.
+#[derive(Debug, Clone)]
+pub enum Settlement {
+    /// The sink has the record.
+    Delivered,
+    /// Try again at `at_ms` (Unix milliseconds).
+    Retry {
+        /// When to try again.
+        at_ms: i64,
+        /// Why this attempt failed.
+        error: String,
+    },
+    /// Give up: a permanent failure or attempts exhausted.
+    Dead {
+        /// Why.
+        error: String,
+    },
+}
+
+/// The outcome of one attempt on one record.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The record's position.
+    pub seq: i64,
+    /// Attempts made, this one included.
+    pub attempts: u32,
+    /// What became of it.
+    pub settlement: Settlement,
+}
+
+/// A batch of one sink's deliveries, handed out by [`Spool::claim`].
+#[derive(Debug, Clone, Default)]
+pub struct Claim {
+    /// Retries that are due first (at most half the batch), then records the
+    /// sink has not been offered yet, in acceptance order.
+    pub deliveries: Vec<PendingDelivery>,
+    /// What settling needs to know about the claim besides its outcomes.
+    pub receipt: ClaimReceipt,
+}
+
+/// The backend's bookkeeping for one claim; opaque outside the spool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClaimReceipt {
+    /// SQLite: the last seq looked at (of any event type), where the sink's
+    /// cursor moves once the claim is settled.
+    scanned_to: Option<i64>,
+}
+
+impl Claim {
+    /// Whether settling this claim changes anything even without outcomes
+    /// (it moved past records of other event types).
+    pub fn makes_progress(&self) -> bool {
+        !self.deliveries.is_empty() || self.receipt.scanned_to.is_some()
+    }
+}
+
+/// Where one record stands with one sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryState {
+    /// `pending` (not tried yet, or waiting for a retry), `dead`, or
+    /// `delivered` (handled: delivered, or its dead letter was purged).
+    pub state: String,
+    /// Failed attempts so far (0 once delivered: only failures are kept).
+    pub attempts: u32,
+    /// The last error, if an attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// Delivery counts of one sink.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SinkCounts {
+    /// Waiting for a first attempt or a retry.
+    pub pending: u64,
+    /// Given up on.
+    pub dead: u64,
+}
+
+/// How to open the spool for the server.
+#[derive(Debug, Clone)]
+pub struct SpoolOptions {
+    /// The embedded database file; its directory is created when missing.
+    pub path: PathBuf,
+    /// How long an event id is remembered for deduplication.
+    pub dedup_window: Duration,
+    /// Largest size of the store in bytes; 0: no limit.
+    pub max_bytes: u64,
+}
+
 /// Handle to the spool; cheap to clone.
 #[derive(Clone)]
 pub struct Spool {
-    inner: Arc<Inner>,
+    backend: Backend,
 }
 
-struct Inner {
-    path: PathBuf,
-    dedup_window_ms: i64,
-    /// Changed only by jobs on the writer thread; a metrics scrape reads its
-    /// size. So the lock is all but uncontended.
-    dedup: Arc<Mutex<DedupIndex>>,
-    /// `None` once closing has begun.
-    jobs: RwLock<Option<mpsc::Sender<Box<dyn WriteJob>>>>,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
-    reader: Arc<Mutex<Connection>>,
+#[derive(Clone)]
+enum Backend {
+    Sqlite(sqlite::SqliteSpool),
+}
+
+/// Runs `$body` with `$spool` bound to the backend in use.
+macro_rules! with_backend {
+    ($self:ident, $spool:ident => $body:expr) => {
+        match &$self.backend {
+            Backend::Sqlite($spool) => $body,
+        }
+    };
+}
+
+impl Spool {
+    /// Opens (creating when missing, migrating when older) the spool the
+    /// server runs on, with its dedup memory loaded.
+    pub fn open(options: &SpoolOptions) -> Result<Self, SpoolError> {
+        let spool = sqlite::SqliteSpool::open_limited(
+            &options.path,
+            options.dedup_window,
+            options.max_bytes,
+        )?;
+        Ok(Self {
+            backend: Backend::Sqlite(spool),
+        })
+    }
+
+    /// Opens an existing spool for the admin commands, beside a running
+    /// server without disturbing it: no dedup memory is loaded, nothing is
+    /// migrated (a spool of another schema version is refused), and closing
+    /// does not checkpoint. Such a handle refuses [`Spool::accept`].
+    pub fn open_for_admin(path: &Path) -> Result<Self, SpoolError> {
+        Ok(Self {
+            backend: Backend::Sqlite(sqlite::SqliteSpool::open_for_admin(path)?),
+        })
+    }
+
+    /// Stores `record`, unless its event id was accepted within the dedup
+    /// window. Returns only after the commit is durable.
+    pub async fn accept(&self, record: &Record, now: SystemTime) -> Result<Acceptance, SpoolError> {
+        with_backend!(self, spool => spool.accept(record, now).await)
+    }
+
+    /// Proves the spool can commit a write right now (for `/readyz`).
+    pub async fn check_writable(&self) -> Result<(), SpoolError> {
+        with_backend!(self, spool => spool.check_writable().await)
+    }
+
+    /// Makes the configured sinks known, each with its event types: a new
+    /// sink receives what arrives from now on; a sink no longer configured
+    /// gets its undelivered records as dead letters. Returns each retired
+    /// sink with its number of dead letters.
+    pub async fn register_sinks(
+        &self,
+        sinks: Vec<(String, Vec<i64>)>,
+        now: SystemTime,
+    ) -> Result<Vec<(String, usize)>, SpoolError> {
+        with_backend!(self, spool => spool.register_sinks(sinks, now).await)
+    }
+
+    /// Up to `limit` deliveries for `sink` (which takes `event_types`): due
+    /// retries first, up to half of `limit`, then fresh records.
+    pub async fn claim(
+        &self,
+        sink: &str,
+        event_types: &[i64],
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Claim, SpoolError> {
+        with_backend!(self, spool => spool.claim(sink, event_types, now, limit).await)
+    }
+
+    /// Writes back the outcomes of a claim's attempts, in one transaction.
+    pub async fn settle(
+        &self,
+        sink: &str,
+        receipt: ClaimReceipt,
+        outcomes: Vec<Outcome>,
+        now: SystemTime,
+    ) -> Result<(), SpoolError> {
+        with_backend!(self, spool => spool.settle(sink, outcomes, receipt.scanned_to, now).await)
+    }
+
+    /// When the next retry to `sink` falls due (Unix ms), if any is waiting.
+    pub async fn next_retry_ms(&self, sink: &str) -> Result<Option<i64>, SpoolError> {
+        with_backend!(self, spool => spool.next_retry_ms(sink).await)
+    }
+
+    /// Dead letters, of one sink or all, oldest first.
+    pub async fn dead_letters(&self, sink: Option<String>) -> Result<Vec<DeadLetter>, SpoolError> {
+        with_backend!(self, spool => spool.dead_letters(sink).await)
+    }
+
+    /// Queues dead letters again (attempts reset), of one sink or all, one
+    /// event id or all. Returns how many were queued.
+    pub async fn requeue_dead(
+        &self,
+        sink: Option<String>,
+        event_id: Option<String>,
+        now: SystemTime,
+    ) -> Result<usize, SpoolError> {
+        with_backend!(self, spool => spool.requeue_dead(sink, event_id, now).await)
+    }
+
+    /// Deletes dead letters, of one sink or all, one event id or all.
+    /// Returns how many were deleted.
+    pub async fn purge_dead(
+        &self,
+        sink: Option<String>,
+        event_id: Option<String>,
+    ) -> Result<usize, SpoolError> {
+        with_backend!(self, spool => spool.purge_dead(sink, event_id).await)
+    }
+
+    /// Where the record `event_id` stands with `sink`, which takes
+    /// `event_types`; `None` when the record is unknown or not for this sink.
+    pub async fn delivery_state(
+        &self,
+        event_id: &str,
+        sink: &str,
+        event_types: &[i64],
+    ) -> Result<Option<DeliveryState>, SpoolError> {
+        with_backend!(self, spool => spool.delivery_state(event_id, sink, event_types).await)
+    }
+
+    /// Delivery counts of `sink`, which takes `event_types`.
+    pub async fn counts(&self, sink: &str, event_types: &[i64]) -> Result<SinkCounts, SpoolError> {
+        with_backend!(self, spool => spool.counts(sink, event_types).await)
+    }
+
+    /// Every stored record, oldest first (for tests and small spools).
+    pub async fn records(&self) -> Result<Vec<Record>, SpoolError> {
+        with_backend!(self, spool => spool.records().await)
+    }
+
+    /// Removes up to `limit` records received before `before_ms` that every
+    /// sink has handled. Returns how many went.
+    pub async fn purge_delivered(&self, before_ms: i64, limit: usize) -> Result<usize, SpoolError> {
+        with_backend!(self, spool => spool.purge_delivered(before_ms, limit).await)
+    }
+
+    /// Forgets up to `limit` event ids accepted before `before_ms`. Returns
+    /// how many went.
+    pub async fn prune_seen(&self, before_ms: i64, limit: usize) -> Result<usize, SpoolError> {
+        with_backend!(self, spool => spool.prune_seen(before_ms, limit).await)
+    }
+
+    /// Event ids the dedup memory holds.
+    pub fn dedup_entries(&self) -> usize {
+        with_backend!(self, spool => spool.dedup_entries())
+    }
+
+    /// Bytes available on the spool's filesystem, if known and local.
+    pub fn free_bytes(&self) -> Option<u64> {
+        with_backend!(self, spool => spool.free_bytes())
+    }
+
+    /// Size of the spool on disk, in bytes.
+    pub fn disk_bytes(&self) -> u64 {
+        with_backend!(self, spool => spool.disk_bytes())
+    }
+
+    /// Stops accepting writes, lets what is queued commit, and closes.
+    pub async fn close(&self) {
+        with_backend!(self, spool => spool.close().await)
+    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -115,450 +393,8 @@ pub fn unix_ms(time: SystemTime) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
-    schema::configure(&conn)?;
-    Ok(conn)
-}
-
-impl Spool {
-    /// Opens (creating when missing) the spool at `path`, with no size limit.
-    pub fn open(path: &Path, dedup_window: Duration) -> Result<Self, SpoolError> {
-        Self::open_limited(path, dedup_window, 0)
-    }
-
-    /// Opens the spool with its database capped at `max_bytes` (0: no cap).
-    /// At the cap, writes fail like on a full disk (SQLite's "database or
-    /// disk is full"), so callbacks get 503 while space already used by
-    /// delivered records is reused once retention removes them.
-    pub fn open_limited(
-        path: &Path,
-        dedup_window: Duration,
-        max_bytes: u64,
-    ) -> Result<Self, SpoolError> {
-        let open_error = |reason: String| SpoolError::Open {
-            path: path.to_path_buf(),
-            reason,
-        };
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|err| open_error(err.to_string()))?;
-        }
-        let mut conn = open_connection(path).map_err(|err| open_error(err.to_string()))?;
-        schema::migrate(&mut conn).map_err(open_error)?;
-        // Small, frequent checkpoints: each copies little, so it adds little
-        // to the commit that runs it, and the WAL stays a few MiB. (A separate
-        // checkpoint thread was measured: under continuous writes it never
-        // reaches the WAL's head, so the WAL grew without bound.)
-        conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)
-            .map_err(|err| open_error(err.to_string()))?;
-        if max_bytes > 0 {
-            let page_size: i64 = conn
-                .pragma_query_value(None, "page_size", |row| row.get(0))
-                .map_err(|err| open_error(err.to_string()))?;
-            let pages = i64::try_from(max_bytes).unwrap_or(i64::MAX) / page_size.max(1);
-            conn.pragma_update(None, "max_page_count", pages.max(1))
-                .map_err(|err| open_error(err.to_string()))?;
-        }
-        let dedup = DedupIndex::load(&conn).map_err(|err| open_error(err.to_string()))?;
-        let reader = open_connection(path).map_err(|err| open_error(err.to_string()))?;
-        let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
-        let writer = std::thread::Builder::new()
-            .name("spool-writer".to_owned())
-            .spawn(move || writer::run(conn, receiver))
-            .map_err(|err| open_error(err.to_string()))?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                path: path.to_path_buf(),
-                dedup_window_ms: i64::try_from(dedup_window.as_millis()).unwrap_or(i64::MAX),
-                dedup: Arc::new(Mutex::new(dedup)),
-                jobs: RwLock::new(Some(sender)),
-                writer: Mutex::new(Some(writer)),
-                reader: Arc::new(Mutex::new(reader)),
-            }),
-        })
-    }
-
-    /// Runs `work` in the writer's next transaction and returns its result once committed.
-    async fn write<T, F>(&self, work: F) -> Result<T, SpoolError>
-    where
-        T: Send + 'static,
-        F: FnMut(&Connection) -> rusqlite::Result<T> + Send + 'static,
-    {
-        let sender = self
-            .inner
-            .jobs
-            .read()
-            .map_err(|_| SpoolError::Closed)?
-            .clone()
-            .ok_or(SpoolError::Closed)?;
-        let (reply, outcome) = oneshot::channel();
-        sender
-            .send(Box::new(ClosureJob::new(work, reply)))
-            .await
-            .map_err(|_| SpoolError::Closed)?;
-        outcome.await.map_err(|_| SpoolError::Closed)?
-    }
-
-    /// Runs `work` on the read connection off the async runtime.
-    async fn read<T, F>(&self, work: F) -> Result<T, SpoolError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, SpoolError> + Send + 'static,
-    {
-        let reader = Arc::clone(&self.inner.reader);
-        tokio::task::spawn_blocking(move || {
-            let conn = reader
-                .lock()
-                .map_err(|_| SpoolError::Read("reader lock poisoned".to_owned()))?;
-            work(&conn)
-        })
-        .await
-        .map_err(|err| SpoolError::Read(err.to_string()))?
-    }
-
-    /// Stores `record`, unless its event id was accepted within the dedup
-    /// window. Returns only after the commit is durable. Sinks pick it up from
-    /// their cursors.
-    pub async fn accept(&self, record: &Record, now: SystemTime) -> Result<Acceptance, SpoolError> {
-        let body =
-            serde_json::to_string(record).map_err(|err| SpoolError::Write(err.to_string()))?;
-        let event_id = record.id.clone();
-        let event_type = record.event_type;
-        let now_ms = unix_ms(now);
-        let window_start = now_ms.saturating_sub(self.inner.dedup_window_ms);
-        let dedup = Arc::clone(&self.inner.dedup);
-        self.write(move |conn| {
-            let mut dedup = dedup.lock().unwrap_or_else(PoisonError::into_inner);
-            if dedup.accepted_since(conn, &event_id, window_start)? {
-                return Ok(Acceptance::Duplicate);
-            }
-            dedup.record(conn, &event_id, now_ms)?;
-            conn.prepare_cached(
-                "INSERT INTO records (event_id, event_type, received_at_ms, body) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![event_id, event_type, now_ms, body])?;
-            Ok(Acceptance::Stored {
-                seq: conn.last_insert_rowid(),
-            })
-        })
-        .await
-    }
-
-    /// Proves the spool can commit a write right now (for `/readyz`).
-    pub async fn check_writable(&self) -> Result<(), SpoolError> {
-        let now = unix_ms(SystemTime::now()).to_string();
-        self.write(move |conn| {
-            conn.prepare_cached(
-                "INSERT INTO meta (key, value) VALUES ('ready_probe', ?1)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            )?
-            .execute([&now])?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// Every stored record, oldest first.
-    pub async fn records(&self) -> Result<Vec<Record>, SpoolError> {
-        self.read(|conn| {
-            let mut statement = conn.prepare("SELECT body FROM records ORDER BY seq")?;
-            let bodies = statement
-                .query_map([], |row| row.get::<_, String>(0))?
-                .collect::<Result<Vec<_>, _>>()?;
-            bodies.iter().map(|body| decode(body)).collect()
-        })
-        .await
-    }
-
-    /// Removes up to `limit` records received before `before_ms` that every
-    /// sink has handled (behind every cursor) and that no failed delivery (a
-    /// retry or a dead letter) still needs. Returns how many went.
-    pub async fn purge_delivered(&self, before_ms: i64, limit: usize) -> Result<usize, SpoolError> {
-        self.write(move |conn| {
-            // Bounds first, each an indexed lookup, then a plain rowid range:
-            // as one statement SQLite checked the time bound row by row, which
-            // held the writer for ~190 ms on a spool of 380k records even with
-            // nothing to purge. Records arrive in seq order, so the purgeable
-            // ones lie before the first record that is too young.
-            let Some(cursor) = conn
-                .prepare_cached("SELECT MIN(seq) FROM cursors")?
-                .query_row([], |row| row.get::<_, Option<i64>>(0))?
-            else {
-                return Ok(0);
-            };
-            let first_young: Option<i64> = conn
-                .prepare_cached(
-                    "SELECT seq FROM records WHERE received_at_ms >= ?1 ORDER BY seq LIMIT 1",
-                )?
-                .query_row([before_ms], |row| row.get(0))
-                .optional()?;
-            let upper = first_young.map_or(cursor, |young| cursor.min(young - 1));
-            conn.prepare_cached(
-                "DELETE FROM records WHERE seq IN (
-                     SELECT r.seq FROM records r WHERE r.seq <= ?1
-                     AND NOT EXISTS (SELECT 1 FROM failures f WHERE f.seq = r.seq)
-                     ORDER BY r.seq LIMIT ?2)",
-            )?
-            .execute(params![upper, limit as i64])
-        })
-        .await
-    }
-
-    /// Forgets up to `limit` event ids accepted before `before_ms` (outside
-    /// the dedup window). Returns how many went.
-    pub async fn prune_seen(&self, before_ms: i64, limit: usize) -> Result<usize, SpoolError> {
-        let dedup = Arc::clone(&self.inner.dedup);
-        self.write(move |conn| {
-            dedup
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .prune(conn, before_ms, limit)
-        })
-        .await
-    }
-
-    /// Event ids the dedup index holds (accepted within the dedup window,
-    /// or since not yet pruned).
-    pub fn dedup_entries(&self) -> usize {
-        self.inner
-            .dedup
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-
-    /// Bytes available to recordhook on the spool's filesystem, if known.
-    pub fn free_bytes(&self) -> Option<u64> {
-        let directory = self
-            .inner
-            .path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let stats = rustix::fs::statvfs(directory).ok()?;
-        Some(stats.f_bavail.saturating_mul(stats.f_frsize))
-    }
-
-    /// Size of the spool on disk, database and WAL together, in bytes.
-    pub fn disk_bytes(&self) -> u64 {
-        let wal = PathBuf::from(format!("{}-wal", self.inner.path.display()));
-        [self.inner.path.as_path(), wal.as_path()]
-            .iter()
-            .filter_map(|path| std::fs::metadata(path).ok())
-            .map(|metadata| metadata.len())
-            .sum()
-    }
-
-    /// Stops accepting writes, lets the writer commit what is queued, and
-    /// waits for it to checkpoint and close the database.
-    pub async fn close(&self) {
-        if let Ok(mut jobs) = self.inner.jobs.write() {
-            jobs.take();
-        }
-        let writer = self.inner.writer.lock().ok().and_then(|mut w| w.take());
-        if let Some(writer) = writer {
-            let joined = tokio::task::spawn_blocking(move || writer.join()).await;
-            if !matches!(joined, Ok(Ok(()))) {
-                tracing::error!("spool writer thread ended abnormally");
-            }
-        }
-    }
-}
-
-fn decode(body: &str) -> Result<Record, SpoolError> {
-    serde_json::from_str(body)
-        .map_err(|err| SpoolError::Read(format!("stored record is unreadable: {err}")))
-}
-
 /// Formats Unix milliseconds as RFC 3339 UTC.
 pub fn format_ms(ms: i64) -> String {
     let time = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_millis(time).to_string()
-}
-
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use crate::protocol::{Authenticator, TimeWindow, UnverifiedCallback};
-
-    const WINDOW: TimeWindow = TimeWindow {
-        clock_skew_secs: 0,
-        max_validity_secs: 1,
-        expiry_grace_secs: 0,
-    };
-
-    /// A record of `event_type` with this file id.
-    pub(crate) fn record_of(event_type: i64, file_id: &str) -> Record {
-        let body =
-            format!(r#"{{"event_type":{event_type},"file_id":"{file_id}","stream_id":"s"}}"#);
-        let verified = Authenticator::unsigned(WINDOW)
-            .verify(UnverifiedCallback::parse(body.as_bytes()).unwrap(), 0)
-            .unwrap();
-        Record::from_verified(verified, UNIX_EPOCH).unwrap()
-    }
-
-    pub(crate) fn record(file_id: &str) -> Record {
-        record_of(100, file_id)
-    }
-
-    pub(crate) fn open(dir: &tempfile::TempDir) -> Spool {
-        Spool::open(&dir.path().join("nested/spool.db"), Duration::from_secs(60)).unwrap()
-    }
-
-    pub(crate) fn at(secs: u64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(secs)
-    }
-
-    #[tokio::test]
-    async fn concurrent_accepts_all_commit_and_duplicates_in_one_batch_are_caught() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = open(&dir);
-        let mut tasks = Vec::new();
-        for n in 0..200 {
-            let spool = spool.clone();
-            // Every file id is sent twice, concurrently, so pairs share a batch.
-            let record = record(&format!("f{}", n / 2));
-            tasks.push(tokio::spawn(async move {
-                spool.accept(&record, at(1_000)).await.unwrap()
-            }));
-        }
-        let mut stored = 0;
-        for task in tasks {
-            if matches!(task.await.unwrap(), Acceptance::Stored { .. }) {
-                stored += 1;
-            }
-        }
-        assert_eq!(stored, 100);
-        assert_eq!(spool.records().await.unwrap().len(), 100);
-        spool.close().await;
-    }
-
-    #[tokio::test]
-    async fn a_duplicate_outside_the_window_is_stored_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = open(&dir);
-        let r = record("f");
-        assert!(matches!(
-            spool.accept(&r, at(1_000)).await.unwrap(),
-            Acceptance::Stored { .. }
-        ));
-        assert_eq!(
-            spool.accept(&r, at(1_060)).await.unwrap(),
-            Acceptance::Duplicate
-        );
-        assert!(matches!(
-            spool.accept(&r, at(1_061)).await.unwrap(),
-            Acceptance::Stored { .. }
-        ));
-        // The window restarts from the latest acceptance.
-        assert_eq!(
-            spool.accept(&r, at(1_100)).await.unwrap(),
-            Acceptance::Duplicate
-        );
-    }
-
-    #[tokio::test]
-    async fn retention_removes_only_old_records_that_every_sink_has_handled() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = open(&dir);
-        spool
-            .register_sinks(
-                vec![("a".into(), vec![100]), ("b".into(), vec![100])],
-                at(0),
-            )
-            .await
-            .unwrap();
-        let mut seqs = Vec::new();
-        for (n, received) in [1_000, 1_000, 1_000, 5_000].into_iter().enumerate() {
-            let Acceptance::Stored { seq } = spool
-                .accept(&record(&format!("f{n}")), at(received))
-                .await
-                .unwrap()
-            else {
-                panic!("not stored")
-            };
-            seqs.push(seq);
-        }
-        // `a` handled everything, one of them as a dead letter; `b` only the first two.
-        let dead = Outcome {
-            seq: seqs[1],
-            attempts: 1,
-            settlement: Settlement::Dead { error: "no".into() },
-        };
-        spool
-            .settle("a", vec![dead], Some(seqs[3]), at(1_001))
-            .await
-            .unwrap();
-        spool
-            .settle("b", vec![], Some(seqs[1]), at(1_001))
-            .await
-            .unwrap();
-        // Too young: nothing goes.
-        assert_eq!(
-            spool
-                .purge_delivered(unix_ms(at(1_000)), 100)
-                .await
-                .unwrap(),
-            0
-        );
-        // Old enough: only f0 (behind both cursors, no dead letter) goes.
-        assert_eq!(
-            spool
-                .purge_delivered(unix_ms(at(2_000)), 100)
-                .await
-                .unwrap(),
-            1
-        );
-        let left: Vec<String> = spool
-            .records()
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.event["file_id"].to_string())
-            .collect();
-        assert_eq!(left, ["\"f1\"", "\"f2\"", "\"f3\""]);
-        // Purging the dead letter, and `b` catching up, lets f1 and f2 go; f3 is too young.
-        assert_eq!(spool.purge_dead(Some("a".into()), None).await.unwrap(), 1);
-        spool
-            .settle("b", vec![], Some(seqs[3]), at(5_001))
-            .await
-            .unwrap();
-        assert_eq!(
-            spool
-                .purge_delivered(unix_ms(at(2_000)), 100)
-                .await
-                .unwrap(),
-            2
-        );
-        assert_eq!(spool.records().await.unwrap().len(), 1);
-        // Dedup memory is pruned separately.
-        assert_eq!(spool.prune_seen(unix_ms(at(2_000)), 2).await.unwrap(), 2);
-        assert_eq!(spool.prune_seen(unix_ms(at(2_000)), 2).await.unwrap(), 1);
-    }
-
-    #[tokio::test]
-    async fn a_closed_spool_refuses_writes_and_reopens_with_its_data() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = open(&dir);
-        spool.accept(&record("f"), at(1)).await.unwrap();
-        spool.close().await;
-        assert!(matches!(
-            spool.accept(&record("g"), at(1)).await,
-            Err(SpoolError::Closed)
-        ));
-        let reopened = open(&dir);
-        assert_eq!(reopened.records().await.unwrap().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn a_spool_from_a_newer_version_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("spool.db");
-        Connection::open(&path)
-            .unwrap()
-            .pragma_update(None, "user_version", 99)
-            .unwrap();
-        let err = Spool::open(&path, Duration::from_secs(1)).err().unwrap();
-        assert!(err.to_string().contains("newer"), "{err}");
-    }
 }

@@ -68,6 +68,14 @@ const MIGRATIONS: &[&str] = &[
 ",
 ];
 
+/// The schema version this build creates and expects.
+pub(super) const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The schema version of the database `conn` is open on.
+pub(super) fn version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "user_version", |row| row.get(0))
+}
+
 /// Settings every connection needs. `synchronous = FULL` makes a commit
 /// durable across power loss, not only across a crash of this process.
 pub(super) fn configure(conn: &Connection) -> rusqlite::Result<()> {

@@ -10,8 +10,14 @@
 //!
 //! A fingerprint match is only a candidate: the row is read back and its full
 //! event id and time compared, so two ids sharing a fingerprint are never
-//! taken for each other, and entries left behind by a rolled-back batch point
-//! at rows that are gone or hold another id, which makes them harmless.
+//! taken for each other.
+//!
+//! Changes follow commits: an insert or a prune made inside the writer's
+//! transaction is staged, seen by lookups in that same transaction, and
+//! enters the index only once the transaction commits ([`DedupIndex::apply_staged`]);
+//! a rollback drops it ([`DedupIndex::discard_staged`]). So callbacks refused
+//! with 503 while the disk is full leave no entries behind, and the index
+//! never forgets an id whose row is still in the database.
 //!
 //! Memory: 9 bytes per slot (a 32-bit piece of the fingerprint, the low 32
 //! bits of the row id, one control byte), one slot per id in the window at a
@@ -70,6 +76,12 @@ fn hash(print: u32) -> u64 {
 /// Ids accepted recently, by fingerprint.
 pub(super) struct DedupIndex {
     shards: Box<[HashTable<Entry>]>,
+    /// Ids stored by the open transaction, with their full row ids; they
+    /// join `shards` when it commits.
+    staged_inserts: Vec<(Slot, i64)>,
+    /// Entries whose rows the open transaction deleted; they leave `shards`
+    /// when it commits.
+    staged_removals: Vec<(Slot, i64)>,
     /// The highest row id stored so far; [`DedupIndex::row_of`] restores
     /// full row ids from their low 32 bits relative to it (live rows are
     /// never 2^32 apart).
@@ -82,6 +94,8 @@ impl DedupIndex {
         let started = Instant::now();
         let mut index = Self {
             shards: (0..SHARDS).map(|_| HashTable::new()).collect(),
+            staged_inserts: Vec::new(),
+            staged_removals: Vec::new(),
             newest_row: 0,
         };
         let mut statement = conn.prepare("SELECT id, event_id FROM accepted_ids ORDER BY id")?;
@@ -100,7 +114,18 @@ impl DedupIndex {
         Ok(index)
     }
 
-    /// Number of ids held.
+    /// An index that holds nothing, for handles that never accept (the
+    /// admin commands): loading the real one would cost time and memory.
+    pub(super) fn empty() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| HashTable::new()).collect(),
+            staged_inserts: Vec::new(),
+            staged_removals: Vec::new(),
+            newest_row: 0,
+        }
+    }
+
+    /// Number of ids held (committed ones).
     pub(super) fn len(&self) -> usize {
         self.shards.iter().map(HashTable::len).sum()
     }
@@ -115,15 +140,19 @@ impl DedupIndex {
         since_ms: i64,
     ) -> rusqlite::Result<bool> {
         let slot = Slot::of(event_id);
-        let candidates = self.shards[slot.shard]
+        let committed = self.shards[slot.shard]
             .iter_hash(hash(slot.print))
-            .filter(|entry| entry.print == slot.print);
-        for entry in candidates {
+            .filter(|entry| entry.print == slot.print)
+            .map(|entry| self.row_of(entry.row));
+        let staged = self
+            .staged_inserts
+            .iter()
+            .filter(|(staged, _)| staged.shard == slot.shard && staged.print == slot.print)
+            .map(|(_, row)| *row);
+        for candidate in committed.chain(staged) {
             let stored: Option<(String, i64)> = conn
                 .prepare_cached("SELECT event_id, accepted_at_ms FROM accepted_ids WHERE id = ?1")?
-                .query_row([self.row_of(entry.row)], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
-                })
+                .query_row([candidate], |row| Ok((row.get(0)?, row.get(1)?)))
                 .optional()?;
             if stored.is_some_and(|(id, at)| id == event_id && at >= since_ms) {
                 return Ok(true);
@@ -132,9 +161,8 @@ impl DedupIndex {
         Ok(false)
     }
 
-    /// Stores that `event_id` was accepted at `now_ms`. Runs inside the
-    /// caller's transaction; if that rolls back, the entry added here points
-    /// at a row that no longer holds this id, which lookups tell apart.
+    /// Stores that `event_id` was accepted at `now_ms`, inside the writer's
+    /// transaction; the index learns it when that commits.
     pub(super) fn record(
         &mut self,
         conn: &Connection,
@@ -143,12 +171,14 @@ impl DedupIndex {
     ) -> rusqlite::Result<()> {
         conn.prepare_cached("INSERT INTO accepted_ids (event_id, accepted_at_ms) VALUES (?1, ?2)")?
             .execute(params![event_id, now_ms])?;
-        self.insert(event_id, conn.last_insert_rowid());
+        self.staged_inserts
+            .push((Slot::of(event_id), conn.last_insert_rowid()));
         Ok(())
     }
 
-    /// Forgets up to `limit` of the oldest ids accepted before `before_ms`.
-    /// Returns how many went. Rows are in acceptance order, so it stops at
+    /// Forgets up to `limit` of the oldest ids accepted before `before_ms`,
+    /// inside the writer's transaction; the index lets go of them when that
+    /// commits. Returns how many went. Rows are in acceptance order, so it stops at
     /// the first one that is still young.
     pub(super) fn prune(
         &mut self,
@@ -173,26 +203,45 @@ impl DedupIndex {
         };
         conn.prepare_cached("DELETE FROM accepted_ids WHERE id <= ?1")?
             .execute([last])?;
-        for (row, event_id, _) in &expired {
-            let slot = Slot::of(event_id);
-            let entry = slot.entry(*row);
+        self.staged_removals.extend(
+            expired
+                .iter()
+                .map(|(row, event_id, _)| (Slot::of(event_id), *row)),
+        );
+        Ok(expired.len())
+    }
+
+    /// The open transaction committed: its staged changes take effect.
+    pub(super) fn apply_staged(&mut self) {
+        for (slot, row) in std::mem::take(&mut self.staged_inserts) {
+            self.insert_at(slot, row);
+        }
+        for (slot, row) in std::mem::take(&mut self.staged_removals) {
+            let entry = slot.entry(row);
             if let Ok(found) = self.shards[slot.shard].find_entry(hash(slot.print), |e| *e == entry)
             {
                 found.remove();
             }
         }
-        Ok(expired.len())
+    }
+
+    /// The open transaction rolled back: its staged changes never happened.
+    pub(super) fn discard_staged(&mut self) {
+        self.staged_inserts.clear();
+        self.staged_removals.clear();
     }
 
     fn insert(&mut self, event_id: &str, row: i64) {
-        self.newest_row = row;
-        let slot = Slot::of(event_id);
+        self.insert_at(Slot::of(event_id), row);
+    }
+
+    fn insert_at(&mut self, slot: Slot, row: i64) {
+        self.newest_row = self.newest_row.max(row);
         self.shards[slot.shard].insert_unique(hash(slot.print), slot.entry(row), |e| hash(e.print));
     }
 
     /// The full row id whose low 32 bits are `low`: the nearest at or below
-    /// the newest row. (An entry from a rolled-back row above it maps to an
-    /// id that does not exist, which reads as "not accepted".)
+    /// the newest committed row.
     fn row_of(&self, low: u32) -> i64 {
         self.newest_row - i64::from(low_bits(self.newest_row).wrapping_sub(low))
     }
@@ -226,6 +275,13 @@ mod tests {
         conn
     }
 
+    /// Records `event_id` as a committed write (the test connection is in
+    /// autocommit mode, so the row is committed when the statement ends).
+    fn store(index: &mut DedupIndex, conn: &Connection, event_id: &str, at_ms: i64) {
+        index.record(conn, event_id, at_ms).unwrap();
+        index.apply_staged();
+    }
+
     /// Two distinct ids with the same fingerprint (same first 16 digits).
     const TWIN_A: &str = "0123456789abcdefaaaaaaaaaaaaaaaa";
     const TWIN_B: &str = "0123456789abcdefbbbbbbbbbbbbbbbb";
@@ -235,10 +291,10 @@ mod tests {
         let conn = spool_connection();
         let mut index = DedupIndex::load(&conn).unwrap();
         assert_eq!(fingerprint(TWIN_A), fingerprint(TWIN_B));
-        index.record(&conn, TWIN_A, 1_000).unwrap();
+        store(&mut index, &conn, TWIN_A, 1_000);
         assert!(index.accepted_since(&conn, TWIN_A, 0).unwrap());
         assert!(!index.accepted_since(&conn, TWIN_B, 0).unwrap());
-        index.record(&conn, TWIN_B, 1_000).unwrap();
+        store(&mut index, &conn, TWIN_B, 1_000);
         // Both are held, each recognised by its own row.
         assert!(index.accepted_since(&conn, TWIN_B, 0).unwrap());
         assert!(index.accepted_since(&conn, TWIN_A, 0).unwrap());
@@ -253,40 +309,63 @@ mod tests {
     fn an_acceptance_older_than_the_window_does_not_count() {
         let conn = spool_connection();
         let mut index = DedupIndex::load(&conn).unwrap();
-        index.record(&conn, "aa11", 1_000).unwrap();
+        store(&mut index, &conn, "aa11", 1_000);
         assert!(index.accepted_since(&conn, "aa11", 1_000).unwrap());
         assert!(!index.accepted_since(&conn, "aa11", 1_001).unwrap());
         assert!(!index.accepted_since(&conn, "bb22", 0).unwrap());
     }
 
     #[test]
-    fn entries_from_a_rolled_back_transaction_match_nothing() {
+    fn a_rolled_back_insert_never_enters_the_index() {
         let conn = spool_connection();
         let mut index = DedupIndex::load(&conn).unwrap();
-        index.record(&conn, "kept", 1_000).unwrap();
+        store(&mut index, &conn, "kept", 1_000);
         conn.execute_batch("BEGIN").unwrap();
         index.record(&conn, "rolled-back", 1_000).unwrap();
+        // Seen inside its own transaction (a repeat in the same batch)...
         assert!(index.accepted_since(&conn, "rolled-back", 0).unwrap());
         conn.execute_batch("ROLLBACK").unwrap();
+        index.discard_staged();
+        // ...and gone with it, leaving nothing in memory.
+        assert_eq!(index.len(), 1);
         assert!(!index.accepted_since(&conn, "rolled-back", 0).unwrap());
         // Its row id is reused by the next id, which must not be confused with it.
-        index.record(&conn, "next", 1_000).unwrap();
+        store(&mut index, &conn, "next", 1_000);
         assert!(!index.accepted_since(&conn, "rolled-back", 0).unwrap());
         assert!(index.accepted_since(&conn, "next", 0).unwrap());
         assert!(index.accepted_since(&conn, "kept", 0).unwrap());
+        assert_eq!(index.len(), 2);
+    }
+
+    #[test]
+    fn a_rolled_back_prune_keeps_its_entries() {
+        let conn = spool_connection();
+        let mut index = DedupIndex::load(&conn).unwrap();
+        store(&mut index, &conn, "old", 1_000);
+        conn.execute_batch("BEGIN").unwrap();
+        assert_eq!(index.prune(&conn, 2_000, 10).unwrap(), 1);
+        conn.execute_batch("ROLLBACK").unwrap();
+        index.discard_staged();
+        assert_eq!(index.len(), 1);
+        assert!(index.accepted_since(&conn, "old", 0).unwrap());
+        // A prune that commits does let go of it.
+        assert_eq!(index.prune(&conn, 2_000, 10).unwrap(), 1);
+        index.apply_staged();
+        assert_eq!(index.len(), 0);
     }
 
     #[test]
     fn pruning_forgets_old_ids_but_keeps_a_newer_acceptance_of_the_same_id() {
         let conn = spool_connection();
         let mut index = DedupIndex::load(&conn).unwrap();
-        index.record(&conn, "old", 1_000).unwrap();
-        index.record(&conn, "again", 1_000).unwrap();
-        index.record(&conn, "again", 5_000).unwrap();
-        index.record(&conn, "young", 5_000).unwrap();
+        store(&mut index, &conn, "old", 1_000);
+        store(&mut index, &conn, "again", 1_000);
+        store(&mut index, &conn, "again", 5_000);
+        store(&mut index, &conn, "young", 5_000);
         assert_eq!(index.prune(&conn, 2_000, 1).unwrap(), 1);
         assert_eq!(index.prune(&conn, 2_000, 10).unwrap(), 1);
         assert_eq!(index.prune(&conn, 2_000, 10).unwrap(), 0);
+        index.apply_staged();
         assert!(!index.accepted_since(&conn, "old", 0).unwrap());
         assert!(index.accepted_since(&conn, "again", 0).unwrap());
         assert!(index.accepted_since(&conn, "young", 0).unwrap());
@@ -297,9 +376,9 @@ mod tests {
     fn a_reloaded_index_knows_every_acceptance_that_was_stored() {
         let conn = spool_connection();
         let mut index = DedupIndex::load(&conn).unwrap();
-        index.record(&conn, "a", 1_000).unwrap();
-        index.record(&conn, "a", 9_000).unwrap();
-        index.record(&conn, "b", 1_000).unwrap();
+        store(&mut index, &conn, "a", 1_000);
+        store(&mut index, &conn, "a", 9_000);
+        store(&mut index, &conn, "b", 1_000);
         let reloaded = DedupIndex::load(&conn).unwrap();
         assert_eq!(reloaded.len(), 3);
         assert!(reloaded.accepted_since(&conn, "a", 5_000).unwrap());
@@ -318,7 +397,7 @@ mod tests {
         .unwrap();
         let mut index = DedupIndex::load(&conn).unwrap();
         for n in 0..4 {
-            index.record(&conn, &format!("id{n}"), 1).unwrap();
+            store(&mut index, &conn, &format!("id{n}"), 1);
         }
         assert!(index.newest_row > 1 << 32);
         assert!(index.accepted_since(&conn, "first", 0).unwrap());

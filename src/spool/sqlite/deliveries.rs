@@ -7,81 +7,21 @@ use std::time::SystemTime;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{DeadLetter, Spool, SpoolError, format_ms, unix_ms};
+use super::SqliteSpool;
 use crate::record::StoredRecord;
-
-/// A record waiting to be delivered to one sink.
-#[derive(Debug, Clone)]
-pub struct PendingDelivery {
-    /// Position of the record in the spool.
-    pub seq: i64,
-    /// Attempts made so far (0 for a record the sink has not tried yet).
-    pub attempts: u32,
-    /// When the record was accepted, Unix ms.
-    pub received_at_ms: i64,
-    /// The record, as stored.
-    pub record: StoredRecord,
-}
-
-/// How one delivery attempt ended, to be written back.
-#[derive(Debug, Clone)]
-pub enum Settlement {
-    /// The sink has the record.
-    Delivered,
-    /// Try again at `at_ms` (Unix milliseconds).
-    Retry {
-        /// When to try again.
-        at_ms: i64,
-        /// Why this attempt failed.
-        error: String,
-    },
-    /// Give up: a permanent failure or attempts exhausted.
-    Dead {
-        /// Why.
-        error: String,
-    },
-}
-
-/// The outcome of one attempt on one record.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// The record's position.
-    pub seq: i64,
-    /// Attempts made, this one included.
-    pub attempts: u32,
-    /// What became of it.
-    pub settlement: Settlement,
-}
+use crate::spool::{
+    Claim, ClaimReceipt, DeadLetter, DeliveryState, Outcome, PendingDelivery, Settlement,
+    SinkCounts, SpoolError, format_ms, unix_ms,
+};
 
 /// Records a sink has not been offered yet.
 #[derive(Debug, Clone, Default)]
-pub struct FreshBatch {
+pub(super) struct FreshBatch {
     /// Those of the sink's event types, in seq order.
     pub deliveries: Vec<PendingDelivery>,
     /// The last seq looked at (of any event type): the cursor moves here once
     /// the batch is settled.
     pub scanned_to: Option<i64>,
-}
-
-/// Where one record stands with one sink.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliveryState {
-    /// `pending` (not tried yet, or waiting for a retry), `dead`, or
-    /// `delivered` (handled: delivered, or its dead letter was purged).
-    pub state: String,
-    /// Failed attempts so far (0 once delivered: only failures are kept).
-    pub attempts: u32,
-    /// The last error, if an attempt failed.
-    pub last_error: Option<String>,
-}
-
-/// Delivery counts of one sink.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SinkCounts {
-    /// Waiting for a first attempt or a retry.
-    pub pending: u64,
-    /// Given up on.
-    pub dead: u64,
 }
 
 /// `event_types` as an SQL list. They are integers from the configuration, so
@@ -101,7 +41,7 @@ fn cursor(conn: &Connection, sink: &str) -> rusqlite::Result<Option<i64>> {
         .optional()
 }
 
-impl Spool {
+impl SqliteSpool {
     /// Creates a cursor for each configured sink that has none, at the current
     /// end of the spool (a new sink receives what arrives from now on), and
     /// records each sink's event types. A sink that is no longer configured
@@ -163,9 +103,37 @@ impl Spool {
         .await
     }
 
+    /// Up to `limit` deliveries for `sink`: due retries first, up to half of
+    /// `limit` (so a steady stream of fresh records cannot starve them), then
+    /// records past the cursor, then more due retries if room is left.
+    pub async fn claim(
+        &self,
+        sink: &str,
+        event_types: &[i64],
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Claim, SpoolError> {
+        let now_ms = unix_ms(now);
+        let retry_share = limit / 2;
+        let mut retries = self.due_retries(sink, now_ms, retry_share).await?;
+        let fresh = self.fresh(sink, event_types, limit - retries.len()).await?;
+        let room = limit.saturating_sub(fresh.deliveries.len());
+        if retries.len() == retry_share && room > retries.len() {
+            // Few fresh records: let retries have the rest of the batch.
+            retries = self.due_retries(sink, now_ms, room).await?;
+        }
+        retries.extend(fresh.deliveries);
+        Ok(Claim {
+            deliveries: retries,
+            receipt: ClaimReceipt {
+                scanned_to: fresh.scanned_to,
+            },
+        })
+    }
+
     /// Up to `limit` records past `sink`'s cursor, those of `event_types` with
     /// their bodies.
-    pub async fn fresh(
+    pub(super) async fn fresh(
         &self,
         sink: &str,
         event_types: &[i64],
@@ -212,7 +180,7 @@ impl Spool {
     }
 
     /// Up to `limit` failed deliveries to `sink` whose retry is due at `now_ms`.
-    pub async fn due_retries(
+    pub(super) async fn due_retries(
         &self,
         sink: &str,
         now_ms: i64,
@@ -260,7 +228,7 @@ impl Spool {
 
     /// Writes back the outcomes of one round of attempts on `sink` and moves
     /// its cursor to `scanned_to`, in one transaction.
-    pub async fn settle(
+    pub(in crate::spool) async fn settle(
         &self,
         sink: &str,
         outcomes: Vec<Outcome>,
@@ -446,7 +414,7 @@ mod tests {
     use crate::record::Record;
     use crate::spool::Acceptance;
 
-    async fn accept(spool: &Spool, record: &Record) -> i64 {
+    async fn accept(spool: &SqliteSpool, record: &Record) -> i64 {
         match spool.accept(record, at(1_000)).await.unwrap() {
             Acceptance::Stored { seq } => seq,
             Acceptance::Duplicate => panic!("duplicate"),
@@ -652,6 +620,50 @@ mod tests {
             "delivered"
         );
         assert!(spool.dead_letters(None).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn due_retries_get_half_of_a_claim_while_fresh_records_keep_coming() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = open(&dir);
+        spool
+            .register_sinks(vec![("a".into(), vec![100])], at(0))
+            .await
+            .unwrap();
+        // Six records failed once and are due; twenty fresh ones wait behind them.
+        let mut failed = Vec::new();
+        for n in 0..6 {
+            failed.push(accept(&spool, &record(&format!("old{n}"))).await);
+        }
+        let retries = failed
+            .iter()
+            .map(|&seq| Outcome {
+                seq,
+                attempts: 1,
+                settlement: Settlement::Retry {
+                    at_ms: 0,
+                    error: "503".into(),
+                },
+            })
+            .collect();
+        spool
+            .settle("a", retries, failed.last().copied(), at(1_000))
+            .await
+            .unwrap();
+        for n in 0..20 {
+            accept(&spool, &record(&format!("new{n}"))).await;
+        }
+        let claim = spool.claim("a", &[100], at(2_000), 8).await.unwrap();
+        let retried = claim.deliveries.iter().filter(|d| d.attempts > 0).count();
+        assert_eq!((claim.deliveries.len(), retried), (8, 4));
+        // With no fresh records left to offer, retries may fill the claim.
+        spool
+            .settle("a", Vec::new(), Some(i64::MAX), at(2_000))
+            .await
+            .unwrap();
+        let claim = spool.claim("a", &[100], at(2_000), 8).await.unwrap();
+        assert_eq!(claim.deliveries.len(), 6);
+        assert!(claim.deliveries.iter().all(|d| d.attempts == 1));
     }
 
     #[tokio::test]
