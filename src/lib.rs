@@ -4,9 +4,10 @@
 //!
 //! Module map: [`configuration`] (settings), [`protocol`] (the CSS callback:
 //! parsing, signature, time window, event id, recording fields), [`record`]
-//! (what sinks receive), [`spool`] (the SQLite store), [`sinks`] (delivery
+//! (what sinks receive), [`spool`] (the durable store), [`sinks`] (delivery
 //! targets), [`delivery`] (per-sink workers and retries), [`http`] (the
-//! endpoints), [`startup`] (building and running the service),
+//! endpoints), [`startup`] (building and running the service), [`supervisor`]
+//! (restarting workers that panic),
 //! [`telemetry`] (logs), [`cli`] (the command line).
 
 pub mod cli;
@@ -19,5 +20,6 @@ pub mod record;
 pub mod sinks;
 pub mod spool;
 pub mod startup;
+pub mod supervisor;
 pub mod telemetry;
 pub mod tls;

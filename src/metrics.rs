@@ -55,6 +55,13 @@ pub struct Metrics {
     dead: Family<SinkLabels, Gauge>,
     spool_bytes: Gauge,
     dedup_entries: Gauge,
+    worker_restarts: Family<WorkerLabels, Counter>,
+}
+
+/// Label: a background worker (`delivery:<sink>` or `maintenance`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabels {
+    worker: String,
 }
 
 impl Metrics {
@@ -110,8 +117,15 @@ impl Metrics {
             "Event ids held in memory for deduplication (accepted within the dedup window)",
             dedup_entries.clone(),
         );
+        let worker_restarts = Family::<WorkerLabels, Counter>::default();
+        registry.register(
+            "worker_restarts",
+            "Background workers restarted after a panic, by worker",
+            worker_restarts.clone(),
+        );
         Arc::new(Self {
             registry,
+            worker_restarts,
             callbacks,
             callback_seconds,
             deliveries,
@@ -152,6 +166,15 @@ impl Metrics {
             .observe(lag.as_secs_f64());
     }
 
+    /// Counts one restart of `worker` after a panic.
+    pub fn observe_worker_restart(&self, worker: &str) {
+        self.worker_restarts
+            .get_or_create(&WorkerLabels {
+                worker: worker.to_owned(),
+            })
+            .inc();
+    }
+
     /// Reads the spool gauges and renders everything in the text format.
     pub async fn render(&self, spool: &Spool, sinks: &[(String, Vec<i64>)]) -> String {
         for (sink, event_types) in sinks {
@@ -168,6 +191,16 @@ impl Metrics {
         self.spool_bytes.set(saturating_i64(spool.disk_bytes()));
         self.dedup_entries
             .set(saturating_i64(spool.dedup_entries() as u64));
+        self.encode()
+    }
+
+    /// The metrics as they stand, without reading the spool (for tests).
+    #[cfg(test)]
+    pub(crate) fn render_plain(&self) -> String {
+        self.encode()
+    }
+
+    fn encode(&self) -> String {
         let mut text = String::new();
         if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
             text.clear();

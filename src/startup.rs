@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::protocol::Authenticator;
 use crate::sinks::{self, ConfiguredSink, SinkBuildError};
 use crate::spool::{Spool, SpoolError, SpoolOptions, unix_ms};
+use crate::supervisor::{WorkerHealth, supervise};
 use crate::tls::{self, TlsError};
 
 /// How often delivered records past retention and stale dedup entries are removed.
@@ -138,6 +139,7 @@ impl Application {
             settings.server.max_body_bytes,
             Duration::from_secs(settings.server.request_timeout_secs),
             Metrics::new(),
+            WorkerHealth::new(),
         );
         let serve_options = ServeOptions {
             max_connections: settings.server.max_connections,
@@ -203,24 +205,51 @@ impl Application {
             reload_keys,
             stop.child_token(),
         ));
-        let maintenance = tokio::spawn(maintain(
-            state.spool.clone(),
-            Duration::from_secs(settings.spool.retention_secs),
-            Duration::from_secs(settings.spool.dedup_window_secs),
-            stop.child_token(),
-        ));
-        let workers: Vec<_> = sinks
-            .into_iter()
-            .map(|(sink, wake)| {
-                tokio::spawn(delivery::run(
-                    state.spool.clone(),
-                    sink,
-                    wake,
-                    Arc::clone(&state.metrics),
-                    stop.child_token(),
-                ))
-            })
-            .collect();
+        let supervised = |worker: String, start| {
+            tokio::spawn(supervise(
+                worker,
+                Arc::clone(&state.workers),
+                Arc::clone(&state.metrics),
+                stop.child_token(),
+                start,
+            ))
+        };
+        let mut workers = Vec::with_capacity(sinks.len() + 1);
+        {
+            let (spool, token) = (state.spool.clone(), stop.child_token());
+            let retention = Duration::from_secs(settings.spool.retention_secs);
+            let dedup_window = Duration::from_secs(settings.spool.dedup_window_secs);
+            workers.push(supervised(
+                "maintenance".to_owned(),
+                Box::new(move || {
+                    Box::pin(maintain(
+                        spool.clone(),
+                        retention,
+                        dedup_window,
+                        token.clone(),
+                    )) as WorkerFuture
+                }) as WorkerStart,
+            ));
+        }
+        for (sink, wake) in sinks {
+            let (spool, metrics, token) = (
+                state.spool.clone(),
+                Arc::clone(&state.metrics),
+                stop.child_token(),
+            );
+            workers.push(supervised(
+                format!("delivery:{}", sink.name),
+                Box::new(move || {
+                    Box::pin(delivery::run(
+                        spool.clone(),
+                        Arc::clone(&sink),
+                        Arc::clone(&wake),
+                        Arc::clone(&metrics),
+                        token.clone(),
+                    )) as WorkerFuture
+                }),
+            ));
+        }
         let router = http::router(state.clone(), &settings.server.callback_path);
         let server = tokio::spawn(http::serve(
             listener,
@@ -230,6 +259,9 @@ impl Application {
             grace,
         ));
         shutdown.await;
+        // One bound for the whole shutdown: draining requests and stopping
+        // every worker share it, however many sinks there are.
+        let deadline = tokio::time::Instant::now() + grace;
         tracing::info!(
             grace_secs = grace.as_secs(),
             "shutting down: finishing in-flight requests"
@@ -238,21 +270,28 @@ impl Application {
         if server.await.is_err() {
             tracing::error!("the server task failed");
         }
-        for task in [hangups, maintenance] {
-            let _ = task.await;
-        }
-        for mut worker in workers {
+        let _ = hangups.await;
+        let all_workers = futures_util::future::join_all(workers.iter_mut());
+        if tokio::time::timeout_at(deadline, all_workers)
+            .await
+            .is_err()
+        {
             // A delivery cut short here is attempted again after the restart.
-            if tokio::time::timeout(grace, &mut worker).await.is_err() {
-                tracing::warn!("a delivery worker did not stop in time; abandoning its attempt");
-                worker.abort();
-            }
+            tracing::warn!(
+                "background workers did not stop within the grace period; abandoning their attempts"
+            );
+            workers.iter().for_each(tokio::task::JoinHandle::abort);
         }
         state.spool.close().await;
         tracing::info!("spool closed; stopped");
         Ok(())
     }
 }
+
+/// A background worker's run, as the supervisor starts it.
+type WorkerFuture = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+/// Starts a background worker afresh (after a panic, too).
+type WorkerStart = Box<dyn FnMut() -> WorkerFuture + Send>;
 
 /// Runs `step` (one bounded delete) until it removes less than a full batch,
 /// so each transaction holds the writer only briefly; returns the total.

@@ -43,6 +43,9 @@ pub enum ApiError {
     /// The spool failed its readiness probe.
     #[error("not ready: {0}")]
     NotReady(SpoolError),
+    /// A background worker is down, restarting after a panic.
+    #[error("not ready: worker(s) restarting after a panic: {0}")]
+    WorkerDown(String),
     /// Known path, wrong method.
     #[error("method not allowed; use {allow}")]
     MethodNotAllowed {
@@ -71,9 +74,10 @@ impl ApiError {
             Self::BodyUnreadable(_) | Self::Payload(_) => StatusCode::BAD_REQUEST,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Auth(_) => StatusCode::UNAUTHORIZED,
-            Self::SpoolUnavailable(_) | Self::ShuttingDown | Self::NotReady(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::SpoolUnavailable(_)
+            | Self::ShuttingDown
+            | Self::NotReady(_)
+            | Self::WorkerDown(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::NotFound => StatusCode::NOT_FOUND,
         }
@@ -90,6 +94,7 @@ impl ApiError {
             Self::SpoolUnavailable(_) => "spool_unavailable",
             Self::ShuttingDown => "shutting_down",
             Self::NotReady(_) => "not_ready",
+            Self::WorkerDown(_) => "worker_down",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::NotFound => "not_found",
         }
@@ -117,6 +122,7 @@ impl ApiError {
             Self::SpoolUnavailable(_) => 5031,
             Self::ShuttingDown => 5032,
             Self::NotReady(_) => 5033,
+            Self::WorkerDown(_) => 5034,
         }
     }
 }
@@ -157,6 +163,7 @@ mod tests {
             ApiError::SpoolUnavailable(SpoolError::Write(String::new())),
             ApiError::ShuttingDown,
             ApiError::NotReady(SpoolError::Closed),
+            ApiError::WorkerDown(String::new()),
             ApiError::MethodNotAllowed { allow: "POST" },
             ApiError::NotFound,
         ];

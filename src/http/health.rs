@@ -1,4 +1,5 @@
-//! `/healthz` (the process serves), `/readyz` (the spool takes writes) and
+//! `/healthz` (the process serves), `/readyz` (the spool takes writes and
+//! every worker runs) and
 //! `/metrics` (Prometheus text format).
 
 use std::time::Duration;
@@ -37,12 +38,18 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 /// needs a few KiB, the WAL and checkpoints more.
 const MIN_FREE_BYTES: u64 = 1024 * 1024;
 
-/// 200 when a write to the spool commits and its filesystem has room, 503
-/// otherwise. The probe write alone is not enough: with a full disk it can
+/// 200 when every background worker runs, a write to the spool commits and
+/// its filesystem has room, 503 otherwise. A worker restarting after a panic
+/// makes the replica not ready until it is back, so an operator sees it. The probe write alone is not enough: with a full disk it can
 /// still fit in WAL space SQLite has already allocated while callbacks,
 /// which need new space, fail. Both checks recover by themselves once space
 /// returns.
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let down = state.workers.down();
+    if !down.is_empty() {
+        tracing::warn!(workers = ?down, "not ready: background workers are restarting");
+        return Err(ApiError::WorkerDown(down.join(", ")));
+    }
     if let Some(free) = state.spool.free_bytes()
         && free < MIN_FREE_BYTES
     {

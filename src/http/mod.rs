@@ -19,6 +19,7 @@ use crate::configuration::{HEALTH_PATH, METRICS_PATH, READY_PATH};
 use crate::metrics::Metrics;
 use crate::protocol::Authenticator;
 use crate::spool::Spool;
+use crate::supervisor::WorkerHealth;
 
 pub use callback::{Rejection, admit};
 pub use error::ApiError;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub body_timeout: Duration,
     /// The service's metrics.
     pub metrics: Arc<Metrics>,
+    /// Background workers that are down (restarting after a panic).
+    pub workers: Arc<WorkerHealth>,
 }
 
 impl AppState {
@@ -61,8 +64,10 @@ impl AppState {
         max_body_bytes: usize,
         body_timeout: Duration,
         metrics: Arc<Metrics>,
+        workers: Arc<WorkerHealth>,
     ) -> Self {
         Self {
+            workers,
             authenticator: Arc::new(RwLock::new(Arc::new(authenticator))),
             spool,
             routes: Arc::new(routes),

@@ -234,3 +234,85 @@ fn every_subcommand_has_help_with_an_example() {
         assert!(example.contains("recordhook "), "{subcommand:?}: {help}");
     }
 }
+
+#[tokio::test]
+async fn dead_letter_commands_beside_a_server_under_load_turn_no_callback_into_a_503() {
+    let target = crate::target::Target::start().await;
+    target.set_default(500);
+    let app = spawn_app_with_config(&format!(
+        "[[sinks]]\nname = \"backend\"\ntype = \"forward\"\nurl = \"{}\"\nmax_attempts = 1\n",
+        target.url
+    ))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        &dir,
+        &format!("[spool]\npath = {:?}\n", app.settings.spool.path),
+    );
+    // A dead letter to work on before the load starts.
+    let first = recording("dead-0");
+    assert_eq!(app.post_json(&first).await.status(), 200);
+    let id = app.stored().await[0].id.clone();
+    assert!(app.wait_for_state(&id, "backend", "dead").await);
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let load = {
+        let (client, url, stop) = (app.client.clone(), app.callback_url(), stop.clone());
+        tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            let mut n = 0;
+            while !stop.is_cancelled() {
+                let tasks: Vec<_> = (0..8)
+                    .map(|k| {
+                        let body = recording(&format!("load-{n}-{k}"));
+                        client.post(&url).json(&body).send()
+                    })
+                    .collect();
+                for response in futures_util::future::join_all(tasks).await {
+                    statuses.push(response.unwrap().status().as_u16());
+                }
+                n += 1;
+            }
+            statuses
+        })
+    };
+    for round in 0..3 {
+        for args in [
+            &["dead-letters", "list"][..],
+            &["dead-letters", "retry", "--all"],
+            &["dead-letters", "purge", "--all"],
+        ] {
+            let mut with_config = vec!["--config", config.as_str()];
+            with_config.extend_from_slice(args);
+            let output = recordhook_async(&dir, &with_config).await;
+            assert!(
+                output.status.success(),
+                "round {round} {args:?}: {output:?}"
+            );
+        }
+    }
+    stop.cancel();
+    let statuses = load.await.unwrap();
+    assert!(statuses.len() >= 8, "the load never ran");
+    let refused: Vec<&u16> = statuses.iter().filter(|&&s| s != 200).collect();
+    assert!(
+        refused.is_empty(),
+        "{} callbacks refused: {refused:?}",
+        refused.len()
+    );
+}
+
+#[test]
+fn dead_letter_commands_refuse_a_spool_of_another_schema_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool.db");
+    rusqlite::Connection::open(&spool)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    let config = write_config(&dir, &format!("[spool]\npath = {spool:?}\n"));
+    let output = recordhook(&dir, &["--config", &config, "dead-letters", "list"]);
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("schema version 99"), "{stderr}");
+}
