@@ -12,7 +12,12 @@ use std::path::{Path, PathBuf};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+use crate::http::{HEALTH_PATH, METRICS_PATH, READY_PATH};
 use crate::protocol::{Authenticator, TimeWindow};
+use crate::sinks::{SinkKind, SinkSettings};
+
+/// Kept here too, where the server's settings are, so existing paths still work.
+pub use crate::tls::TlsSettings;
 
 /// The config file shipped in the repository; read when present in the
 /// working directory, so `cargo run` from a checkout uses it.
@@ -93,16 +98,6 @@ pub struct ServerSettings {
     pub request_timeout_secs: u64,
     /// Serve HTTPS with these PEM files; absent serves plain HTTP (behind a TLS proxy).
     pub tls: Option<TlsSettings>,
-}
-
-/// Native TLS.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsSettings {
-    /// PEM certificate chain, leaf first.
-    pub cert_path: PathBuf,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub key_path: PathBuf,
 }
 
 impl Default for ServerSettings {
@@ -234,26 +229,6 @@ fn redacted_list<S: serde::Serializer>(
     serializer.collect_seq(secrets.iter().map(|_| REDACTED))
 }
 
-fn redacted_option<S: serde::Serializer>(
-    secret: &Option<SecretString>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    match secret {
-        Some(_) => serializer.serialize_some(REDACTED),
-        None => serializer.serialize_none(),
-    }
-}
-
-fn redacted_map<S: serde::Serializer>(
-    map: &Option<BTreeMap<String, SecretString>>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    match map {
-        Some(map) => serializer.collect_map(map.keys().map(|name| (name, REDACTED))),
-        None => serializer.serialize_none(),
-    }
-}
-
 /// The durable store of accepted callbacks.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -312,239 +287,8 @@ impl Default for LogSettings {
     }
 }
 
-/// The kinds of sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum SinkType {
-    /// One structured log event per record.
-    Log,
-    /// Appends JSON Lines to a file.
-    File,
-    /// POSTs each record to an HTTP URL.
-    Forward,
-}
-
-impl SinkType {
-    /// Every type, as written in the configuration.
-    pub const ALL: [(&'static str, SinkType); 3] = [
-        ("log", SinkType::Log),
-        ("file", SinkType::File),
-        ("forward", SinkType::Forward),
-    ];
-}
-
-impl From<SinkType> for String {
-    fn from(kind: SinkType) -> Self {
-        SinkType::ALL
-            .iter()
-            .find(|(_, known)| *known == kind)
-            .map_or("?", |(name, _)| *name)
-            .to_owned()
-    }
-}
-
-impl TryFrom<String> for SinkType {
-    type Error = String;
-
-    fn try_from(name: String) -> Result<Self, Self::Error> {
-        Self::ALL
-            .iter()
-            .find(|(known, _)| *known == name)
-            .map(|(_, kind)| *kind)
-            .ok_or_else(|| {
-                let valid: Vec<&str> = Self::ALL.iter().map(|(known, _)| *known).collect();
-                format!(
-                    "unknown sink type `{name}`; valid types are: {}",
-                    valid.join(", ")
-                )
-            })
-    }
-}
-
-/// One delivery target. Settings shared by every type come first; the rest
-/// apply to one type only and are rejected on the others.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SinkSettings {
-    /// Unique name, used in logs, metrics and the dead-letter commands.
-    pub name: String,
-    /// Which kind of sink this is.
-    #[serde(rename = "type")]
-    pub kind: SinkType,
-    /// Event types this sink receives (100 is a recording file).
-    #[serde(default = "default_event_types")]
-    pub event_types: Vec<i64>,
-    /// Attempts before a delivery becomes a dead letter.
-    #[serde(default = "default_max_attempts")]
-    pub max_attempts: u32,
-    /// Delay before the first retry, in milliseconds; doubles on every further retry.
-    #[serde(default = "default_retry_initial_ms")]
-    pub retry_initial_ms: u64,
-    /// Longest delay between two attempts, in milliseconds.
-    #[serde(default = "default_retry_max_ms")]
-    pub retry_max_ms: u64,
-
-    /// `file` only: the JSON Lines file to append to; its directory is created.
-    #[serde(default)]
-    pub path: Option<PathBuf>,
-    /// `file` only: rotate when the file would grow past this many bytes; 0 never rotates by size.
-    #[serde(default)]
-    pub rotate_max_bytes: Option<u64>,
-    /// `file` only: rotate when the UTC date changes.
-    #[serde(default)]
-    pub rotate_daily: Option<bool>,
-    /// `file` only: rotated files to keep (oldest removed first); 0 keeps all.
-    #[serde(default)]
-    pub keep_rotated: Option<usize>,
-
-    /// `forward` only: the `http` or `https` URL to POST records to.
-    #[serde(default)]
-    pub url: Option<String>,
-    /// `forward` only: seconds before an attempt is abandoned (and retried).
-    #[serde(default)]
-    pub timeout_secs: Option<u64>,
-    /// `forward` only: extra request headers, e.g. `{ Authorization = "Bearer ..." }`.
-    #[serde(default, serialize_with = "redacted_map")]
-    pub headers: Option<BTreeMap<String, SecretString>>,
-    /// `forward` only: `whsec_<base64>` to sign requests with Standard Webhooks headers; empty: unsigned.
-    #[serde(default, serialize_with = "redacted_option")]
-    pub signing_secret: Option<SecretString>,
-    /// `forward` only: requests in flight at once.
-    #[serde(default)]
-    pub concurrency: Option<usize>,
-}
-
-/// Default size at which a file sink rotates: 100 MiB.
-pub const DEFAULT_ROTATE_MAX_BYTES: u64 = 100 * 1024 * 1024;
-/// Default number of rotated files a file sink keeps.
-pub const DEFAULT_KEEP_ROTATED: usize = 30;
-/// Default forward timeout.
-pub const DEFAULT_FORWARD_TIMEOUT_SECS: u64 = 10;
-/// Default forward concurrency.
-pub const DEFAULT_FORWARD_CONCURRENCY: usize = 8;
-
-impl SinkSettings {
-    /// Checks that the type-specific settings fit the type.
-    fn validate(&self, index: usize) -> Result<(), ConfigError> {
-        let invalid = |field: &str, reason: String| ConfigError::Invalid {
-            key: format!("sinks[{index}].{field}"),
-            reason,
-        };
-        let kind = SinkType::ALL
-            .iter()
-            .find(|(_, kind)| *kind == self.kind)
-            .map_or("?", |(name, _)| *name);
-        let only_for = |field: &str, set: bool, owner: SinkType| {
-            if set && self.kind != owner {
-                Err(invalid(field, format!("does not apply to a `{kind}` sink")))
-            } else {
-                Ok(())
-            }
-        };
-        only_for("path", self.path.is_some(), SinkType::File)?;
-        only_for(
-            "rotate_max_bytes",
-            self.rotate_max_bytes.is_some(),
-            SinkType::File,
-        )?;
-        only_for("rotate_daily", self.rotate_daily.is_some(), SinkType::File)?;
-        only_for("keep_rotated", self.keep_rotated.is_some(), SinkType::File)?;
-        only_for("url", self.url.is_some(), SinkType::Forward)?;
-        only_for(
-            "timeout_secs",
-            self.timeout_secs.is_some(),
-            SinkType::Forward,
-        )?;
-        only_for("headers", self.headers.is_some(), SinkType::Forward)?;
-        only_for(
-            "signing_secret",
-            self.signing_secret.is_some(),
-            SinkType::Forward,
-        )?;
-        only_for("concurrency", self.concurrency.is_some(), SinkType::Forward)?;
-        match self.kind {
-            SinkType::Log => {}
-            SinkType::File => {
-                if self.path.as_ref().is_none_or(|p| p.as_os_str().is_empty()) {
-                    return Err(invalid("path", "a file sink needs a path".to_owned()));
-                }
-            }
-            SinkType::Forward => {
-                let url = self
-                    .url
-                    .as_deref()
-                    .ok_or_else(|| invalid("url", "a forward sink needs a url".to_owned()))?;
-                let parsed = url::Url::parse(url)
-                    .map_err(|err| invalid("url", format!("`{url}` is not a valid URL: {err}")))?;
-                if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-                    return Err(invalid(
-                        "url",
-                        "must be an http:// or https:// URL with a host".to_owned(),
-                    ));
-                }
-                if self.timeout_secs == Some(0) {
-                    return Err(invalid("timeout_secs", "must be at least 1".to_owned()));
-                }
-                if self.concurrency == Some(0) {
-                    return Err(invalid("concurrency", "must be at least 1".to_owned()));
-                }
-                if let Some(secret) = &self.signing_secret {
-                    let secret = secret.expose_secret();
-                    if !secret.is_empty() && crate::sinks::webhook_key(secret).is_none() {
-                        return Err(invalid(
-                            "signing_secret",
-                            "must be `whsec_` followed by base64".to_owned(),
-                        ));
-                    }
-                }
-                for name in self.headers.iter().flat_map(BTreeMap::keys) {
-                    if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                        return Err(invalid(
-                            "headers",
-                            format!("`{name}` is not a valid header name"),
-                        ));
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
 fn default_sinks() -> Vec<SinkSettings> {
-    vec![SinkSettings {
-        name: "console".to_owned(),
-        kind: SinkType::Log,
-        event_types: default_event_types(),
-        max_attempts: default_max_attempts(),
-        retry_initial_ms: default_retry_initial_ms(),
-        retry_max_ms: default_retry_max_ms(),
-        path: None,
-        rotate_max_bytes: None,
-        rotate_daily: None,
-        keep_rotated: None,
-        url: None,
-        timeout_secs: None,
-        headers: None,
-        signing_secret: None,
-        concurrency: None,
-    }]
-}
-
-fn default_event_types() -> Vec<i64> {
-    vec![100]
-}
-
-fn default_max_attempts() -> u32 {
-    15
-}
-
-fn default_retry_initial_ms() -> u64 {
-    1_000
-}
-
-fn default_retry_max_ms() -> u64 {
-    600_000
+    vec![SinkSettings::log("console")]
 }
 
 /// Where settings come from, in increasing precedence after the built-in defaults.
@@ -656,9 +400,10 @@ impl Settings {
         let mut file_paths = HashSet::new();
         for (index, sink) in self.sinks.iter().enumerate() {
             let key = |field: &str| format!("sinks[{index}].{field}");
-            if sink.name.trim().is_empty() {
-                return Err(invalid(&key("name"), "must not be empty"));
-            }
+            sink.validate().map_err(|err| ConfigError::Invalid {
+                key: key(err.field),
+                reason: err.reason,
+            })?;
             if !names.insert(sink.name.as_str()) {
                 return Err(ConfigError::Invalid {
                     key: key("name"),
@@ -668,24 +413,8 @@ impl Settings {
                     ),
                 });
             }
-            if sink.event_types.is_empty() {
-                return Err(invalid(
-                    &key("event_types"),
-                    "must list at least one event type",
-                ));
-            }
-            if sink.max_attempts == 0 {
-                return Err(invalid(&key("max_attempts"), "must be at least 1"));
-            }
-            if sink.retry_initial_ms == 0 || sink.retry_initial_ms > sink.retry_max_ms {
-                return Err(invalid(
-                    &key("retry_initial_ms"),
-                    "must be at least 1 and no larger than retry_max_ms",
-                ));
-            }
-            sink.validate(index)?;
-            if let Some(path) = &sink.path
-                && !file_paths.insert(path.clone())
+            if let SinkKind::File(file) = &sink.kind
+                && !file_paths.insert(file.path.clone())
             {
                 return Err(invalid(
                     &key("path"),
@@ -696,13 +425,6 @@ impl Settings {
         Ok(())
     }
 }
-
-/// Liveness endpoint.
-pub const HEALTH_PATH: &str = "/healthz";
-/// Readiness endpoint.
-pub const READY_PATH: &str = "/readyz";
-/// Prometheus metrics endpoint.
-pub const METRICS_PATH: &str = "/metrics";
 
 impl Settings {
     /// The effective settings as TOML, with every key and secret redacted.
@@ -943,7 +665,10 @@ mod tests {
         let settings = load_toml(toml, &[]).unwrap();
         assert_eq!(settings.sinks.len(), 2);
         assert_eq!(settings.sinks[1].event_types, [100, 0, 1]);
-        assert_eq!(settings.sinks[1].timeout_secs, Some(3));
+        let SinkKind::Forward(forward) = &settings.sinks[1].kind else {
+            panic!("not a forward sink: {:?}", settings.sinks[1]);
+        };
+        assert_eq!(forward.timeout_secs, 3);
         let debug = format!("{settings:?}");
         assert!(
             !debug.contains("Bearer abc") && !debug.contains("MfKQ9r8"),

@@ -11,8 +11,80 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use serde::{Deserialize, Serialize};
+
+use super::settings::InvalidSetting;
 use super::{BoxFuture, DeliveryError, Sink};
 use crate::record::StoredRecord;
+
+/// Default size at which a file sink rotates: 100 MiB.
+pub const DEFAULT_ROTATE_MAX_BYTES: u64 = 100 * 1024 * 1024;
+/// Default number of rotated files a file sink keeps.
+pub const DEFAULT_KEEP_ROTATED: usize = 30;
+
+/// The settings of a `type = "file"` sink.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkSettings {
+    /// The JSON Lines file to append to; its directory is created. Required.
+    #[serde(default)]
+    pub path: PathBuf,
+    /// Rotate when the file would grow past this many bytes; 0 never rotates by size.
+    #[serde(default = "default_rotate_max_bytes")]
+    pub rotate_max_bytes: u64,
+    /// Rotate when the UTC date changes.
+    #[serde(default = "default_rotate_daily")]
+    pub rotate_daily: bool,
+    /// Rotated files to keep (oldest removed first); 0 keeps all.
+    #[serde(default = "default_keep_rotated")]
+    pub keep_rotated: usize,
+}
+
+fn default_rotate_max_bytes() -> u64 {
+    DEFAULT_ROTATE_MAX_BYTES
+}
+
+fn default_rotate_daily() -> bool {
+    true
+}
+
+fn default_keep_rotated() -> usize {
+    DEFAULT_KEEP_ROTATED
+}
+
+impl FileSinkSettings {
+    /// A file sink writing `path` with the default rotation.
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            rotate_max_bytes: DEFAULT_ROTATE_MAX_BYTES,
+            rotate_daily: default_rotate_daily(),
+            keep_rotated: DEFAULT_KEEP_ROTATED,
+        }
+    }
+
+    /// Checks what the types alone cannot.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        if self.path.as_os_str().is_empty() {
+            return Err(InvalidSetting::new("path", "a file sink needs a path"));
+        }
+        if self.path.file_name().is_none() {
+            return Err(InvalidSetting::new("path", "must name a file"));
+        }
+        // `rotate_max_bytes` and `keep_rotated` need no upper bound: they are
+        // only compared with, so no value can hurt at run time.
+        Ok(())
+    }
+
+    /// When the file rotates.
+    pub fn rotation(&self) -> Rotation {
+        Rotation {
+            max_bytes: self.rotate_max_bytes,
+            daily: self.rotate_daily,
+            keep: self.keep_rotated,
+        }
+    }
+}
 
 /// When to start a new file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
