@@ -26,6 +26,26 @@ pub const REPO_DEFAULT_CONFIG: &str = "config/default.toml";
 /// Prefix of environment variables that override settings.
 const ENV_PREFIX: &str = "RECORDHOOK";
 
+/// Largest `server.max_body_bytes`: 64 MiB. Each request's body is held in
+/// memory, up to `max_connections` of them; a CSS callback is a few KiB.
+pub const MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
+/// Most `server.max_connections`; far beyond what one process's file
+/// descriptors allow, and well inside what a semaphore can count.
+pub const MAX_CONNECTIONS: u64 = 100_000;
+/// Longest `server.shutdown_grace_secs`, `server.header_read_timeout_secs`
+/// and `server.request_timeout_secs`: one hour. Timers are set by adding these
+/// to the current instant, which must not overflow.
+pub const MAX_SERVER_TIMEOUT_SECS: u64 = 3_600;
+/// Longest `auth.clock_skew_secs`: one day. Clocks further apart are broken.
+pub const MAX_CLOCK_SKEW_SECS: u64 = 86_400;
+/// Longest `auth.max_validity_secs` and `auth.expiry_grace_secs`: 7 days (CSS
+/// signs for 10 minutes); longer would let a captured callback be replayed
+/// long after the dedup window has forgotten it.
+pub const MAX_SIGNATURE_WINDOW_SECS: u64 = 7 * 86_400;
+/// Longest `spool.dedup_window_secs` and `spool.retention_secs`: 10 years.
+/// They are subtracted from the current time, which must stay after 1970.
+pub const MAX_SPOOL_WINDOW_SECS: u64 = 10 * 365 * 86_400;
+
 /// Why the configuration could not be used. Each variant says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -85,16 +105,20 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     /// Path that CSS POSTs callbacks to; must start with `/`.
     pub callback_path: String,
-    /// Largest callback body accepted, in bytes; larger ones get 413.
+    /// Largest callback body accepted, in bytes; larger ones get 413. 1 to [`MAX_BODY_BYTES`].
     pub max_body_bytes: usize,
-    /// How long, on SIGTERM or SIGINT, in-flight requests and deliveries may take to finish.
+    /// How long, on SIGTERM or SIGINT, in-flight requests and deliveries may
+    /// take to finish, in seconds; at most [`MAX_SERVER_TIMEOUT_SECS`].
     pub shutdown_grace_secs: u64,
-    /// Connections served at once; further ones wait in the kernel's accept queue.
+    /// Connections served at once; further ones wait in the kernel's accept
+    /// queue. 1 to [`MAX_CONNECTIONS`].
     pub max_connections: usize,
     /// Seconds a client has to send a request's headers (or finish a TLS
     /// handshake); idle keep-alive connections are closed after it too.
+    /// 1 to [`MAX_SERVER_TIMEOUT_SECS`].
     pub header_read_timeout_secs: u64,
     /// Seconds a client has to send a request's body; slower ones get 408.
+    /// 1 to [`MAX_SERVER_TIMEOUT_SECS`].
     pub request_timeout_secs: u64,
     /// Serve HTTPS with these PEM files; absent serves plain HTTP (behind a TLS proxy).
     pub tls: Option<TlsSettings>,
@@ -131,13 +155,17 @@ pub struct AuthSettings {
     /// for Docker or Kubernetes secrets. Empty means none.
     pub key_file: String,
     /// Accept callbacks without checking `sign` and `t`. Must be set explicitly;
-    /// a warning is logged at start-up.
+    /// a warning is logged at start-up. Rejected together with `keys` or
+    /// `key_file`, so a key is never configured and silently ignored.
     pub allow_unsigned: bool,
-    /// Seconds of tolerance for clocks that disagree, applied to both ends of the window.
+    /// Seconds of tolerance for clocks that disagree, applied to both ends of
+    /// the window; at most [`MAX_CLOCK_SKEW_SECS`].
     pub clock_skew_secs: u64,
-    /// How far ahead of now `t` may lie, in seconds (CSS signs for 10 minutes).
+    /// How far ahead of now `t` may lie, in seconds (CSS signs for 10
+    /// minutes); 1 to [`MAX_SIGNATURE_WINDOW_SECS`].
     pub max_validity_secs: u64,
-    /// Extra seconds a callback is accepted after `t` has passed, for late CSS retries.
+    /// Extra seconds a callback is accepted after `t` has passed, for late CSS
+    /// retries; at most [`MAX_SIGNATURE_WINDOW_SECS`].
     pub expiry_grace_secs: u64,
 }
 
@@ -236,14 +264,17 @@ pub struct SpoolSettings {
     /// SQLite database file; its directory is created when missing.
     pub path: PathBuf,
     /// For how long, in seconds, a callback with the same event id is
-    /// recognised as a duplicate (answered 200, not stored again).
+    /// recognised as a duplicate (answered 200, not stored again); at most
+    /// [`MAX_SPOOL_WINDOW_SECS`].
     pub dedup_window_secs: u64,
     /// How long, in seconds, a record that every sink has delivered stays in
-    /// the spool before it is removed. Undelivered records and dead letters stay.
+    /// the spool before it is removed; at most [`MAX_SPOOL_WINDOW_SECS`].
+    /// Undelivered records and dead letters stay.
     pub retention_secs: u64,
     /// Largest size of the spool database in bytes; 0 means no limit. At the
     /// limit callbacks get 503 (CSS retries them), as on a full disk; set it
     /// below the free space of the volume so the spool fills before the disk.
+    /// Unbounded: it is only compared with, so no value can hurt at run time.
     pub max_bytes: u64,
 }
 
@@ -361,31 +392,80 @@ impl Settings {
                 "is taken by a built-in endpoint",
             ));
         }
-        if self.server.max_body_bytes == 0 {
-            return Err(invalid("server.max_body_bytes", "must be at least 1"));
-        }
-        for (key, value) in [
-            ("server.max_connections", self.server.max_connections as u64),
+        let (server, auth, spool) = (&self.server, &self.auth, &self.spool);
+        for (key, value, min, max) in [
+            (
+                "server.max_body_bytes",
+                server.max_body_bytes as u64,
+                1,
+                MAX_BODY_BYTES,
+            ),
+            (
+                "server.max_connections",
+                server.max_connections as u64,
+                1,
+                MAX_CONNECTIONS,
+            ),
+            (
+                "server.shutdown_grace_secs",
+                server.shutdown_grace_secs,
+                0,
+                MAX_SERVER_TIMEOUT_SECS,
+            ),
             (
                 "server.header_read_timeout_secs",
-                self.server.header_read_timeout_secs,
+                server.header_read_timeout_secs,
+                1,
+                MAX_SERVER_TIMEOUT_SECS,
             ),
             (
                 "server.request_timeout_secs",
-                self.server.request_timeout_secs,
+                server.request_timeout_secs,
+                1,
+                MAX_SERVER_TIMEOUT_SECS,
+            ),
+            (
+                "auth.clock_skew_secs",
+                auth.clock_skew_secs,
+                0,
+                MAX_CLOCK_SKEW_SECS,
+            ),
+            (
+                "auth.max_validity_secs",
+                auth.max_validity_secs,
+                1,
+                MAX_SIGNATURE_WINDOW_SECS,
+            ),
+            (
+                "auth.expiry_grace_secs",
+                auth.expiry_grace_secs,
+                0,
+                MAX_SIGNATURE_WINDOW_SECS,
+            ),
+            (
+                "spool.dedup_window_secs",
+                spool.dedup_window_secs,
+                0,
+                MAX_SPOOL_WINDOW_SECS,
+            ),
+            (
+                "spool.retention_secs",
+                spool.retention_secs,
+                0,
+                MAX_SPOOL_WINDOW_SECS,
             ),
         ] {
-            if value == 0 {
-                return Err(invalid(key, "must be at least 1"));
+            if value < min || value > max {
+                return Err(ConfigError::Invalid {
+                    key: key.to_owned(),
+                    reason: format!("must be between {min} and {max}, not {value}"),
+                });
             }
         }
-        if self.auth.max_validity_secs == 0 {
-            return Err(invalid("auth.max_validity_secs", "must be at least 1"));
-        }
-        if self.auth.allow_unsigned && !self.auth.keys.is_empty() {
+        if auth.allow_unsigned && (!auth.keys.is_empty() || !auth.key_file.is_empty()) {
             return Err(invalid(
                 "auth.allow_unsigned",
-                "cannot be true while auth.keys are set: remove one of them",
+                "cannot be true while auth.keys or auth.key_file are set: remove one of them",
             ));
         }
         // Key presence is checked by `AuthSettings::authenticator` when the
@@ -552,6 +632,7 @@ mod tests {
         const KEY: &str = "\n[auth]\nkeys = [\"k\"]\n";
         let with_key = |toml: &str| format!("{toml}{KEY}");
         let sink = "[[sinks]]\nname = \"a\"\ntype = \"log\"\n";
+        let forward = "[[sinks]]\nname = \"w\"\ntype = \"forward\"\nurl = \"http://h/\"\n";
         let cases = [
             (
                 with_key("[server]\ncallback_path = \"callback\""),
@@ -632,6 +713,107 @@ mod tests {
                 ),
                 "same file",
             ),
+            (
+                with_key(&format!(
+                    "[server]\nmax_body_bytes = {}",
+                    MAX_BODY_BYTES + 1
+                )),
+                "server.max_body_bytes",
+            ),
+            (
+                with_key(&format!(
+                    "[server]\nmax_connections = {}",
+                    MAX_CONNECTIONS + 1
+                )),
+                "server.max_connections",
+            ),
+            (
+                with_key("[server]\nshutdown_grace_secs = 3601"),
+                "server.shutdown_grace_secs",
+            ),
+            (
+                with_key("[server]\nheader_read_timeout_secs = 3601"),
+                "server.header_read_timeout_secs",
+            ),
+            (
+                with_key("[server]\nrequest_timeout_secs = 9223372036854775807"),
+                "server.request_timeout_secs",
+            ),
+            (
+                with_key("[server]\nrequest_timeout_secs = 3601"),
+                "must be between 1 and 3600, not 3601",
+            ),
+            (
+                "[auth]\nkeys = [\"k\"]\nclock_skew_secs = 86401".to_owned(),
+                "auth.clock_skew_secs",
+            ),
+            (
+                "[auth]\nkeys = [\"k\"]\nmax_validity_secs = 604801".to_owned(),
+                "auth.max_validity_secs",
+            ),
+            (
+                "[auth]\nkeys = [\"k\"]\nexpiry_grace_secs = 604801".to_owned(),
+                "auth.expiry_grace_secs",
+            ),
+            (
+                "[auth]\nkey_file = \"/run/keys\"\nallow_unsigned = true".to_owned(),
+                "auth.allow_unsigned",
+            ),
+            (
+                with_key(&format!(
+                    "[spool]\ndedup_window_secs = {}",
+                    MAX_SPOOL_WINDOW_SECS + 1
+                )),
+                "spool.dedup_window_secs",
+            ),
+            (
+                with_key(&format!(
+                    "[spool]\nretention_secs = {}",
+                    MAX_SPOOL_WINDOW_SECS + 1
+                )),
+                "spool.retention_secs",
+            ),
+            (
+                with_key(&format!(
+                    "{sink}max_attempts = {}",
+                    crate::sinks::MAX_ATTEMPTS + 1
+                )),
+                "sinks[0].max_attempts",
+            ),
+            (
+                with_key(&format!(
+                    "{sink}retry_max_ms = {}",
+                    crate::sinks::MAX_RETRY_MS + 1
+                )),
+                "sinks[0].retry_max_ms",
+            ),
+            (
+                with_key(&format!("{sink}retry_initial_ms = 700000")),
+                "sinks[0].retry_initial_ms",
+            ),
+            (
+                with_key(&format!("{forward}timeout_secs = 0")),
+                "sinks[0].timeout_secs",
+            ),
+            (
+                with_key(&format!("{forward}timeout_secs = 3601")),
+                "sinks[0].timeout_secs",
+            ),
+            (
+                with_key(&format!("{forward}concurrency = 0")),
+                "sinks[0].concurrency",
+            ),
+            (
+                with_key(&format!(
+                    "{forward}concurrency = {}",
+                    crate::sinks::MAX_FORWARD_CONCURRENCY + 1
+                )),
+                "sinks[0].concurrency",
+            ),
+            (
+                with_key(&format!("{sink}colour = \"red\"")),
+                "unknown field `colour`",
+            ),
         ];
         for (toml, expected) in cases {
             let err = load_toml(&toml, &[]).unwrap_err().to_string();
@@ -675,6 +857,83 @@ mod tests {
             "{debug}"
         );
         assert_eq!(crate::sinks::build(&settings.sinks).unwrap().len(), 2);
+    }
+
+    /// Every bound at its maximum, as one configuration.
+    fn settings_at_every_maximum() -> Settings {
+        let toml = format!(
+            "[server]\nmax_body_bytes = {MAX_BODY_BYTES}\nmax_connections = {MAX_CONNECTIONS}\n\
+             shutdown_grace_secs = {t}\nheader_read_timeout_secs = {t}\nrequest_timeout_secs = {t}\n\
+             [auth]\nkeys = [\"k\"]\nclock_skew_secs = {MAX_CLOCK_SKEW_SECS}\n\
+             max_validity_secs = {w}\nexpiry_grace_secs = {w}\n\
+             [spool]\ndedup_window_secs = {MAX_SPOOL_WINDOW_SECS}\n\
+             retention_secs = {MAX_SPOOL_WINDOW_SECS}\nmax_bytes = {}\n\
+             [[sinks]]\nname = \"w\"\ntype = \"forward\"\nurl = \"http://h/\"\n\
+             max_attempts = {}\nretry_initial_ms = {r}\nretry_max_ms = {r}\n\
+             timeout_secs = {}\nconcurrency = {}\n",
+            i64::MAX,
+            crate::sinks::MAX_ATTEMPTS,
+            crate::sinks::MAX_FORWARD_TIMEOUT_SECS,
+            crate::sinks::MAX_FORWARD_CONCURRENCY,
+            t = MAX_SERVER_TIMEOUT_SECS,
+            w = MAX_SIGNATURE_WINDOW_SECS,
+            r = crate::sinks::MAX_RETRY_MS,
+        );
+        load_toml(&toml, &[]).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_largest_accepted_values_do_not_panic_when_put_to_use() {
+        use std::time::{Duration, Instant, SystemTime};
+        let settings = settings_at_every_maximum();
+        let (now, instant) = (SystemTime::now(), Instant::now());
+        // What the server turns them into: timers from now, and times before now.
+        for secs in [
+            settings.server.shutdown_grace_secs,
+            settings.server.header_read_timeout_secs,
+            settings.server.request_timeout_secs,
+        ] {
+            let _ = instant + Duration::from_secs(secs);
+            let _ = now + Duration::from_secs(secs);
+            tokio::time::timeout(Duration::from_secs(secs), async {})
+                .await
+                .unwrap();
+        }
+        for secs in [
+            settings.spool.dedup_window_secs,
+            settings.spool.retention_secs,
+        ] {
+            let _ = crate::spool::unix_ms(now - Duration::from_secs(secs));
+            let _ = crate::spool::unix_ms(now + Duration::from_secs(secs));
+        }
+        let _ = tokio::sync::Semaphore::new(settings.server.max_connections);
+        let window = settings.auth.time_window();
+        assert!(window.max_validity_secs > 0 && window.expiry_grace_secs > 0);
+        let dir = tempfile::tempdir().unwrap();
+        crate::spool::Spool::open_limited(
+            &dir.path().join("spool.db"),
+            Duration::from_secs(settings.spool.dedup_window_secs),
+            settings.spool.max_bytes,
+        )
+        .unwrap();
+        // A sink's retries: the longest delay (even when the target asks for
+        // more), added to now, as the delivery worker does.
+        let sinks = crate::sinks::build(&settings.sinks).unwrap();
+        for sink in &sinks {
+            for attempts in [1, sink.max_attempts, u32::MAX] {
+                let delay = crate::delivery::retry_delay(
+                    attempts,
+                    sink.retry_initial,
+                    sink.retry_max,
+                    Some(Duration::MAX),
+                    1.0,
+                );
+                assert_eq!(delay, sink.retry_max);
+                let at = crate::spool::unix_ms(now + delay);
+                assert!(at > crate::spool::unix_ms(now));
+                let _ = instant + delay;
+            }
+        }
     }
 
     #[test]
