@@ -142,8 +142,13 @@ impl ForwardSinkSettings {
 /// Header carrying the event id on every forwarded request.
 pub const EVENT_ID_HEADER: &str = "x-recordhook-event-id";
 
-/// Longest part of an error response kept in the dead letter.
+/// Longest part of an error response kept in the dead letter, in characters.
 const ERROR_BODY_LIMIT: usize = 200;
+
+/// Most bytes read of an error response's body. Enough for the excerpt even
+/// in multi-byte text; the rest is never read, so a hostile or broken target
+/// sending gigabytes (or a never-ending stream) costs at most this.
+const ERROR_BODY_READ_LIMIT: usize = 4 * 1024;
 
 /// POSTs records to one URL.
 pub struct ForwardSink {
@@ -235,8 +240,11 @@ impl ForwardSink {
             .headers()
             .get(RETRY_AFTER)
             .and_then(|value| parse_retry_after(value, SystemTime::now()));
-        let text = response.text().await.unwrap_or_default();
-        let excerpt: String = text.chars().take(ERROR_BODY_LIMIT).collect();
+        let head = read_at_most(response, ERROR_BODY_READ_LIMIT).await;
+        let excerpt: String = String::from_utf8_lossy(&head)
+            .chars()
+            .take(ERROR_BODY_LIMIT)
+            .collect();
         let reason = format!("HTTP {status}: {excerpt}")
             .trim_end()
             .trim_end_matches(':')
@@ -250,6 +258,23 @@ impl ForwardSink {
             Err(DeliveryError::Permanent { reason })
         }
     }
+}
+
+/// The first `limit` bytes of `response`'s body (fewer if it ends sooner or
+/// fails: the excerpt is only for the dead letter). The response is dropped
+/// afterwards, closing the connection instead of reading the rest.
+async fn read_at_most(mut response: reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut head = Vec::new();
+    while head.len() < limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = limit - head.len();
+                head.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    head
 }
 
 /// The statuses worth retrying: the target is busy, overloaded or broken, not refusing this record.
@@ -351,6 +376,59 @@ mod tests {
             parse_retry_after(&HeaderValue::from_static("soon"), now),
             None
         );
+    }
+
+    /// A target answering every request with a 500 whose chunked body never ends.
+    async fn endless_error_target() -> reqwest::Url {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = vec![0u8; 64 * 1024];
+                    let _ = socket.read(&mut request).await;
+                    let head = "HTTP/1.1 500 Internal Server Error\r\n\
+                                Transfer-Encoding: chunked\r\n\r\n";
+                    if socket.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let chunk = format!("10000\r\n{}\r\n", "x".repeat(0x10000));
+                    // Until the client hangs up: far more than any limit.
+                    while socket.write_all(chunk.as_bytes()).await.is_ok() {}
+                });
+            }
+        });
+        reqwest::Url::parse(&format!("http://{address}/hook")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_endless_error_body_is_cut_short_and_the_failure_is_retriable() {
+        let url = endless_error_target().await;
+        let sink = ForwardSink::new(
+            reqwest::Client::new(),
+            url,
+            HeaderMap::new(),
+            None,
+            // Reading the whole body would run into this timeout.
+            Duration::from_secs(60),
+            1,
+        );
+        let record = crate::record::StoredRecord {
+            id: "evt".to_owned(),
+            event_type: 100,
+            json: "{}".to_owned(),
+        };
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(Duration::from_secs(10), sink.deliver(&record))
+            .await
+            .expect("the error body must not be read to its (missing) end");
+        let Err(DeliveryError::Retriable { reason, .. }) = result else {
+            panic!("not a retriable failure: {result:?}");
+        };
+        assert!(reason.starts_with("HTTP 500"), "{reason}");
+        assert!(reason.len() <= ERROR_BODY_LIMIT + 40, "{}", reason.len());
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 
     #[test]
