@@ -12,7 +12,12 @@ use std::path::{Path, PathBuf};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+use crate::http::{HEALTH_PATH, METRICS_PATH, READY_PATH};
 use crate::protocol::{Authenticator, TimeWindow};
+use crate::sinks::{SinkKind, SinkSettings};
+
+/// Kept here too, where the server's settings are, so existing paths still work.
+pub use crate::tls::TlsSettings;
 
 /// The config file shipped in the repository; read when present in the
 /// working directory, so `cargo run` from a checkout uses it.
@@ -20,6 +25,26 @@ pub const REPO_DEFAULT_CONFIG: &str = "config/default.toml";
 
 /// Prefix of environment variables that override settings.
 const ENV_PREFIX: &str = "RECORDHOOK";
+
+/// Largest `server.max_body_bytes`: 64 MiB. Each request's body is held in
+/// memory, up to `max_connections` of them; a CSS callback is a few KiB.
+pub const MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
+/// Most `server.max_connections`; far beyond what one process's file
+/// descriptors allow, and well inside what a semaphore can count.
+pub const MAX_CONNECTIONS: u64 = 100_000;
+/// Longest `server.shutdown_grace_secs`, `server.header_read_timeout_secs`
+/// and `server.request_timeout_secs`: one hour. Timers are set by adding these
+/// to the current instant, which must not overflow.
+pub const MAX_SERVER_TIMEOUT_SECS: u64 = 3_600;
+/// Longest `auth.clock_skew_secs`: one day. Clocks further apart are broken.
+pub const MAX_CLOCK_SKEW_SECS: u64 = 86_400;
+/// Longest `auth.max_validity_secs` and `auth.expiry_grace_secs`: 7 days (CSS
+/// signs for 10 minutes); longer would let a captured callback be replayed
+/// long after the dedup window has forgotten it.
+pub const MAX_SIGNATURE_WINDOW_SECS: u64 = 7 * 86_400;
+/// Longest `spool.dedup_window_secs` and `spool.retention_secs`: 10 years.
+/// They are subtracted from the current time, which must stay after 1970.
+pub const MAX_SPOOL_WINDOW_SECS: u64 = 10 * 365 * 86_400;
 
 /// Why the configuration could not be used. Each variant says what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -80,29 +105,23 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     /// Path that CSS POSTs callbacks to; must start with `/`.
     pub callback_path: String,
-    /// Largest callback body accepted, in bytes; larger ones get 413.
+    /// Largest callback body accepted, in bytes; larger ones get 413. 1 to [`MAX_BODY_BYTES`].
     pub max_body_bytes: usize,
-    /// How long, on SIGTERM or SIGINT, in-flight requests and deliveries may take to finish.
+    /// How long, on SIGTERM or SIGINT, in-flight requests and deliveries may
+    /// take to finish, in seconds; at most [`MAX_SERVER_TIMEOUT_SECS`].
     pub shutdown_grace_secs: u64,
-    /// Connections served at once; further ones wait in the kernel's accept queue.
+    /// Connections served at once; further ones wait in the kernel's accept
+    /// queue. 1 to [`MAX_CONNECTIONS`].
     pub max_connections: usize,
     /// Seconds a client has to send a request's headers (or finish a TLS
     /// handshake); idle keep-alive connections are closed after it too.
+    /// 1 to [`MAX_SERVER_TIMEOUT_SECS`].
     pub header_read_timeout_secs: u64,
     /// Seconds a client has to send a request's body; slower ones get 408.
+    /// 1 to [`MAX_SERVER_TIMEOUT_SECS`].
     pub request_timeout_secs: u64,
     /// Serve HTTPS with these PEM files; absent serves plain HTTP (behind a TLS proxy).
     pub tls: Option<TlsSettings>,
-}
-
-/// Native TLS.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsSettings {
-    /// PEM certificate chain, leaf first.
-    pub cert_path: PathBuf,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub key_path: PathBuf,
 }
 
 impl Default for ServerSettings {
@@ -136,13 +155,17 @@ pub struct AuthSettings {
     /// for Docker or Kubernetes secrets. Empty means none.
     pub key_file: String,
     /// Accept callbacks without checking `sign` and `t`. Must be set explicitly;
-    /// a warning is logged at start-up.
+    /// a warning is logged at start-up. Rejected together with `keys` or
+    /// `key_file`, so a key is never configured and silently ignored.
     pub allow_unsigned: bool,
-    /// Seconds of tolerance for clocks that disagree, applied to both ends of the window.
+    /// Seconds of tolerance for clocks that disagree, applied to both ends of
+    /// the window; at most [`MAX_CLOCK_SKEW_SECS`].
     pub clock_skew_secs: u64,
-    /// How far ahead of now `t` may lie, in seconds (CSS signs for 10 minutes).
+    /// How far ahead of now `t` may lie, in seconds (CSS signs for 10
+    /// minutes); 1 to [`MAX_SIGNATURE_WINDOW_SECS`].
     pub max_validity_secs: u64,
-    /// Extra seconds a callback is accepted after `t` has passed, for late CSS retries.
+    /// Extra seconds a callback is accepted after `t` has passed, for late CSS
+    /// retries; at most [`MAX_SIGNATURE_WINDOW_SECS`].
     pub expiry_grace_secs: u64,
 }
 
@@ -234,26 +257,6 @@ fn redacted_list<S: serde::Serializer>(
     serializer.collect_seq(secrets.iter().map(|_| REDACTED))
 }
 
-fn redacted_option<S: serde::Serializer>(
-    secret: &Option<SecretString>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    match secret {
-        Some(_) => serializer.serialize_some(REDACTED),
-        None => serializer.serialize_none(),
-    }
-}
-
-fn redacted_map<S: serde::Serializer>(
-    map: &Option<BTreeMap<String, SecretString>>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    match map {
-        Some(map) => serializer.collect_map(map.keys().map(|name| (name, REDACTED))),
-        None => serializer.serialize_none(),
-    }
-}
-
 /// The durable store of accepted callbacks.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -261,14 +264,17 @@ pub struct SpoolSettings {
     /// SQLite database file; its directory is created when missing.
     pub path: PathBuf,
     /// For how long, in seconds, a callback with the same event id is
-    /// recognised as a duplicate (answered 200, not stored again).
+    /// recognised as a duplicate (answered 200, not stored again); at most
+    /// [`MAX_SPOOL_WINDOW_SECS`].
     pub dedup_window_secs: u64,
     /// How long, in seconds, a record that every sink has delivered stays in
-    /// the spool before it is removed. Undelivered records and dead letters stay.
+    /// the spool before it is removed; at most [`MAX_SPOOL_WINDOW_SECS`].
+    /// Undelivered records and dead letters stay.
     pub retention_secs: u64,
     /// Largest size of the spool database in bytes; 0 means no limit. At the
     /// limit callbacks get 503 (CSS retries them), as on a full disk; set it
     /// below the free space of the volume so the spool fills before the disk.
+    /// Unbounded: it is only compared with, so no value can hurt at run time.
     pub max_bytes: u64,
 }
 
@@ -312,239 +318,8 @@ impl Default for LogSettings {
     }
 }
 
-/// The kinds of sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum SinkType {
-    /// One structured log event per record.
-    Log,
-    /// Appends JSON Lines to a file.
-    File,
-    /// POSTs each record to an HTTP URL.
-    Forward,
-}
-
-impl SinkType {
-    /// Every type, as written in the configuration.
-    pub const ALL: [(&'static str, SinkType); 3] = [
-        ("log", SinkType::Log),
-        ("file", SinkType::File),
-        ("forward", SinkType::Forward),
-    ];
-}
-
-impl From<SinkType> for String {
-    fn from(kind: SinkType) -> Self {
-        SinkType::ALL
-            .iter()
-            .find(|(_, known)| *known == kind)
-            .map_or("?", |(name, _)| *name)
-            .to_owned()
-    }
-}
-
-impl TryFrom<String> for SinkType {
-    type Error = String;
-
-    fn try_from(name: String) -> Result<Self, Self::Error> {
-        Self::ALL
-            .iter()
-            .find(|(known, _)| *known == name)
-            .map(|(_, kind)| *kind)
-            .ok_or_else(|| {
-                let valid: Vec<&str> = Self::ALL.iter().map(|(known, _)| *known).collect();
-                format!(
-                    "unknown sink type `{name}`; valid types are: {}",
-                    valid.join(", ")
-                )
-            })
-    }
-}
-
-/// One delivery target. Settings shared by every type come first; the rest
-/// apply to one type only and are rejected on the others.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SinkSettings {
-    /// Unique name, used in logs, metrics and the dead-letter commands.
-    pub name: String,
-    /// Which kind of sink this is.
-    #[serde(rename = "type")]
-    pub kind: SinkType,
-    /// Event types this sink receives (100 is a recording file).
-    #[serde(default = "default_event_types")]
-    pub event_types: Vec<i64>,
-    /// Attempts before a delivery becomes a dead letter.
-    #[serde(default = "default_max_attempts")]
-    pub max_attempts: u32,
-    /// Delay before the first retry, in milliseconds; doubles on every further retry.
-    #[serde(default = "default_retry_initial_ms")]
-    pub retry_initial_ms: u64,
-    /// Longest delay between two attempts, in milliseconds.
-    #[serde(default = "default_retry_max_ms")]
-    pub retry_max_ms: u64,
-
-    /// `file` only: the JSON Lines file to append to; its directory is created.
-    #[serde(default)]
-    pub path: Option<PathBuf>,
-    /// `file` only: rotate when the file would grow past this many bytes; 0 never rotates by size.
-    #[serde(default)]
-    pub rotate_max_bytes: Option<u64>,
-    /// `file` only: rotate when the UTC date changes.
-    #[serde(default)]
-    pub rotate_daily: Option<bool>,
-    /// `file` only: rotated files to keep (oldest removed first); 0 keeps all.
-    #[serde(default)]
-    pub keep_rotated: Option<usize>,
-
-    /// `forward` only: the `http` or `https` URL to POST records to.
-    #[serde(default)]
-    pub url: Option<String>,
-    /// `forward` only: seconds before an attempt is abandoned (and retried).
-    #[serde(default)]
-    pub timeout_secs: Option<u64>,
-    /// `forward` only: extra request headers, e.g. `{ Authorization = "Bearer ..." }`.
-    #[serde(default, serialize_with = "redacted_map")]
-    pub headers: Option<BTreeMap<String, SecretString>>,
-    /// `forward` only: `whsec_<base64>` to sign requests with Standard Webhooks headers; empty: unsigned.
-    #[serde(default, serialize_with = "redacted_option")]
-    pub signing_secret: Option<SecretString>,
-    /// `forward` only: requests in flight at once.
-    #[serde(default)]
-    pub concurrency: Option<usize>,
-}
-
-/// Default size at which a file sink rotates: 100 MiB.
-pub const DEFAULT_ROTATE_MAX_BYTES: u64 = 100 * 1024 * 1024;
-/// Default number of rotated files a file sink keeps.
-pub const DEFAULT_KEEP_ROTATED: usize = 30;
-/// Default forward timeout.
-pub const DEFAULT_FORWARD_TIMEOUT_SECS: u64 = 10;
-/// Default forward concurrency.
-pub const DEFAULT_FORWARD_CONCURRENCY: usize = 8;
-
-impl SinkSettings {
-    /// Checks that the type-specific settings fit the type.
-    fn validate(&self, index: usize) -> Result<(), ConfigError> {
-        let invalid = |field: &str, reason: String| ConfigError::Invalid {
-            key: format!("sinks[{index}].{field}"),
-            reason,
-        };
-        let kind = SinkType::ALL
-            .iter()
-            .find(|(_, kind)| *kind == self.kind)
-            .map_or("?", |(name, _)| *name);
-        let only_for = |field: &str, set: bool, owner: SinkType| {
-            if set && self.kind != owner {
-                Err(invalid(field, format!("does not apply to a `{kind}` sink")))
-            } else {
-                Ok(())
-            }
-        };
-        only_for("path", self.path.is_some(), SinkType::File)?;
-        only_for(
-            "rotate_max_bytes",
-            self.rotate_max_bytes.is_some(),
-            SinkType::File,
-        )?;
-        only_for("rotate_daily", self.rotate_daily.is_some(), SinkType::File)?;
-        only_for("keep_rotated", self.keep_rotated.is_some(), SinkType::File)?;
-        only_for("url", self.url.is_some(), SinkType::Forward)?;
-        only_for(
-            "timeout_secs",
-            self.timeout_secs.is_some(),
-            SinkType::Forward,
-        )?;
-        only_for("headers", self.headers.is_some(), SinkType::Forward)?;
-        only_for(
-            "signing_secret",
-            self.signing_secret.is_some(),
-            SinkType::Forward,
-        )?;
-        only_for("concurrency", self.concurrency.is_some(), SinkType::Forward)?;
-        match self.kind {
-            SinkType::Log => {}
-            SinkType::File => {
-                if self.path.as_ref().is_none_or(|p| p.as_os_str().is_empty()) {
-                    return Err(invalid("path", "a file sink needs a path".to_owned()));
-                }
-            }
-            SinkType::Forward => {
-                let url = self
-                    .url
-                    .as_deref()
-                    .ok_or_else(|| invalid("url", "a forward sink needs a url".to_owned()))?;
-                let parsed = url::Url::parse(url)
-                    .map_err(|err| invalid("url", format!("`{url}` is not a valid URL: {err}")))?;
-                if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-                    return Err(invalid(
-                        "url",
-                        "must be an http:// or https:// URL with a host".to_owned(),
-                    ));
-                }
-                if self.timeout_secs == Some(0) {
-                    return Err(invalid("timeout_secs", "must be at least 1".to_owned()));
-                }
-                if self.concurrency == Some(0) {
-                    return Err(invalid("concurrency", "must be at least 1".to_owned()));
-                }
-                if let Some(secret) = &self.signing_secret {
-                    let secret = secret.expose_secret();
-                    if !secret.is_empty() && crate::sinks::webhook_key(secret).is_none() {
-                        return Err(invalid(
-                            "signing_secret",
-                            "must be `whsec_` followed by base64".to_owned(),
-                        ));
-                    }
-                }
-                for name in self.headers.iter().flat_map(BTreeMap::keys) {
-                    if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                        return Err(invalid(
-                            "headers",
-                            format!("`{name}` is not a valid header name"),
-                        ));
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
 fn default_sinks() -> Vec<SinkSettings> {
-    vec![SinkSettings {
-        name: "console".to_owned(),
-        kind: SinkType::Log,
-        event_types: default_event_types(),
-        max_attempts: default_max_attempts(),
-        retry_initial_ms: default_retry_initial_ms(),
-        retry_max_ms: default_retry_max_ms(),
-        path: None,
-        rotate_max_bytes: None,
-        rotate_daily: None,
-        keep_rotated: None,
-        url: None,
-        timeout_secs: None,
-        headers: None,
-        signing_secret: None,
-        concurrency: None,
-    }]
-}
-
-fn default_event_types() -> Vec<i64> {
-    vec![100]
-}
-
-fn default_max_attempts() -> u32 {
-    15
-}
-
-fn default_retry_initial_ms() -> u64 {
-    1_000
-}
-
-fn default_retry_max_ms() -> u64 {
-    600_000
+    vec![SinkSettings::log("console")]
 }
 
 /// Where settings come from, in increasing precedence after the built-in defaults.
@@ -617,31 +392,80 @@ impl Settings {
                 "is taken by a built-in endpoint",
             ));
         }
-        if self.server.max_body_bytes == 0 {
-            return Err(invalid("server.max_body_bytes", "must be at least 1"));
-        }
-        for (key, value) in [
-            ("server.max_connections", self.server.max_connections as u64),
+        let (server, auth, spool) = (&self.server, &self.auth, &self.spool);
+        for (key, value, min, max) in [
+            (
+                "server.max_body_bytes",
+                server.max_body_bytes as u64,
+                1,
+                MAX_BODY_BYTES,
+            ),
+            (
+                "server.max_connections",
+                server.max_connections as u64,
+                1,
+                MAX_CONNECTIONS,
+            ),
+            (
+                "server.shutdown_grace_secs",
+                server.shutdown_grace_secs,
+                0,
+                MAX_SERVER_TIMEOUT_SECS,
+            ),
             (
                 "server.header_read_timeout_secs",
-                self.server.header_read_timeout_secs,
+                server.header_read_timeout_secs,
+                1,
+                MAX_SERVER_TIMEOUT_SECS,
             ),
             (
                 "server.request_timeout_secs",
-                self.server.request_timeout_secs,
+                server.request_timeout_secs,
+                1,
+                MAX_SERVER_TIMEOUT_SECS,
+            ),
+            (
+                "auth.clock_skew_secs",
+                auth.clock_skew_secs,
+                0,
+                MAX_CLOCK_SKEW_SECS,
+            ),
+            (
+                "auth.max_validity_secs",
+                auth.max_validity_secs,
+                1,
+                MAX_SIGNATURE_WINDOW_SECS,
+            ),
+            (
+                "auth.expiry_grace_secs",
+                auth.expiry_grace_secs,
+                0,
+                MAX_SIGNATURE_WINDOW_SECS,
+            ),
+            (
+                "spool.dedup_window_secs",
+                spool.dedup_window_secs,
+                0,
+                MAX_SPOOL_WINDOW_SECS,
+            ),
+            (
+                "spool.retention_secs",
+                spool.retention_secs,
+                0,
+                MAX_SPOOL_WINDOW_SECS,
             ),
         ] {
-            if value == 0 {
-                return Err(invalid(key, "must be at least 1"));
+            if value < min || value > max {
+                return Err(ConfigError::Invalid {
+                    key: key.to_owned(),
+                    reason: format!("must be between {min} and {max}, not {value}"),
+                });
             }
         }
-        if self.auth.max_validity_secs == 0 {
-            return Err(invalid("auth.max_validity_secs", "must be at least 1"));
-        }
-        if self.auth.allow_unsigned && !self.auth.keys.is_empty() {
+        if auth.allow_unsigned && (!auth.keys.is_empty() || !auth.key_file.is_empty()) {
             return Err(invalid(
                 "auth.allow_unsigned",
-                "cannot be true while auth.keys are set: remove one of them",
+                "cannot be true while auth.keys or auth.key_file are set: remove one of them",
             ));
         }
         // Key presence is checked by `AuthSettings::authenticator` when the
@@ -656,9 +480,10 @@ impl Settings {
         let mut file_paths = HashSet::new();
         for (index, sink) in self.sinks.iter().enumerate() {
             let key = |field: &str| format!("sinks[{index}].{field}");
-            if sink.name.trim().is_empty() {
-                return Err(invalid(&key("name"), "must not be empty"));
-            }
+            sink.validate().map_err(|err| ConfigError::Invalid {
+                key: key(err.field),
+                reason: err.reason,
+            })?;
             if !names.insert(sink.name.as_str()) {
                 return Err(ConfigError::Invalid {
                     key: key("name"),
@@ -668,24 +493,8 @@ impl Settings {
                     ),
                 });
             }
-            if sink.event_types.is_empty() {
-                return Err(invalid(
-                    &key("event_types"),
-                    "must list at least one event type",
-                ));
-            }
-            if sink.max_attempts == 0 {
-                return Err(invalid(&key("max_attempts"), "must be at least 1"));
-            }
-            if sink.retry_initial_ms == 0 || sink.retry_initial_ms > sink.retry_max_ms {
-                return Err(invalid(
-                    &key("retry_initial_ms"),
-                    "must be at least 1 and no larger than retry_max_ms",
-                ));
-            }
-            sink.validate(index)?;
-            if let Some(path) = &sink.path
-                && !file_paths.insert(path.clone())
+            if let SinkKind::File(file) = &sink.kind
+                && !file_paths.insert(file.path.clone())
             {
                 return Err(invalid(
                     &key("path"),
@@ -696,13 +505,6 @@ impl Settings {
         Ok(())
     }
 }
-
-/// Liveness endpoint.
-pub const HEALTH_PATH: &str = "/healthz";
-/// Readiness endpoint.
-pub const READY_PATH: &str = "/readyz";
-/// Prometheus metrics endpoint.
-pub const METRICS_PATH: &str = "/metrics";
 
 impl Settings {
     /// The effective settings as TOML, with every key and secret redacted.
@@ -830,6 +632,7 @@ mod tests {
         const KEY: &str = "\n[auth]\nkeys = [\"k\"]\n";
         let with_key = |toml: &str| format!("{toml}{KEY}");
         let sink = "[[sinks]]\nname = \"a\"\ntype = \"log\"\n";
+        let forward = "[[sinks]]\nname = \"w\"\ntype = \"forward\"\nurl = \"http://h/\"\n";
         let cases = [
             (
                 with_key("[server]\ncallback_path = \"callback\""),
@@ -910,6 +713,107 @@ mod tests {
                 ),
                 "same file",
             ),
+            (
+                with_key(&format!(
+                    "[server]\nmax_body_bytes = {}",
+                    MAX_BODY_BYTES + 1
+                )),
+                "server.max_body_bytes",
+            ),
+            (
+                with_key(&format!(
+                    "[server]\nmax_connections = {}",
+                    MAX_CONNECTIONS + 1
+                )),
+                "server.max_connections",
+            ),
+            (
+                with_key("[server]\nshutdown_grace_secs = 3601"),
+                "server.shutdown_grace_secs",
+            ),
+            (
+                with_key("[server]\nheader_read_timeout_secs = 3601"),
+                "server.header_read_timeout_secs",
+            ),
+            (
+                with_key("[server]\nrequest_timeout_secs = 9223372036854775807"),
+                "server.request_timeout_secs",
+            ),
+            (
+                with_key("[server]\nrequest_timeout_secs = 3601"),
+                "must be between 1 and 3600, not 3601",
+            ),
+            (
+                "[auth]\nkeys = [\"k\"]\nclock_skew_secs = 86401".to_owned(),
+                "auth.clock_skew_secs",
+            ),
+            (
+                "[auth]\nkeys = [\"k\"]\nmax_validity_secs = 604801".to_owned(),
+                "auth.max_validity_secs",
+            ),
+            (
+                "[auth]\nkeys = [\"k\"]\nexpiry_grace_secs = 604801".to_owned(),
+                "auth.expiry_grace_secs",
+            ),
+            (
+                "[auth]\nkey_file = \"/run/keys\"\nallow_unsigned = true".to_owned(),
+                "auth.allow_unsigned",
+            ),
+            (
+                with_key(&format!(
+                    "[spool]\ndedup_window_secs = {}",
+                    MAX_SPOOL_WINDOW_SECS + 1
+                )),
+                "spool.dedup_window_secs",
+            ),
+            (
+                with_key(&format!(
+                    "[spool]\nretention_secs = {}",
+                    MAX_SPOOL_WINDOW_SECS + 1
+                )),
+                "spool.retention_secs",
+            ),
+            (
+                with_key(&format!(
+                    "{sink}max_attempts = {}",
+                    crate::sinks::MAX_ATTEMPTS + 1
+                )),
+                "sinks[0].max_attempts",
+            ),
+            (
+                with_key(&format!(
+                    "{sink}retry_max_ms = {}",
+                    crate::sinks::MAX_RETRY_MS + 1
+                )),
+                "sinks[0].retry_max_ms",
+            ),
+            (
+                with_key(&format!("{sink}retry_initial_ms = 700000")),
+                "sinks[0].retry_initial_ms",
+            ),
+            (
+                with_key(&format!("{forward}timeout_secs = 0")),
+                "sinks[0].timeout_secs",
+            ),
+            (
+                with_key(&format!("{forward}timeout_secs = 3601")),
+                "sinks[0].timeout_secs",
+            ),
+            (
+                with_key(&format!("{forward}concurrency = 0")),
+                "sinks[0].concurrency",
+            ),
+            (
+                with_key(&format!(
+                    "{forward}concurrency = {}",
+                    crate::sinks::MAX_FORWARD_CONCURRENCY + 1
+                )),
+                "sinks[0].concurrency",
+            ),
+            (
+                with_key(&format!("{sink}colour = \"red\"")),
+                "unknown field `colour`",
+            ),
         ];
         for (toml, expected) in cases {
             let err = load_toml(&toml, &[]).unwrap_err().to_string();
@@ -943,13 +847,93 @@ mod tests {
         let settings = load_toml(toml, &[]).unwrap();
         assert_eq!(settings.sinks.len(), 2);
         assert_eq!(settings.sinks[1].event_types, [100, 0, 1]);
-        assert_eq!(settings.sinks[1].timeout_secs, Some(3));
+        let SinkKind::Forward(forward) = &settings.sinks[1].kind else {
+            panic!("not a forward sink: {:?}", settings.sinks[1]);
+        };
+        assert_eq!(forward.timeout_secs, 3);
         let debug = format!("{settings:?}");
         assert!(
             !debug.contains("Bearer abc") && !debug.contains("MfKQ9r8"),
             "{debug}"
         );
         assert_eq!(crate::sinks::build(&settings.sinks).unwrap().len(), 2);
+    }
+
+    /// Every bound at its maximum, as one configuration.
+    fn settings_at_every_maximum() -> Settings {
+        let toml = format!(
+            "[server]\nmax_body_bytes = {MAX_BODY_BYTES}\nmax_connections = {MAX_CONNECTIONS}\n\
+             shutdown_grace_secs = {t}\nheader_read_timeout_secs = {t}\nrequest_timeout_secs = {t}\n\
+             [auth]\nkeys = [\"k\"]\nclock_skew_secs = {MAX_CLOCK_SKEW_SECS}\n\
+             max_validity_secs = {w}\nexpiry_grace_secs = {w}\n\
+             [spool]\ndedup_window_secs = {MAX_SPOOL_WINDOW_SECS}\n\
+             retention_secs = {MAX_SPOOL_WINDOW_SECS}\nmax_bytes = {}\n\
+             [[sinks]]\nname = \"w\"\ntype = \"forward\"\nurl = \"http://h/\"\n\
+             max_attempts = {}\nretry_initial_ms = {r}\nretry_max_ms = {r}\n\
+             timeout_secs = {}\nconcurrency = {}\n",
+            i64::MAX,
+            crate::sinks::MAX_ATTEMPTS,
+            crate::sinks::MAX_FORWARD_TIMEOUT_SECS,
+            crate::sinks::MAX_FORWARD_CONCURRENCY,
+            t = MAX_SERVER_TIMEOUT_SECS,
+            w = MAX_SIGNATURE_WINDOW_SECS,
+            r = crate::sinks::MAX_RETRY_MS,
+        );
+        load_toml(&toml, &[]).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_largest_accepted_values_do_not_panic_when_put_to_use() {
+        use std::time::{Duration, Instant, SystemTime};
+        let settings = settings_at_every_maximum();
+        let (now, instant) = (SystemTime::now(), Instant::now());
+        // What the server turns them into: timers from now, and times before now.
+        for secs in [
+            settings.server.shutdown_grace_secs,
+            settings.server.header_read_timeout_secs,
+            settings.server.request_timeout_secs,
+        ] {
+            let _ = instant + Duration::from_secs(secs);
+            let _ = now + Duration::from_secs(secs);
+            tokio::time::timeout(Duration::from_secs(secs), async {})
+                .await
+                .unwrap();
+        }
+        for secs in [
+            settings.spool.dedup_window_secs,
+            settings.spool.retention_secs,
+        ] {
+            let _ = crate::spool::unix_ms(now - Duration::from_secs(secs));
+            let _ = crate::spool::unix_ms(now + Duration::from_secs(secs));
+        }
+        let _ = tokio::sync::Semaphore::new(settings.server.max_connections);
+        let window = settings.auth.time_window();
+        assert!(window.max_validity_secs > 0 && window.expiry_grace_secs > 0);
+        let dir = tempfile::tempdir().unwrap();
+        crate::spool::Spool::open_limited(
+            &dir.path().join("spool.db"),
+            Duration::from_secs(settings.spool.dedup_window_secs),
+            settings.spool.max_bytes,
+        )
+        .unwrap();
+        // A sink's retries: the longest delay (even when the target asks for
+        // more), added to now, as the delivery worker does.
+        let sinks = crate::sinks::build(&settings.sinks).unwrap();
+        for sink in &sinks {
+            for attempts in [1, sink.max_attempts, u32::MAX] {
+                let delay = crate::delivery::retry_delay(
+                    attempts,
+                    sink.retry_initial,
+                    sink.retry_max,
+                    Some(Duration::MAX),
+                    1.0,
+                );
+                assert_eq!(delay, sink.retry_max);
+                let at = crate::spool::unix_ms(now + delay);
+                assert!(at > crate::spool::unix_ms(now));
+                let _ = instant + delay;
+            }
+        }
     }
 
     #[test]

@@ -1,14 +1,23 @@
 //! Native TLS with rustls, for deployments without a TLS-terminating proxy.
 //! Callbacks carry a bearer-like signature, so they should travel over HTTPS.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::{Deserialize, Serialize};
 use tokio_rustls::TlsAcceptor;
 
-use crate::configuration::TlsSettings;
+/// Native TLS: the `server.tls` settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first.
+    pub cert_path: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: PathBuf,
+}
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::configuration::{HEALTH_PATH, load_for_file};
+use crate::configuration::load_for_file;
+use crate::http::HEALTH_PATH;
 use crate::protocol::expected_sign;
 use crate::sinks;
 

@@ -15,7 +15,6 @@ use tokio::sync::Notify;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::configuration::{HEALTH_PATH, METRICS_PATH, READY_PATH};
 use crate::metrics::Metrics;
 use crate::protocol::Authenticator;
 use crate::spool::Spool;
@@ -24,6 +23,13 @@ use crate::supervisor::WorkerHealth;
 pub use callback::{Rejection, admit};
 pub use error::ApiError;
 pub use serve::{ServeOptions, serve};
+
+/// Liveness endpoint.
+pub const HEALTH_PATH: &str = "/healthz";
+/// Readiness endpoint.
+pub const READY_PATH: &str = "/readyz";
+/// Prometheus metrics endpoint.
+pub const METRICS_PATH: &str = "/metrics";
 
 /// Which sink receives which event types, and how to wake its worker.
 #[derive(Debug)]

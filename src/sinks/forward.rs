@@ -2,21 +2,153 @@
 //! delivered; connection errors, timeouts, 408, 429 and 5xx are retried
 //! (honouring `Retry-After`); every other status is a permanent failure.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
 
+use super::settings::{InvalidSetting, check_range};
 use super::webhook::WebhookSigner;
 use super::{BoxFuture, DeliveryError, Sink};
 use crate::record::StoredRecord;
 
+/// Default seconds before a forward attempt is abandoned.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
+/// Longest `timeout_secs`: an hour. A target slower than that is down, and an
+/// attempt must end well within any shutdown or retry horizon.
+pub const MAX_TIMEOUT_SECS: u64 = 3_600;
+/// Default requests in flight per forward sink.
+pub const DEFAULT_CONCURRENCY: usize = 8;
+/// Most requests in flight per forward sink. A delivery round holds at most
+/// a few hundred records, so more would never be used; the bound keeps a typo
+/// from meaning millions of connections.
+pub const MAX_CONCURRENCY: usize = 1_024;
+
+/// What a secret is shown as in the effective configuration.
+const REDACTED: &str = "[redacted]";
+
+/// The settings of a `type = "forward"` sink.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardSinkSettings {
+    /// The `http` or `https` URL to POST records to. Required.
+    #[serde(default)]
+    pub url: String,
+    /// Seconds before an attempt is abandoned (and retried); 1 to [`MAX_TIMEOUT_SECS`].
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Extra request headers, e.g. `{ Authorization = "Bearer ..." }`. Values
+    /// are secrets: redacted in debug output and the effective configuration.
+    #[serde(default, serialize_with = "redacted_map")]
+    pub headers: BTreeMap<String, SecretString>,
+    /// `whsec_<base64>` to sign requests with Standard Webhooks headers;
+    /// absent or empty sends them unsigned. Redacted like the headers.
+    #[serde(default, serialize_with = "redacted_option")]
+    pub signing_secret: Option<SecretString>,
+    /// Requests in flight at once; 1 to [`MAX_CONCURRENCY`].
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_timeout_secs() -> u64 {
+    DEFAULT_TIMEOUT_SECS
+}
+
+fn default_concurrency() -> usize {
+    DEFAULT_CONCURRENCY
+}
+
+fn redacted_option<S: serde::Serializer>(
+    secret: &Option<SecretString>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(_) => serializer.serialize_some(REDACTED),
+        None => serializer.serialize_none(),
+    }
+}
+
+fn redacted_map<S: serde::Serializer>(
+    map: &BTreeMap<String, SecretString>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(map.keys().map(|name| (name, REDACTED)))
+}
+
+impl ForwardSinkSettings {
+    /// A forward sink to `url` with the default settings.
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            headers: BTreeMap::new(),
+            signing_secret: None,
+            concurrency: DEFAULT_CONCURRENCY,
+        }
+    }
+
+    /// Checks what the types alone cannot.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        self.parsed_url()?;
+        check_range("timeout_secs", self.timeout_secs, 1, MAX_TIMEOUT_SECS, " s")?;
+        check_range("concurrency", self.concurrency, 1, MAX_CONCURRENCY, "")?;
+        self.signer()?;
+        header_map(
+            self.headers
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.expose_secret())),
+        )
+        .map_err(|reason| InvalidSetting::new("headers", reason))?;
+        Ok(())
+    }
+
+    /// The URL, which must be `http` or `https` with a host.
+    fn parsed_url(&self) -> Result<reqwest::Url, InvalidSetting> {
+        let url = &self.url;
+        if url.is_empty() {
+            return Err(InvalidSetting::new("url", "a forward sink needs a url"));
+        }
+        let parsed = reqwest::Url::parse(url).map_err(|err| {
+            InvalidSetting::new("url", format!("`{url}` is not a valid URL: {err}"))
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+            return Err(InvalidSetting::new(
+                "url",
+                "must be an http:// or https:// URL with a host",
+            ));
+        }
+        Ok(parsed)
+    }
+
+    /// The request signer, if a secret is set.
+    fn signer(&self) -> Result<Option<WebhookSigner>, InvalidSetting> {
+        match self
+            .signing_secret
+            .as_ref()
+            .map(ExposeSecret::expose_secret)
+        {
+            None | Some("") => Ok(None),
+            Some(secret) => WebhookSigner::new(secret).map(Some).ok_or_else(|| {
+                InvalidSetting::new("signing_secret", "must be `whsec_` followed by base64")
+            }),
+        }
+    }
+}
+
 /// Header carrying the event id on every forwarded request.
 pub const EVENT_ID_HEADER: &str = "x-recordhook-event-id";
 
-/// Longest part of an error response kept in the dead letter.
+/// Longest part of an error response kept in the dead letter, in characters.
 const ERROR_BODY_LIMIT: usize = 200;
+
+/// Most bytes read of an error response's body. Enough for the excerpt even
+/// in multi-byte text; the rest is never read, so a hostile or broken target
+/// sending gigabytes (or a never-ending stream) costs at most this.
+const ERROR_BODY_READ_LIMIT: usize = 4 * 1024;
 
 /// POSTs records to one URL.
 pub struct ForwardSink {
@@ -29,6 +161,28 @@ pub struct ForwardSink {
 }
 
 impl ForwardSink {
+    /// The forward sink `settings` describe, sending with `client`.
+    pub fn from_settings(
+        client: reqwest::Client,
+        settings: &ForwardSinkSettings,
+    ) -> Result<Self, InvalidSetting> {
+        let headers = header_map(
+            settings
+                .headers
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.expose_secret())),
+        )
+        .map_err(|reason| InvalidSetting::new("headers", reason))?;
+        Ok(Self::new(
+            client,
+            settings.parsed_url()?,
+            headers,
+            settings.signer()?,
+            Duration::from_secs(settings.timeout_secs),
+            settings.concurrency,
+        ))
+    }
+
     /// A forward sink sharing `client`; `headers` are sent on every request,
     /// and an attempt is abandoned (and retried) after `timeout`.
     pub fn new(
@@ -86,8 +240,11 @@ impl ForwardSink {
             .headers()
             .get(RETRY_AFTER)
             .and_then(|value| parse_retry_after(value, SystemTime::now()));
-        let text = response.text().await.unwrap_or_default();
-        let excerpt: String = text.chars().take(ERROR_BODY_LIMIT).collect();
+        let head = read_at_most(response, ERROR_BODY_READ_LIMIT).await;
+        let excerpt: String = String::from_utf8_lossy(&head)
+            .chars()
+            .take(ERROR_BODY_LIMIT)
+            .collect();
         let reason = format!("HTTP {status}: {excerpt}")
             .trim_end()
             .trim_end_matches(':')
@@ -101,6 +258,23 @@ impl ForwardSink {
             Err(DeliveryError::Permanent { reason })
         }
     }
+}
+
+/// The first `limit` bytes of `response`'s body (fewer if it ends sooner or
+/// fails: the excerpt is only for the dead letter). The response is dropped
+/// afterwards, closing the connection instead of reading the rest.
+async fn read_at_most(mut response: reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut head = Vec::new();
+    while head.len() < limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = limit - head.len();
+                head.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    head
 }
 
 /// The statuses worth retrying: the target is busy, overloaded or broken, not refusing this record.
@@ -202,6 +376,59 @@ mod tests {
             parse_retry_after(&HeaderValue::from_static("soon"), now),
             None
         );
+    }
+
+    /// A target answering every request with a 500 whose chunked body never ends.
+    async fn endless_error_target() -> reqwest::Url {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = vec![0u8; 64 * 1024];
+                    let _ = socket.read(&mut request).await;
+                    let head = "HTTP/1.1 500 Internal Server Error\r\n\
+                                Transfer-Encoding: chunked\r\n\r\n";
+                    if socket.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let chunk = format!("10000\r\n{}\r\n", "x".repeat(0x10000));
+                    // Until the client hangs up: far more than any limit.
+                    while socket.write_all(chunk.as_bytes()).await.is_ok() {}
+                });
+            }
+        });
+        reqwest::Url::parse(&format!("http://{address}/hook")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_endless_error_body_is_cut_short_and_the_failure_is_retriable() {
+        let url = endless_error_target().await;
+        let sink = ForwardSink::new(
+            reqwest::Client::new(),
+            url,
+            HeaderMap::new(),
+            None,
+            // Reading the whole body would run into this timeout.
+            Duration::from_secs(60),
+            1,
+        );
+        let record = crate::record::StoredRecord {
+            id: "evt".to_owned(),
+            event_type: 100,
+            json: "{}".to_owned(),
+        };
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(Duration::from_secs(10), sink.deliver(&record))
+            .await
+            .expect("the error body must not be read to its (missing) end");
+        let Err(DeliveryError::Retriable { reason, .. }) = result else {
+            panic!("not a retriable failure: {result:?}");
+        };
+        assert!(reason.starts_with("HTTP 500"), "{reason}");
+        assert!(reason.len() <= ERROR_BODY_LIMIT + 40, "{}", reason.len());
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 
     #[test]

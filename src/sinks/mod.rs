@@ -1,27 +1,30 @@
 //! Sinks: where accepted records go. Each sink is built once at start-up from
 //! its settings and then driven by its own delivery worker
 //! ([`crate::delivery`]), so a slow or failing sink never holds up another.
+//!
+//! Each sink's module owns its settings and their defaults; [`SinkSettings`]
+//! puts them together with the settings every sink has. The configuration
+//! reads them from here, never the other way round.
 
 mod file;
 mod forward;
 mod log;
+mod settings;
 mod webhook;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
-
-use crate::configuration::{
-    DEFAULT_FORWARD_CONCURRENCY, DEFAULT_FORWARD_TIMEOUT_SECS, DEFAULT_KEEP_ROTATED,
-    DEFAULT_ROTATE_MAX_BYTES, SinkSettings, SinkType,
-};
 use crate::record::StoredRecord;
 
-pub use self::file::{FileSink, Rotation};
-pub use self::forward::{EVENT_ID_HEADER, ForwardSink};
+pub use self::file::{FileSink, FileSinkSettings, Rotation};
+pub use self::forward::{
+    EVENT_ID_HEADER, ForwardSink, ForwardSinkSettings, MAX_CONCURRENCY as MAX_FORWARD_CONCURRENCY,
+    MAX_TIMEOUT_SECS as MAX_FORWARD_TIMEOUT_SECS,
+};
 pub use self::log::LogSink;
+pub use self::settings::{InvalidSetting, MAX_ATTEMPTS, MAX_RETRY_MS, SinkKind, SinkSettings};
 pub use self::webhook::{WebhookSigner, webhook_key};
 
 /// A boxed future, so sinks can be trait objects.
@@ -121,46 +124,21 @@ pub fn build(settings: &[SinkSettings]) -> Result<Vec<ConfiguredSink>, SinkBuild
                 name: s.name.clone(),
                 reason,
             };
-            let sink: Box<dyn Sink> = match s.kind {
-                SinkType::Log => Box::new(LogSink::new(&s.name)),
-                SinkType::File => Box::new(FileSink::new(
-                    s.path.clone().ok_or_else(|| fail("no path".to_owned()))?,
-                    Rotation {
-                        max_bytes: s.rotate_max_bytes.unwrap_or(DEFAULT_ROTATE_MAX_BYTES),
-                        daily: s.rotate_daily.unwrap_or(true),
-                        keep: s.keep_rotated.unwrap_or(DEFAULT_KEEP_ROTATED),
-                    },
-                )),
-                SinkType::Forward => {
-                    let url = s.url.as_deref().ok_or_else(|| fail("no url".to_owned()))?;
-                    let url = reqwest::Url::parse(url).map_err(|err| fail(err.to_string()))?;
-                    let headers = forward::header_map(
-                        s.headers
-                            .iter()
-                            .flatten()
-                            .map(|(name, value)| (name.as_str(), value.expose_secret())),
-                    )
-                    .map_err(fail)?;
-                    let signer = match s.signing_secret.as_ref().map(|v| v.expose_secret()) {
-                        None | Some("") => None,
-                        Some(secret) => Some(WebhookSigner::new(secret).ok_or_else(|| {
-                            fail("signing_secret is not whsec_<base64>".to_owned())
-                        })?),
+            let sink: Box<dyn Sink> = match &s.kind {
+                SinkKind::Log => Box::new(LogSink::new(&s.name)),
+                SinkKind::File(file) => Box::new(FileSink::new(file.path.clone(), file.rotation())),
+                SinkKind::Forward(forward) => {
+                    let client = match &client {
+                        Some(client) => reqwest::Client::clone(client),
+                        None => {
+                            let built = http_client().map_err(|err| fail(err.to_string()))?;
+                            client.insert(built).clone()
+                        }
                     };
-                    if client.is_none() {
-                        client = Some(http_client().map_err(|err| fail(err.to_string()))?);
-                    }
-                    let client = client
-                        .clone()
-                        .ok_or_else(|| fail("no HTTP client".to_owned()))?;
-                    Box::new(ForwardSink::new(
-                        client,
-                        url,
-                        headers,
-                        signer,
-                        Duration::from_secs(s.timeout_secs.unwrap_or(DEFAULT_FORWARD_TIMEOUT_SECS)),
-                        s.concurrency.unwrap_or(DEFAULT_FORWARD_CONCURRENCY),
-                    ))
+                    Box::new(
+                        ForwardSink::from_settings(client, forward)
+                            .map_err(|err| fail(err.to_string()))?,
+                    )
                 }
             };
             Ok(ConfiguredSink {

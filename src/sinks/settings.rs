@@ -1,0 +1,304 @@
+//! A sink's settings as the configuration gives them: the keys every sink has,
+//! then a [`SinkKind`] carrying the keys of its `type`, whose struct and
+//! defaults live in that sink's own module.
+//!
+//! Parsing is two steps because serde's `flatten` cannot be combined with
+//! `deny_unknown_fields`: the shared keys are read first and everything else
+//! is kept aside; once `type` is known, the rest is checked against the keys
+//! of that type (a key of another type is named as such) and parsed into the
+//! type's own struct, which denies unknown fields itself.
+//!
+//! Adding a sink type: a settings struct in its module, a [`SinkKind`]
+//! variant, and a row in [`SinkKind::parse`] and [`type_keys`].
+
+use std::collections::BTreeMap;
+
+use serde::de::{Deserializer, Error as _, Visitor};
+use serde::{Deserialize, Serialize};
+
+use super::file::FileSinkSettings;
+use super::forward::ForwardSinkSettings;
+
+/// Most attempts a sink may make for one record: with `retry_max_ms` at its
+/// bound this is retrying for millennia, so anything beyond is a typo.
+pub const MAX_ATTEMPTS: u32 = 1_000_000;
+/// Longest retry delay, in milliseconds: 7 days. Bounded so that the time of
+/// the next attempt (now plus the delay) stays far inside what `SystemTime`
+/// and the spool's millisecond timestamps can hold.
+pub const MAX_RETRY_MS: u64 = 7 * 24 * 60 * 60 * 1_000;
+
+/// One delivery target: the settings every sink has, and those of its type.
+#[derive(Debug, Clone, Serialize)]
+pub struct SinkSettings {
+    /// Unique name, used in logs, metrics and the dead-letter commands.
+    pub name: String,
+    /// Event types this sink receives (100 is a recording file).
+    pub event_types: Vec<i64>,
+    /// Attempts before a delivery becomes a dead letter; 1 to [`MAX_ATTEMPTS`].
+    pub max_attempts: u32,
+    /// Delay before the first retry, in milliseconds; doubles on every further
+    /// retry. At least 1 and no larger than `retry_max_ms`.
+    pub retry_initial_ms: u64,
+    /// Longest delay between two attempts, in milliseconds; at most [`MAX_RETRY_MS`].
+    pub retry_max_ms: u64,
+    /// The sink's type, with the settings only that type has.
+    #[serde(flatten)]
+    pub kind: SinkKind,
+}
+
+/// The kinds of sink, each with its own settings.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SinkKind {
+    /// One structured log event per record; no settings of its own.
+    Log,
+    /// Appends JSON Lines to a file.
+    File(FileSinkSettings),
+    /// POSTs each record to an HTTP URL.
+    Forward(ForwardSinkSettings),
+}
+
+/// A setting that cannot work, named relative to its sink (`url`, not `sinks[0].url`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{field}`: {reason}")]
+pub struct InvalidSetting {
+    /// The key within the sink's table.
+    pub field: &'static str,
+    /// What is wrong with it and what is expected.
+    pub reason: String,
+}
+
+impl InvalidSetting {
+    /// An error for `field`.
+    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Checks that `value` lies in `min..=max`, naming the bound when it does not.
+pub(crate) fn check_range<T>(
+    field: &'static str,
+    value: T,
+    min: T,
+    max: T,
+    unit: &str,
+) -> Result<(), InvalidSetting>
+where
+    T: PartialOrd + std::fmt::Display,
+{
+    if value < min || value > max {
+        return Err(InvalidSetting::new(
+            field,
+            format!("must be between {min} and {max}{unit}, not {value}"),
+        ));
+    }
+    Ok(())
+}
+
+impl SinkSettings {
+    /// A `log` sink named `name` with the default delivery settings.
+    pub fn log(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            event_types: default_event_types(),
+            max_attempts: default_max_attempts(),
+            retry_initial_ms: default_retry_initial_ms(),
+            retry_max_ms: default_retry_max_ms(),
+            kind: SinkKind::Log,
+        }
+    }
+
+    /// Checks what the types alone cannot, for this sink on its own (unique
+    /// names and paths across sinks are the caller's to check).
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        if self.name.trim().is_empty() {
+            return Err(InvalidSetting::new("name", "must not be empty"));
+        }
+        if self.event_types.is_empty() {
+            return Err(InvalidSetting::new(
+                "event_types",
+                "must list at least one event type",
+            ));
+        }
+        check_range("max_attempts", self.max_attempts, 1, MAX_ATTEMPTS, "")?;
+        check_range("retry_max_ms", self.retry_max_ms, 1, MAX_RETRY_MS, " ms")?;
+        if self.retry_initial_ms == 0 || self.retry_initial_ms > self.retry_max_ms {
+            return Err(InvalidSetting::new(
+                "retry_initial_ms",
+                "must be at least 1 and no larger than retry_max_ms",
+            ));
+        }
+        match &self.kind {
+            SinkKind::Log => Ok(()),
+            SinkKind::File(file) => file.validate(),
+            SinkKind::Forward(forward) => forward.validate(),
+        }
+    }
+}
+
+impl SinkKind {
+    /// The type as written in the configuration.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Log => "log",
+            Self::File(_) => "file",
+            Self::Forward(_) => "forward",
+        }
+    }
+
+    /// The kind named `type_name`, from the keys a sink's table has beyond the shared ones.
+    fn parse(type_name: &str, keys: BTreeMap<String, toml::Value>) -> Result<Self, String> {
+        let all = type_keys();
+        let Some((_, own)) = all.iter().find(|(name, _)| *name == type_name) else {
+            let valid: Vec<&str> = all.iter().map(|(name, _)| *name).collect();
+            return Err(format!(
+                "unknown sink type `{type_name}`; valid types are: {}",
+                valid.join(", ")
+            ));
+        };
+        if let Some(key) = keys.keys().find(|key| !own.contains(&key.as_str())) {
+            return Err(
+                if all.iter().any(|(_, keys)| keys.contains(&key.as_str())) {
+                    format!("`{key}` does not apply to a `{type_name}` sink")
+                } else {
+                    format!("unknown field `{key}` in a `{type_name}` sink")
+                },
+            );
+        }
+        let rest = toml::Value::Table(keys.into_iter().collect());
+        let typed = |err: toml::de::Error| format!("in a `{type_name}` sink: {err}");
+        match type_name {
+            "log" => Ok(Self::Log),
+            "file" => Ok(Self::File(
+                FileSinkSettings::deserialize(rest).map_err(typed)?,
+            )),
+            "forward" => Ok(Self::Forward(
+                ForwardSinkSettings::deserialize(rest).map_err(typed)?,
+            )),
+            // Only reached if a row in `type_keys` lacks its arm here.
+            other => Err(format!("sink type `{other}` cannot be parsed yet")),
+        }
+    }
+}
+
+/// Every sink type as written in `type`, with the keys only it takes.
+fn type_keys() -> [(&'static str, &'static [&'static str]); 3] {
+    [
+        ("log", &[]),
+        ("file", field_names::<FileSinkSettings>()),
+        ("forward", field_names::<ForwardSinkSettings>()),
+    ]
+}
+
+/// The keys a struct deriving `Deserialize` accepts: serde hands them to
+/// `deserialize_struct`, so a deserializer that only records them learns them
+/// without a second, hand-kept list that could drift from the struct.
+fn field_names<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
+    struct Probe<'a>(&'a mut &'static [&'static str]);
+
+    impl<'de> Deserializer<'de> for Probe<'_> {
+        type Error = serde::de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(Self::Error::custom("only structs are probed"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(Self::Error::custom("probed"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+
+    let mut fields: &'static [&'static str] = &[];
+    // The probe always fails; what it recorded on the way is the answer.
+    let _ = T::deserialize(Probe(&mut fields));
+    fields
+}
+
+/// The keys every sink has, with the rest kept aside for its type.
+#[derive(Deserialize)]
+struct SharedKeys {
+    name: String,
+    #[serde(rename = "type")]
+    type_name: String,
+    #[serde(default = "default_event_types")]
+    event_types: Vec<i64>,
+    #[serde(default = "default_max_attempts")]
+    max_attempts: u32,
+    #[serde(default = "default_retry_initial_ms")]
+    retry_initial_ms: u64,
+    #[serde(default = "default_retry_max_ms")]
+    retry_max_ms: u64,
+    /// Everything else: the type's own keys, or mistakes to report.
+    #[serde(flatten)]
+    rest: BTreeMap<String, toml::Value>,
+}
+
+impl<'de> Deserialize<'de> for SinkSettings {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let shared = SharedKeys::deserialize(deserializer)?;
+        let kind = SinkKind::parse(&shared.type_name, shared.rest).map_err(D::Error::custom)?;
+        Ok(Self {
+            name: shared.name,
+            event_types: shared.event_types,
+            max_attempts: shared.max_attempts,
+            retry_initial_ms: shared.retry_initial_ms,
+            retry_max_ms: shared.retry_max_ms,
+            kind,
+        })
+    }
+}
+
+fn default_event_types() -> Vec<i64> {
+    vec![100]
+}
+
+fn default_max_attempts() -> u32 {
+    15
+}
+
+fn default_retry_initial_ms() -> u64 {
+    1_000
+}
+
+fn default_retry_max_ms() -> u64 {
+    600_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_keys_of_each_type_are_read_from_its_struct() {
+        let keys = type_keys();
+        assert!(keys[1].1.contains(&"path") && keys[1].1.contains(&"keep_rotated"));
+        assert!(keys[2].1.contains(&"url") && keys[2].1.contains(&"signing_secret"));
+    }
+
+    #[test]
+    fn a_type_keeps_its_defaults_when_only_required_keys_are_given() {
+        let toml = "name = \"a\"\ntype = \"file\"\npath = \"x.jsonl\"\n";
+        let sink: SinkSettings = toml::from_str(toml).unwrap();
+        let SinkKind::File(file) = &sink.kind else {
+            panic!("{sink:?}")
+        };
+        assert_eq!(file.keep_rotated, crate::sinks::file::DEFAULT_KEEP_ROTATED);
+        assert_eq!(sink.max_attempts, 15);
+        assert!(sink.validate().is_ok());
+    }
+}
