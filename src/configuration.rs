@@ -910,11 +910,11 @@ mod tests {
         let window = settings.auth.time_window();
         assert!(window.max_validity_secs > 0 && window.expiry_grace_secs > 0);
         let dir = tempfile::tempdir().unwrap();
-        crate::spool::Spool::open_limited(
-            &dir.path().join("spool.db"),
-            Duration::from_secs(settings.spool.dedup_window_secs),
-            settings.spool.max_bytes,
-        )
+        crate::spool::Spool::open(&crate::spool::SpoolOptions {
+            path: dir.path().join("spool.db"),
+            dedup_window: Duration::from_secs(settings.spool.dedup_window_secs),
+            max_bytes: settings.spool.max_bytes,
+        })
         .unwrap();
         // A sink's retries: the longest delay (even when the target asks for
         // more), added to now, as the delivery worker does.
