@@ -9,8 +9,9 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
+use crate::binary::{Server, start_server};
 use crate::helpers::*;
-use crate::process::{Server, start_server};
+use crate::one_at_a_time;
 use crate::target::Target;
 
 const MIB: u64 = 1024;
@@ -55,6 +56,7 @@ fn forged(n: usize) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_forged_callbacks_neither_grows_memory_nor_keeps_real_ones_out() {
+    let _serial = one_at_a_time().await;
     let dir = tempfile::tempdir().unwrap();
     let server: Server = start_server(&dir, "");
     let url = format!("{}/callback", server.address);
@@ -114,6 +116,7 @@ async fn a_flood_of_forged_callbacks_neither_grows_memory_nor_keeps_real_ones_ou
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forward_target_down_for_long_keeps_memory_bounded_and_gets_everything_later() {
+    let _serial = one_at_a_time().await;
     // The sink points at a port where nothing listens yet.
     let address = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

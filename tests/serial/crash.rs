@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::binary::start_server;
 use crate::helpers::*;
-use crate::process::start_server;
+use crate::one_at_a_time;
 use crate::target::Target;
 
 const SENDERS: usize = 8;
@@ -40,6 +41,7 @@ fn file_ids_at_target(target: &Target) -> HashSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_callback_answered_200_is_delivered_after_a_sigkill_and_restart() {
+    let _serial = one_at_a_time().await;
     let target = Target::start().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("records.jsonl");
