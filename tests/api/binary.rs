@@ -26,8 +26,8 @@ pub fn command(dir: &tempfile::TempDir) -> Command {
 pub struct Server {
     child: Child,
     pub address: String,
-    /// Log lines read while waiting for `recordhook listening`, that one included.
-    startup_lines: Vec<String>,
+    /// Log lines already read by [`Server::wait_for_log`], in order.
+    seen: Vec<String>,
     lines: std::sync::mpsc::Receiver<String>,
 }
 
@@ -63,23 +63,11 @@ pub fn start_server(dir: &tempfile::TempDir, extra: &str) -> Server {
     let mut server = Server {
         child,
         address: String::new(),
-        startup_lines: Vec::new(),
+        seen: Vec::new(),
         lines,
     };
     // Other start-up lines (e.g. the dedup index loading) may come first.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let listening = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = server
-            .lines
-            .recv_timeout(left)
-            .expect("no `recordhook listening` line within 20 s");
-        let event: Value = serde_json::from_str(&line).unwrap();
-        server.startup_lines.push(line);
-        if event["message"] == "recordhook listening" {
-            break event;
-        }
-    };
+    let listening = server.wait_for_log("recordhook listening");
     server.address = format!("http://{}", listening["address"].as_str().unwrap());
     server
 }
@@ -93,6 +81,27 @@ impl Drop for Server {
 }
 
 impl Server {
+    /// Waits up to 20 s for the log line whose `message` is `message` and
+    /// returns it; the lines before it are kept for [`Server::terminate`].
+    /// How a test learns that the server got past a point (a reload, say)
+    /// before asserting what must not have happened.
+    pub fn wait_for_log(&mut self, message: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no `{message}` log line within 20 s"));
+            let event: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|err| panic!("a log line that is not JSON ({err}): {line}"));
+            self.seen.push(line);
+            if event["message"] == message {
+                return event;
+            }
+        }
+    }
+
     /// Resident memory of the process, KiB.
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
@@ -144,7 +153,7 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(20));
         };
-        let mut lines = std::mem::take(&mut self.startup_lines);
+        let mut lines = std::mem::take(&mut self.seen);
         lines.extend(self.lines.iter());
         (status, lines)
     }
