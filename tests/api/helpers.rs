@@ -281,6 +281,17 @@ pub async fn assert_error(
     );
 }
 
+/// A socket holding a port on 127.0.0.1, bound but not listening: a
+/// connection to it is refused, and nothing else can take the port while the
+/// socket lives (a port found by binding a listener and dropping it can be
+/// taken by anyone in between). `.listen(…)` later serves on that same port.
+pub fn refusing_port() -> (tokio::net::TcpSocket, std::net::SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let address = socket.local_addr().unwrap();
+    (socket, address)
+}
+
 pub fn path_in(dir: &TempDir, name: &str) -> PathBuf {
     dir.path().join(name)
 }

@@ -46,13 +46,14 @@ pub struct Target {
 }
 
 impl Target {
-    /// A target answering 200 to everything.
+    /// A target answering 200 to everything, on a port of its own.
     pub async fn start() -> Self {
-        Self::start_on("127.0.0.1:0").await
+        Self::serve(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
     }
 
-    /// A target on a given address (e.g. one a sink already points at).
-    pub async fn start_on(address: &str) -> Self {
+    /// A target answering on `listener` (e.g. on a port a sink already
+    /// points at, held since: see `helpers::refusing_port`).
+    pub fn serve(listener: tokio::net::TcpListener) -> Self {
         let script = Arc::new(Mutex::new(Script {
             default: 200,
             ..Script::default()
@@ -60,7 +61,6 @@ impl Target {
         let app = Router::new()
             .route("/hook", post(receive))
             .with_state(Arc::clone(&script));
-        let listener = tokio::net::TcpListener::bind(address).await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self { url, script }
