@@ -74,6 +74,34 @@ async fn a_503_503_200_sequence_is_retried_until_delivered() {
     assert_eq!(target.received_ids(), [id.clone(), id.clone(), id.clone()]);
 }
 
+// Real time: the delivery worker reads the wall clock itself, so paused
+// tokio time cannot drive it. Only lower bounds are asserted, which a slow
+// machine cannot break.
+#[tokio::test]
+async fn each_retry_waits_at_least_its_backoff() {
+    let target = Target::start().await;
+    target.respond_with(&[503, 503]);
+    let sink = format!(
+        "[[sinks]]\nname = \"backend\"\ntype = \"forward\"\nurl = \"{}\"\n\
+         retry_initial_ms = 100\nretry_max_ms = 1000\n",
+        target.url
+    );
+    let app = spawn_app_with_config(&sink).await;
+    let id = accept(&app, "backoff-1").await;
+    assert!(app.wait_for_state(&id, "backend", "delivered").await);
+    let at: Vec<_> = target.received().iter().map(|r| r.at).collect();
+    assert_eq!(at.len(), 3);
+    // After the n-th failure: 100 ms × 2^(n-1), of which jitter may take half
+    // (a millisecond's slack for rounding to the spool's milliseconds).
+    for (n, least_ms) in [(1, 49), (2, 99)] {
+        let waited = at[n] - at[n - 1];
+        assert!(
+            waited >= Duration::from_millis(least_ms),
+            "retry {n} came after {waited:?}, before its backoff"
+        );
+    }
+}
+
 #[tokio::test]
 async fn retries_stop_at_max_attempts_with_a_dead_letter() {
     let target = Target::start().await;

@@ -16,6 +16,8 @@ use serde_json::Value;
 pub struct Received {
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Received {
@@ -99,7 +101,11 @@ async fn receive(
 ) -> StatusCode {
     let (status, hang) = {
         let mut script = script.lock().unwrap();
-        script.received.push(Received { headers, body });
+        script.received.push(Received {
+            headers,
+            body,
+            at: std::time::Instant::now(),
+        });
         let status = script.queued.pop_front().unwrap_or(script.default);
         (status, script.hang)
     };
