@@ -51,18 +51,9 @@ async fn send_many(
 /// Failed delivery attempts that will be retried, on the forward sink.
 const RETRIED: &str = r#"recordhook_deliveries_total{sink="backend",outcome="retried"}"#;
 
-/// The value of `series` (a name with its labels, as exposed) on the
-/// server's `/metrics`; 0 while it has none.
+/// `series` on the server's `/metrics`.
 async fn metric(server: &Server, series: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", server.address))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.split_whitespace().next())
-        .map_or(0.0, |value| value.parse().unwrap())
+    metric_at(&server.address, series).await
 }
 
 fn forged(n: usize) -> Value {
