@@ -191,11 +191,9 @@ async fn healthcheck_exits_0_only_when_the_server_is_healthy() {
     let output = recordhook_async(&dir, &["healthcheck", "--config", &config]).await;
     assert!(output.status.success(), "{output:?}");
     assert!(text(&output.stdout).contains(&format!("http://127.0.0.1:{port}/healthz")));
-    // Nothing listening: failure.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // Nothing listening: failure. The port stays held, so no other test's
+    // server can take it meanwhile and answer.
+    let (_held, closed) = refusing_port();
     let output = recordhook_async(
         &dir,
         &["healthcheck", "--url", &format!("http://{closed}/healthz")],

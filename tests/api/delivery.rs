@@ -48,15 +48,17 @@ async fn a_record_is_forwarded_once_with_its_body_and_headers() {
     .await;
     let id = accept(&app, "fwd-1").await;
     assert!(app.wait_for_state(&id, "backend", "delivered").await);
-    // Give a duplicate delivery the chance to show up before counting.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A later record delivered after it proves the worker has moved past the
+    // first: had it sent the first twice, the copy would come before this one.
+    let later = accept(&app, "fwd-2").await;
+    assert!(app.wait_for_state(&later, "backend", "delivered").await);
+    assert_eq!(target.received_ids(), [id.clone(), later], "sent once each");
     let received = target.received();
-    assert_eq!(received.len(), 1);
     let request = &received[0];
     assert_eq!(request.header("x-recordhook-event-id"), id);
     assert_eq!(request.header("authorization"), "Bearer t0ken");
     assert_eq!(request.header("content-type"), "application/json");
-    let stored = serde_json::to_value(app.stored().await.pop().unwrap()).unwrap();
+    let stored = serde_json::to_value(&app.stored().await[0]).unwrap();
     assert_eq!(request.json(), stored);
     assert_eq!(request.json()["event"]["file_id"], "fwd-1");
     assert!(request.headers.get("webhook-signature").is_none());
@@ -70,6 +72,34 @@ async fn a_503_503_200_sequence_is_retried_until_delivered() {
     let id = accept(&app, "retry-1").await;
     assert!(app.wait_for_state(&id, "backend", "delivered").await);
     assert_eq!(target.received_ids(), [id.clone(), id.clone(), id.clone()]);
+}
+
+// Real time: the delivery worker reads the wall clock itself, so paused
+// tokio time cannot drive it. Only lower bounds are asserted, which a slow
+// machine cannot break.
+#[tokio::test]
+async fn each_retry_waits_at_least_its_backoff() {
+    let target = Target::start().await;
+    target.respond_with(&[503, 503]);
+    let sink = format!(
+        "[[sinks]]\nname = \"backend\"\ntype = \"forward\"\nurl = \"{}\"\n\
+         retry_initial_ms = 100\nretry_max_ms = 1000\n",
+        target.url
+    );
+    let app = spawn_app_with_config(&sink).await;
+    let id = accept(&app, "backoff-1").await;
+    assert!(app.wait_for_state(&id, "backend", "delivered").await);
+    let at: Vec<_> = target.received().iter().map(|r| r.at).collect();
+    assert_eq!(at.len(), 3);
+    // After the n-th failure: 100 ms × 2^(n-1), of which jitter may take half
+    // (a millisecond's slack for rounding to the spool's milliseconds).
+    for (n, least_ms) in [(1, 49), (2, 99)] {
+        let waited = at[n] - at[n - 1];
+        assert!(
+            waited >= Duration::from_millis(least_ms),
+            "retry {n} came after {waited:?}, before its backoff"
+        );
+    }
 }
 
 #[tokio::test]
@@ -184,8 +214,15 @@ async fn a_hanging_target_delays_neither_the_200_nor_the_file_sink() {
     for id in &ids {
         assert!(app.wait_for_state(id, "archive", "delivered").await);
     }
-    // All five were answered 200 and written while the target still holds its first request.
-    assert!(!target.received().is_empty());
+    // All five were answered 200 and written while the target holds (for
+    // 60 s) the request it got: none can have been delivered to it.
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            !target.received().is_empty()
+        })
+        .await,
+        "the forward sink never reached the target"
+    );
     for id in &ids {
         assert_eq!(app.delivery(id, "backend").await.unwrap().state, "pending");
     }
@@ -255,14 +292,23 @@ async fn a_sink_receives_only_its_event_types() {
     let start = signed(serde_json::json!({"event_type": 1, "stream_id": "live"}));
     assert_eq!(app.post_json(&start).await.status(), 200);
     let _ = accept(&app, "not-for-backend").await;
+    let end = signed(serde_json::json!({"event_type": 0, "stream_id": "live"}));
+    assert_eq!(app.post_json(&end).await.status(), 200);
     let stored = app.stored().await;
+    // The record after the one not for it is delivered: the worker is past it.
     assert!(
-        app.wait_for_state(&stored[0].id, "backend", "delivered")
+        app.wait_for_state(&stored[2].id, "backend", "delivered")
             .await
     );
     assert!(app.delivery(&stored[1].id, "backend").await.is_none());
-    assert_eq!(target.received().len(), 1);
-    assert_eq!(target.received()[0].json()["event_type"], 1);
+    // Sent together they may arrive in either order.
+    let mut types: Vec<i64> = target
+        .received()
+        .iter()
+        .map(|r| r.json()["event_type"].as_i64().unwrap())
+        .collect();
+    types.sort_unstable();
+    assert_eq!(types, [0, 1], "only its event types, each once");
 }
 
 #[tokio::test]

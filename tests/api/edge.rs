@@ -194,6 +194,15 @@ async fn a_body_cut_off_half_way_gets_400_and_nothing_is_stored() {
         .unwrap();
     stream.shutdown().await.unwrap();
     drop(stream);
+    // Counted once answered: only then is "nothing stored" a fact, not a race.
+    let rejected = r#"recordhook_callbacks_total{outcome="body_unreadable"}"#;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            app.metric(rejected).await == 1.0
+        })
+        .await,
+        "the cut-off body was not rejected as unreadable"
+    );
     assert_eq!(app.post_json(&recording("after-cut")).await.status(), 200);
     let stored = app.stored().await;
     assert_eq!(stored.len(), 1);

@@ -219,6 +219,11 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The value of `series` on the server's `/metrics` (see [`metric_at`]).
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric_at(&self.address, series).await
+    }
+
     /// The `file_id` of every record in the spool, oldest first.
     pub async fn stored_file_ids(&self) -> Vec<String> {
         self.stored()
@@ -243,6 +248,22 @@ impl TestApp {
         }
         (self.dir, self.settings)
     }
+}
+
+/// The value of `series` (a metric's name with its labels, exactly as
+/// exposed, e.g. `recordhook_callbacks_total{outcome="accepted"}`) on the
+/// `/metrics` of the server at `address` (`http://…`); 0 while it has none.
+/// Counters are how a test learns the server has handled something.
+pub async fn metric_at(address: &str, series: &str) -> f64 {
+    let text = reqwest::get(format!("{address}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.split_whitespace().next())
+        .map_or(0.0, |value| value.parse().unwrap())
 }
 
 /// Polls `check` until it holds or `timeout` passes; returns whether it held.
@@ -279,6 +300,17 @@ pub async fn assert_error(
         text.contains(message),
         "{case}: message {text:?} should contain {message:?}"
     );
+}
+
+/// A socket holding a port on 127.0.0.1, bound but not listening: a
+/// connection to it is refused, and nothing else can take the port while the
+/// socket lives (a port found by binding a listener and dropping it can be
+/// taken by anyone in between). `.listen(…)` later serves on that same port.
+pub fn refusing_port() -> (tokio::net::TcpSocket, std::net::SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let address = socket.local_addr().unwrap();
+    (socket, address)
 }
 
 pub fn path_in(dir: &TempDir, name: &str) -> PathBuf {

@@ -1,19 +1,21 @@
 //! Integration tests: each spawns the real server on 127.0.0.1:0 with a
-//! temporary spool and talks HTTP to it.
+//! temporary spool and talks HTTP to it. Process-level load and crash tests
+//! live in `tests/serial`, which runs them one at a time.
 
 // Tests fail loudly by unwrapping; production code may not (see Cargo.toml lints).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// Shared with tests/serial, which uses other parts of it.
+#[allow(dead_code)]
+mod binary;
 mod callback;
 mod commands;
-mod crash;
 mod delivery;
 mod edge;
 mod full_spool;
 mod health;
 mod helpers;
 mod hostile;
-mod load;
 mod process;
 mod restart;
 mod target;

@@ -1,26 +1,10 @@
 //! The `recordhook` binary as a user runs it: start-up refusals, logs, and
 //! a clean exit on SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use serde_json::Value;
 
+use crate::binary::{command, start_server};
 use crate::helpers::*;
-
-const BINARY: &str = env!("CARGO_BIN_EXE_recordhook");
-
-/// A `recordhook` command run outside the repository, so `config/default.toml`
-/// is not picked up unless a test says so.
-fn command(dir: &tempfile::TempDir) -> Command {
-    let mut command = Command::new(BINARY);
-    command
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
-    command
-}
 
 #[test]
 fn the_binary_refuses_to_start_without_a_key() {
@@ -62,133 +46,6 @@ fn the_binary_refuses_a_spool_it_cannot_open() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("could not be opened"), "{stderr}");
-}
-
-pub struct Server {
-    child: Child,
-    pub address: String,
-    /// Log lines read while waiting for `recordhook listening`, that one included.
-    startup_lines: Vec<String>,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-/// Starts the binary on a free port, with the key from the environment and
-/// the config file named by RECORDHOOK_CONFIG (holding `extra`, e.g. sinks),
-/// and waits for its `recordhook listening` log line.
-pub fn start_server(dir: &tempfile::TempDir, extra: &str) -> Server {
-    let config = path_in(dir, "recordhook.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[spool]\npath = {:?}\n{extra}",
-            path_in(dir, "spool.db")
-        ),
-    )
-    .unwrap();
-    let mut child = command(dir)
-        .env("RECORDHOOK_CONFIG", &config)
-        .env("RECORDHOOK__AUTH__KEYS", KEY)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (sender, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut server = Server {
-        child,
-        address: String::new(),
-        startup_lines: Vec::new(),
-        lines,
-    };
-    // Other start-up lines (e.g. the dedup index loading) may come first.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let listening = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = server
-            .lines
-            .recv_timeout(left)
-            .expect("no `recordhook listening` line within 20 s");
-        let event: Value = serde_json::from_str(&line).unwrap();
-        server.startup_lines.push(line);
-        if event["message"] == "recordhook listening" {
-            break event;
-        }
-    };
-    server.address = format!("http://{}", listening["address"].as_str().unwrap());
-    server
-}
-
-impl Drop for Server {
-    /// A failing test must not leave its server running.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    /// Resident memory of the process, KiB.
-    pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|value| value.split_whitespace().next())
-            .unwrap()
-            .parse()
-            .unwrap()
-    }
-
-    /// Kills the process outright (SIGKILL), as a crash would.
-    pub fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// Sends `signal` (e.g. `-HUP`) to the process.
-    pub fn signal(&self, signal: &str) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args([signal, &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-    }
-
-    /// Sends SIGTERM, waits for the exit, and returns the status and every log line.
-    pub fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "recordhook did not exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let mut lines = std::mem::take(&mut self.startup_lines);
-        lines.extend(self.lines.iter());
-        (status, lines)
-    }
 }
 
 #[tokio::test]
@@ -257,7 +114,7 @@ async fn sighup_reloads_the_key_file_and_a_failed_reload_keeps_the_keys() {
     let dir = tempfile::tempdir().unwrap();
     let key_file = path_in(&dir, "keys");
     std::fs::write(&key_file, "initial-key\n").unwrap();
-    let server = start_server(&dir, &format!("[auth]\nkey_file = {key_file:?}\n"));
+    let mut server = start_server(&dir, &format!("[auth]\nkey_file = {key_file:?}\n"));
     let client = reqwest::Client::new();
     let url = format!("{}/callback", server.address);
     let post_signed_with = |key: &'static str, file_id: &'static str| {
@@ -282,31 +139,31 @@ async fn sighup_reloads_the_key_file_and_a_failed_reload_keeps_the_keys() {
 
     std::fs::write(&key_file, "rotated-key\n").unwrap();
     server.signal("-HUP");
-    let rotated = eventually(Duration::from_secs(10), || async {
-        post_signed_with("rotated-key", "hup-3").await == 200
-    })
-    .await;
-    assert!(rotated, "the rotated key was not accepted after SIGHUP");
+    // Logged once the new keys are in force.
+    let reloaded = server.wait_for_log("callback keys reloaded; sink files reopened");
+    // The file's one key and the test key from the environment.
+    assert_eq!(reloaded["keys"], 2, "{reloaded}");
+    assert_eq!(post_signed_with("rotated-key", "hup-3").await, 200);
     assert_eq!(post_signed_with("initial-key", "hup-4").await, 401);
 
-    // A reload that fails (the key file is gone) keeps the keys in force.
+    // A reload that fails (the key file is gone) keeps the keys in force:
+    // asserted once the server says it has handled the failed reload.
     std::fs::remove_file(&key_file).unwrap();
     server.signal("-HUP");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let failed = server.wait_for_log(
+        "callback keys NOT reloaded, the previous keys stay in force; sink files reopened",
+    );
+    assert!(
+        failed["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("could not be read")),
+        "{failed}"
+    );
     assert_eq!(post_signed_with("rotated-key", "hup-5").await, 200);
+    assert_eq!(post_signed_with("initial-key", "hup-6").await, 401);
 
     let (status, lines) = server.terminate();
     assert!(status.success());
-    assert!(
-        lines.iter().any(|l| l.contains("callback keys reloaded")),
-        "{lines:#?}"
-    );
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("callback keys NOT reloaded") && l.contains("could not be read")),
-        "{lines:#?}"
-    );
     for line in &lines {
         assert!(
             !line.contains("initial-key") && !line.contains("rotated-key"),

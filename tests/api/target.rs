@@ -16,6 +16,8 @@ use serde_json::Value;
 pub struct Received {
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Received {
@@ -46,13 +48,14 @@ pub struct Target {
 }
 
 impl Target {
-    /// A target answering 200 to everything.
+    /// A target answering 200 to everything, on a port of its own.
     pub async fn start() -> Self {
-        Self::start_on("127.0.0.1:0").await
+        Self::serve(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
     }
 
-    /// A target on a given address (e.g. one a sink already points at).
-    pub async fn start_on(address: &str) -> Self {
+    /// A target answering on `listener` (e.g. on a port a sink already
+    /// points at, held since: see `helpers::refusing_port`).
+    pub fn serve(listener: tokio::net::TcpListener) -> Self {
         let script = Arc::new(Mutex::new(Script {
             default: 200,
             ..Script::default()
@@ -60,7 +63,6 @@ impl Target {
         let app = Router::new()
             .route("/hook", post(receive))
             .with_state(Arc::clone(&script));
-        let listener = tokio::net::TcpListener::bind(address).await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self { url, script }
@@ -99,7 +101,11 @@ async fn receive(
 ) -> StatusCode {
     let (status, hang) = {
         let mut script = script.lock().unwrap();
-        script.received.push(Received { headers, body });
+        script.received.push(Received {
+            headers,
+            body,
+            at: std::time::Instant::now(),
+        });
         let status = script.queued.pop_front().unwrap_or(script.default);
         (status, script.hang)
     };

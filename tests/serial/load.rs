@@ -9,8 +9,9 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
+use crate::binary::{Server, start_server};
 use crate::helpers::*;
-use crate::process::{Server, start_server};
+use crate::one_at_a_time;
 use crate::target::Target;
 
 const MIB: u64 = 1024;
@@ -47,6 +48,14 @@ async fn send_many(
     statuses
 }
 
+/// Failed delivery attempts that will be retried, on the forward sink.
+const RETRIED: &str = r#"recordhook_deliveries_total{sink="backend",outcome="retried"}"#;
+
+/// `series` on the server's `/metrics`.
+async fn metric(server: &Server, series: &str) -> f64 {
+    metric_at(&server.address, series).await
+}
+
 fn forged(n: usize) -> Value {
     let mut body = recording(&format!("forged-{n}"));
     body["sign"] = format!("{n:032x}").into();
@@ -55,6 +64,7 @@ fn forged(n: usize) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_forged_callbacks_neither_grows_memory_nor_keeps_real_ones_out() {
+    let _serial = one_at_a_time().await;
     let dir = tempfile::tempdir().unwrap();
     let server: Server = start_server(&dir, "");
     let url = format!("{}/callback", server.address);
@@ -114,12 +124,10 @@ async fn a_flood_of_forged_callbacks_neither_grows_memory_nor_keeps_real_ones_ou
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forward_target_down_for_long_keeps_memory_bounded_and_gets_everything_later() {
-    // The sink points at a port where nothing listens yet.
-    let address = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
+    let _serial = one_at_a_time().await;
+    // The sink points at a port that refuses connections until the target
+    // takes it over; it stays held meanwhile, so nothing else can answer there.
+    let (port, address) = refusing_port();
     let dir = tempfile::tempdir().unwrap();
     let sinks = format!(
         "[[sinks]]\nname = \"backend\"\ntype = \"forward\"\nurl = \"http://{address}/hook\"\n\
@@ -141,26 +149,31 @@ async fn a_forward_target_down_for_long_keeps_memory_bounded_and_gets_everything
             .iter()
             .all(|s| *s == 200)
     );
-    // Let the retries churn over the whole backlog for a while.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Let the retries churn over the whole backlog: wait until the server
+    // has failed as many attempts again as twice the backlog.
+    let retried_before = metric(&server, RETRIED).await;
+    let churned = eventually(Duration::from_secs(60), || async {
+        metric(&server, RETRIED).await >= retried_before + 8_000.0
+    })
+    .await;
+    assert!(
+        churned,
+        "retries did not churn: {retried_before} failed attempts, then {} a minute later",
+        metric(&server, RETRIED).await
+    );
     let late = server.rss_kib();
     eprintln!("target down: RSS {early} KiB at 1000 waiting, {late} KiB at 4000 waiting");
     assert!(
         late < early + 16 * MIB,
         "memory grew from {early} KiB to {late} KiB while 4000 deliveries waited"
     );
-    let metrics = reqwest::get(format!("{}/metrics", server.address))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains(r#"recordhook_pending_deliveries{sink="backend"} 4000"#),
-        "the backlog should be in the spool:\n{metrics}"
+    assert_eq!(
+        metric(&server, r#"recordhook_pending_deliveries{sink="backend"}"#).await,
+        4_000.0,
+        "the backlog should be in the spool"
     );
 
-    let target = Target::start_on(&address).await;
+    let target = Target::serve(port.listen(1024).unwrap());
     let expected: HashSet<String> = (0..4_000).map(|n| format!("down-{n}")).collect();
     let complete = eventually(Duration::from_secs(120), || async {
         let received: HashSet<String> = target
