@@ -286,6 +286,24 @@ mod tests {
     }
 
     #[test]
+    fn the_default_schedule_waits_28_to_57_minutes_before_a_dead_letter() {
+        // The README's figure: the waits between the default 15 attempts.
+        let defaults = crate::sinks::SinkSettings::log("x");
+        let (initial, max) = (
+            Duration::from_millis(defaults.retry_initial_ms),
+            Duration::from_millis(defaults.retry_max_ms),
+        );
+        let total = |jitter: f64| -> Duration {
+            (1..defaults.max_attempts)
+                .map(|n| retry_delay(n, initial, max, None, jitter))
+                .sum()
+        };
+        assert_eq!(defaults.max_attempts, 15);
+        assert_eq!(total(0.0).as_secs(), 1_711);
+        assert_eq!(total(1.0).as_secs(), 3_423);
+    }
+
+    #[test]
     fn huge_attempt_counts_do_not_overflow() {
         assert_eq!(
             retry_delay(u32::MAX, SECOND, TEN_MINUTES, None, 1.0),

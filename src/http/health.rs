@@ -41,7 +41,7 @@ const MIN_FREE_BYTES: u64 = 1024 * 1024;
 /// 200 when every background worker runs, a write to the spool commits and
 /// its filesystem has room, 503 otherwise. A worker restarting after a panic
 /// makes the replica not ready until it is back, so an operator sees it. The probe write alone is not enough: with a full disk it can
-/// still fit in WAL space SQLite has already allocated while callbacks,
+/// still fit in space the store has already allocated while callbacks,
 /// which need new space, fail. Both checks recover by themselves once space
 /// returns.
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
