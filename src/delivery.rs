@@ -303,6 +303,66 @@ mod tests {
         assert_eq!(total(1.0).as_secs(), 3_423);
     }
 
+    /// A sink with 3 attempts, retried after 10 s doubling to 60 s.
+    fn three_attempt_sink() -> ConfiguredSink {
+        let mut settings = crate::sinks::SinkSettings::log("s");
+        settings.max_attempts = 3;
+        settings.retry_initial_ms = 10_000;
+        settings.retry_max_ms = 60_000;
+        crate::sinks::build(&[settings]).unwrap().remove(0)
+    }
+
+    fn retriable(retry_after: Option<Duration>) -> Result<(), DeliveryError> {
+        Err(DeliveryError::Retriable {
+            reason: "503".into(),
+            retry_after,
+        })
+    }
+
+    #[test]
+    fn a_failed_attempt_is_retried_from_the_time_it_ended_until_attempts_run_out() {
+        let sink = three_attempt_sink();
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_000);
+        let at = |attempts, result| match settlement(&sink, attempts, result, now) {
+            Settlement::Retry { at_ms, .. } => Some(at_ms - unix_ms(now)),
+            _ => None,
+        };
+        // First retry 5-10 s after `now` (equal jitter), the second 10-20 s.
+        let first = at(1, retriable(None)).unwrap();
+        assert!((5_000..=10_000).contains(&first), "{first}");
+        let second = at(2, retriable(None)).unwrap();
+        assert!((10_000..=20_000).contains(&second), "{second}");
+        // Retry-After wins when longer, but never past retry_max.
+        assert_eq!(
+            at(1, retriable(Some(Duration::from_secs(45)))),
+            Some(45_000)
+        );
+        assert_eq!(
+            at(1, retriable(Some(Duration::from_secs(999)))),
+            Some(60_000)
+        );
+        // The third failure is the last: a dead letter, as is any permanent one.
+        assert!(matches!(
+            settlement(&sink, 3, retriable(None), now),
+            Settlement::Dead { error } if error.starts_with("gave up after 3 attempts")
+        ));
+        assert!(matches!(
+            settlement(
+                &sink,
+                1,
+                Err(DeliveryError::Permanent {
+                    reason: "400".into()
+                }),
+                now
+            ),
+            Settlement::Dead { .. }
+        ));
+        assert!(matches!(
+            settlement(&sink, 1, Ok(()), now),
+            Settlement::Delivered
+        ));
+    }
+
     #[test]
     fn huge_attempt_counts_do_not_overflow() {
         assert_eq!(
