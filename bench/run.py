@@ -14,7 +14,11 @@ spool's size per 100k records.
 Environment: DURATION (seconds per run, default 10), CONNECTIONS (32),
 THREADS (wrk threads, 2), ROUNDS (3), LOG (`file`, the default: recordhook's
 log goes to a file in the work directory, as a log shipper would have it;
-`discard`: to /dev/null). Needs wrk (Debian package `wrk`).
+`discard`: to /dev/null), BASELINE (path to another recordhook binary, e.g.
+one built from an earlier commit: it runs beside the current one under the
+same load in every round, the order of the two alternating, and is reported
+in its own column, so a change is judged against its predecessor in the same
+run). Needs wrk (Debian package `wrk`).
 Traffic goes to 127.0.0.1 only; every run is bounded by DURATION.
 """
 
@@ -37,6 +41,7 @@ CONNECTIONS = int(os.environ.get("CONNECTIONS", "32"))
 THREADS = int(os.environ.get("THREADS", "2"))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 LOG = os.environ.get("LOG", "file")
+BASELINE = os.environ.get("BASELINE", "")
 LAG_LIMIT_SECS = 120
 
 
@@ -98,32 +103,22 @@ def peak_rss_kib(pid):
     return 0
 
 
-def main():
-    if not shutil.which("wrk"):
-        sys.exit("wrk not found: apt-get install wrk")
-    print("building release binaries ...", flush=True)
-    subprocess.run(["cargo", "build", "--release", "--locked", "--quiet",
-                    "--bin", "recordhook", "--example", "reference_server",
-                    "--example", "durable_reference_server"], cwd=ROOT, check=True)
-    binary = ROOT / "target/release/recordhook"
-    reference_binary = ROOT / "target/release/examples/reference_server"
-    durable_binary = ROOT / "target/release/examples/durable_reference_server"
+class Recordhook:
+    """One recordhook process with its own port, spool, file sink and log."""
 
-    work = Path(tempfile.mkdtemp(prefix="recordhook-bench-"))
-    key = "bench-" + os.urandom(8).hex()
-    t = int(time.time()) + 3600
-    sign = json.loads(subprocess.run([binary, "sign", "--key", key, "--t", str(t)],
-                                     capture_output=True, text=True, check=True).stdout)["sign"]
-    ref_port, durable_port, rh_port = free_port(), free_port(), free_port()
-    records = work / "records.jsonl"
-    config = work / "recordhook.toml"
-    config.write_text(f"""
+    def __init__(self, binary, directory, key):
+        directory.mkdir(parents=True)
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.records = directory / "records.jsonl"
+        config = directory / "recordhook.toml"
+        config.write_text(f"""
 [server]
-listen = "127.0.0.1:{rh_port}"
+listen = "127.0.0.1:{self.port}"
 [auth]
 max_validity_secs = 7200
 [spool]
-path = "{work / 'spool.db'}"
+path = "{directory / 'spool.db'}"
 [log]
 format = "json"
 level = "info"
@@ -133,51 +128,93 @@ type = "log"
 [[sinks]]
 name = "archive"
 type = "file"
-path = "{records}"
+path = "{self.records}"
 # One file, so the lag is measured by counting its lines.
 rotate_max_bytes = 0
 rotate_daily = false
 """)
+        self.log = open(os.devnull if LOG == "discard" else directory / "recordhook.log", "wb")
+        self.process = subprocess.Popen([binary, "serve", "--config", config], cwd=directory, stdout=self.log,
+                                        env=dict(os.environ, RECORDHOOK__AUTH__KEYS=key))
+        self.name = str(binary)
+
+    def wait_healthy(self):
+        wait_healthy(f"{self.base}/healthz", self.process, self.name)
+
+    def measure(self, round_name, t, sign):
+        """One wrk run, then how long the file sink takes to catch up."""
+        result = run_wrk(f"{self.base}/callback", f"rh{round_name}-{self.port}", t, sign)
+        accepted = metric(self.base, 'recordhook_callbacks_total{outcome="accepted"}')
+        stop = time.monotonic()
+        while file_lines(self.records) < accepted and time.monotonic() - stop < LAG_LIMIT_SECS:
+            time.sleep(0.01)
+        return result, time.monotonic() - stop, accepted, file_lines(self.records)
+
+    def terminate(self):
+        self.process.terminate()
+
+    def wait(self, timeout):
+        self.process.wait(timeout=timeout)
+        self.log.close()
+
+
+def main():
+    if not shutil.which("wrk"):
+        sys.exit("wrk not found: apt-get install wrk")
+    print("building release binaries ...", flush=True)
+    subprocess.run(["cargo", "build", "--release", "--locked", "--quiet",
+                    "--bin", "recordhook", "--example", "reference_server",
+                    "--example", "durable_reference_server"], cwd=ROOT, check=True)
+    release = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
+    binary = release / "recordhook"
+    reference_binary = release / "examples/reference_server"
+    durable_binary = release / "examples/durable_reference_server"
+
+    work = Path(tempfile.mkdtemp(prefix="recordhook-bench-"))
+    key = "bench-" + os.urandom(8).hex()
+    t = int(time.time()) + 3600
+    sign = json.loads(subprocess.run([binary, "sign", "--key", key, "--t", str(t)],
+                                     capture_output=True, text=True, check=True).stdout)["sign"]
+    ref_port, durable_port = free_port(), free_port()
     reference = subprocess.Popen([reference_binary, f"127.0.0.1:{ref_port}"], stdout=subprocess.DEVNULL)
     # Its file sits on the same disk as recordhook's spool.
     durable = subprocess.Popen([durable_binary, f"127.0.0.1:{durable_port}", work / "durable-reference.log"],
                                stdout=subprocess.DEVNULL)
-    log = open(os.devnull if LOG == "discard" else work / "recordhook.log", "wb")
-    recordhook = subprocess.Popen([binary, "serve", "--config", config], cwd=work, stdout=log,
-                                  env=dict(os.environ, RECORDHOOK__AUTH__KEYS=key))
-    ref_base, rh_base = f"http://127.0.0.1:{ref_port}", f"http://127.0.0.1:{rh_port}"
+    recordhook = Recordhook(binary, work / "current", key)
+    baseline = Recordhook(Path(BASELINE).resolve(), work / "baseline", key) if BASELINE else None
+    ref_base = f"http://127.0.0.1:{ref_port}"
     durable_base = f"http://127.0.0.1:{durable_port}"
     try:
-        wait_healthy(f"{rh_base}/healthz", recordhook, "recordhook")
+        recordhook.wait_healthy()
+        if baseline:
+            baseline.wait_healthy()
         time.sleep(0.3)
         rounds = []
         for n in range(1, ROUNDS + 1):
             ref = run_wrk(f"{ref_base}/callback", f"ref{n}", t, sign)
             dur = run_wrk(f"{durable_base}/callback", f"dur{n}", t, sign)
-            rh = run_wrk(f"{rh_base}/callback", f"rh{n}", t, sign)
-            accepted = metric(rh_base, 'recordhook_callbacks_total{outcome="accepted"}')
-            stop = time.monotonic()
-            while file_lines(records) < accepted and time.monotonic() - stop < LAG_LIMIT_SECS:
-                time.sleep(0.01)
-            lag = time.monotonic() - stop
-            in_file = file_lines(records)
-            rounds.append(dict(ref=ref, dur=dur, rh=rh, lag=lag, accepted=accepted, in_file=in_file))
+            # The two recordhooks take turns going first.
+            order = [recordhook, baseline] if n % 2 else [baseline, recordhook]
+            measured = {id(rh): rh.measure(f"{n}", t, sign) for rh in order if rh}
+            rh, lag, accepted, in_file = measured[id(recordhook)]
+            base = measured[id(baseline)][0] if baseline else None
+            rounds.append(dict(ref=ref, dur=dur, rh=rh, base=base, lag=lag, accepted=accepted, in_file=in_file))
+            also = f" | baseline {base['rps']:.0f} req/s p99 {base['p99_us']/1000:.2f} ms ratio {base['rps']/dur['rps']:.2f}" if base else ""
             print(f"round {n}: reference {ref['rps']:.0f} req/s p50 {ref['p50_us']/1000:.2f} ms p99 {ref['p99_us']/1000:.2f} ms | "
                   f"durable reference {dur['rps']:.0f} req/s p50 {dur['p50_us']/1000:.2f} ms p99 {dur['p99_us']/1000:.2f} ms | "
                   f"recordhook {rh['rps']:.0f} req/s p50 {rh['p50_us']/1000:.2f} ms p99 {rh['p99_us']/1000:.2f} ms | "
                   f"ratios {rh['rps']/ref['rps']:.2f} / {rh['rps']/dur['rps']:.2f} | file sink caught up {lag:.2f} s after the load "
-                  f"({in_file}/{int(accepted)} lines)", flush=True)
-        rss = peak_rss_kib(recordhook.pid)
-        spool_bytes = metric(rh_base, "recordhook_spool_size_bytes")
+                  f"({in_file}/{int(accepted)} lines){also}", flush=True)
+        rss = peak_rss_kib(recordhook.process.pid)
+        spool_bytes = metric(recordhook.base, "recordhook_spool_size_bytes")
         accepted = rounds[-1]["accepted"]
     finally:
-        recordhook.terminate()
-        reference.terminate()
-        durable.terminate()
-        recordhook.wait(timeout=30)
-        reference.wait(timeout=30)
-        durable.wait(timeout=30)
-        log.close()
+        for process in [recordhook, baseline, reference, durable]:
+            if process:
+                process.terminate()
+        for process in [recordhook, baseline, reference, durable]:
+            if process:
+                process.wait(timeout=30)
 
     med = statistics.median
     ratio = [r["rh"]["rps"] / r["ref"]["rps"] for r in rounds]
@@ -200,6 +237,13 @@ rotate_daily = false
     print(f"| p99 latency (worst round) | {latency('ref', 'p99_us', max)} | {latency('dur', 'p99_us', max)} | {latency('rh', 'p99_us', max)} |")
     print(f"| peak RSS | | | {rss/1024:.1f} MiB |")
     print(f"| file sink lag after load (worst) | | | {max(r['lag'] for r in rounds):.2f} s |")
+    if baseline:
+        base_ratio = [r["base"]["rps"] / r["dur"]["rps"] for r in rounds]
+        versus = [r["rh"]["rps"] / r["base"]["rps"] for r in rounds]
+        print(f"| baseline ({BASELINE}): requests/s (median) | | | {med(r['base']['rps'] for r in rounds):.0f} |")
+        print(f"| baseline: ratio to the durable reference (median, min) | | | {med(base_ratio):.2f} ({min(base_ratio):.2f}) |")
+        print(f"| baseline: p99 latency (median, worst round) | | | {latency('base', 'p99_us')} / {latency('base', 'p99_us', max)} |")
+        print(f"| recordhook / baseline, requests/s (median, min) | | | {med(versus):.2f} ({min(versus):.2f}) |")
     print(f"| spool size per 100k records | | | {spool_bytes/accepted*100000/1024/1024:.1f} MiB ({int(accepted)} records, {spool_bytes/1024/1024:.1f} MiB) |")
     lost = [r for r in rounds if r["in_file"] < r["accepted"]]
     if lost:
