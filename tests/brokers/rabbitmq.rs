@@ -1,0 +1,8 @@
+//! The `rabbitmq` sink against the real broker.
+
+use crate::harness::Test;
+
+/// Every test of this file, for the harness.
+pub fn tests() -> Vec<Test> {
+    vec![]
+}
