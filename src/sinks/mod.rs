@@ -9,6 +9,7 @@
 mod file;
 mod forward;
 mod log;
+mod secret_url;
 mod settings;
 mod webhook;
 
@@ -24,6 +25,7 @@ pub use self::forward::{
     MAX_TIMEOUT_SECS as MAX_FORWARD_TIMEOUT_SECS,
 };
 pub use self::log::LogSink;
+pub use self::secret_url::SecretUrl;
 pub use self::settings::{InvalidSetting, MAX_ATTEMPTS, MAX_RETRY_MS, SinkKind, SinkSettings};
 pub use self::webhook::{WebhookSigner, webhook_key};
 

@@ -1,0 +1,155 @@
+//! A URL that may carry credentials (`nats://user:pass@host`,
+//! `amqp://guest:guest@host/%2f`, `redis://:pass@host`): kept whole for
+//! connecting, shown everywhere else with its password replaced, so it never
+//! reaches a log line, an error or `check-config`'s output.
+
+use std::fmt;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// What a password is shown as.
+const REDACTED: &str = "[redacted]";
+
+/// A parsed URL whose password (and any `token` or `password` query
+/// parameter) is a secret.
+#[derive(Clone)]
+pub struct SecretUrl {
+    /// The URL as configured.
+    full: SecretString,
+    /// The same URL with every secret part replaced by [`REDACTED`].
+    shown: String,
+    /// The scheme, lowercased (`nats`, `amqp`, `redis`, …).
+    scheme: String,
+}
+
+impl SecretUrl {
+    /// Parses `text` as a URL; the error never repeats the text (it may hold
+    /// a password).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let url = url::Url::parse(text).map_err(|err| format!("not a valid URL: {err}"))?;
+        let mut shown = url.clone();
+        if shown.password().is_some() {
+            let _ = shown.set_password(Some(REDACTED));
+        } else if !shown.username().is_empty() && url.scheme() != "amqp" {
+            // `redis://token@host` and `nats://token@host` put the secret in
+            // the user part.
+            let _ = shown.set_username(REDACTED);
+        }
+        let query: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(key, value)| {
+                let secret = ["password", "token", "pass"].contains(&key.to_lowercase().as_str());
+                let value = if secret {
+                    REDACTED.to_owned()
+                } else {
+                    value.into_owned()
+                };
+                (key.into_owned(), value)
+            })
+            .collect();
+        if !query.is_empty() {
+            shown.query_pairs_mut().clear().extend_pairs(query);
+        }
+        Ok(Self {
+            full: SecretString::from(text),
+            // The URL type percent-encodes the brackets; show them as written.
+            shown: shown.to_string().replace("%5Bredacted%5D", REDACTED),
+            scheme: url.scheme().to_lowercase(),
+        })
+    }
+
+    /// The URL with its credentials, to connect with. Never log it.
+    pub fn expose(&self) -> &str {
+        self.full.expose_secret()
+    }
+
+    /// The URL with its secrets replaced, for logs and errors.
+    pub fn redacted(&self) -> &str {
+        &self.shown
+    }
+
+    /// The URL's scheme, lowercased.
+    pub fn scheme(&self) -> &str {
+        &self.scheme
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl Serialize for SecretUrl {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.shown)
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_hidden_everywhere_but_expose() {
+        for (url, hidden, shown) in [
+            (
+                "amqp://guest:s3cret@127.0.0.1:5672/%2f",
+                "s3cret",
+                "amqp://guest:[redacted]@127.0.0.1:5672/%2f",
+            ),
+            (
+                "redis://:s3cret@127.0.0.1:6379",
+                "s3cret",
+                "redis://:[redacted]@127.0.0.1:6379",
+            ),
+            (
+                "nats://s3cret@127.0.0.1:4222",
+                "s3cret",
+                "nats://[redacted]@127.0.0.1:4222",
+            ),
+            (
+                "nats://127.0.0.1:4222?token=s3cret",
+                "s3cret",
+                "nats://127.0.0.1:4222?token=[redacted]",
+            ),
+        ] {
+            let secret = SecretUrl::parse(url).unwrap();
+            assert_eq!(secret.expose(), url);
+            assert_eq!(secret.redacted(), shown);
+            for text in [
+                format!("{secret:?}"),
+                secret.to_string(),
+                serde_json::to_string(&secret).unwrap(),
+            ] {
+                assert!(!text.contains(hidden), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_invalid_url_is_refused_without_repeating_it() {
+        let err = SecretUrl::parse("amqp://guest:s3cret@[bad").unwrap_err();
+        assert!(err.starts_with("not a valid URL"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn the_scheme_is_kept_for_validation() {
+        assert_eq!(SecretUrl::parse("REDIS://h").unwrap().scheme(), "redis");
+    }
+}
