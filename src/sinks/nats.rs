@@ -374,12 +374,12 @@ impl NatsSink {
             link.jetstream.send_publish(subject.clone(), publish),
         )
         .await
-        .map_err(|_| self.timed_out(&subject))?
-        .map_err(|err| self.publish_failed(&subject, &err))?;
+        .map_err(|_| self.timed_out(link, &subject))?
+        .map_err(|err| self.publish_failed(link, &subject, &err))?;
         let ack = tokio::time::timeout(self.timeout, pending)
             .await
-            .map_err(|_| self.timed_out(&subject))?
-            .map_err(|err| self.publish_failed(&subject, &err))?;
+            .map_err(|_| self.timed_out(link, &subject))?
+            .map_err(|err| self.publish_failed(link, &subject, &err))?;
         if ack.duplicate {
             tracing::debug!(
                 sink = %self.name, event_id = %record.id, stream = %ack.stream,
@@ -389,26 +389,32 @@ impl NatsSink {
         Ok(())
     }
 
-    fn timed_out(&self, subject: &str) -> DeliveryError {
+    /// No ack in time. A server error reported meanwhile (a permissions
+    /// violation on the subject, say) is the likely cause: it is named.
+    fn timed_out(&self, link: &Link, subject: &str) -> DeliveryError {
+        let mut reason = format!(
+            "no JetStream ack for subject `{subject}` within {} s",
+            self.timeout.as_secs()
+        );
+        if let Some(error) = &link.status.borrow().last_error {
+            reason.push_str(&format!(" (last NATS error: {error})"));
+        }
         DeliveryError::Retriable {
-            reason: format!(
-                "no JetStream ack for subject `{subject}` within {} s",
-                self.timeout.as_secs()
-            ),
+            reason,
             retry_after: None,
         }
     }
 
-    fn publish_failed(&self, subject: &str, err: &PublishError) -> DeliveryError {
+    fn publish_failed(&self, link: &Link, subject: &str, err: &PublishError) -> DeliveryError {
         match err.kind() {
             PublishErrorKind::StreamNotFound => DeliveryError::Retriable {
                 reason: format!(
                     "no JetStream stream captures subject `{subject}` (NATS answered: no responders); \
-                     create a stream for it or change `subject`"
+                     create a stream for it, change `subject`, or enable JetStream"
                 ),
                 retry_after: None,
             },
-            PublishErrorKind::TimedOut => self.timed_out(subject),
+            PublishErrorKind::TimedOut => self.timed_out(link, subject),
             // The record itself is larger than the server accepts: retrying
             // the same bytes cannot succeed.
             PublishErrorKind::MaxPayloadExceeded => DeliveryError::Permanent {
