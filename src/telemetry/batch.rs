@@ -128,8 +128,8 @@ impl<W: Write> Write for EventWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::configuration::{LogFormat, LogSettings};
     use crate::telemetry::subscriber;
+    use crate::telemetry::{LogFormat, LogSettings};
     use std::sync::Mutex;
 
     /// A writer that records each `write_all` of a whole flush as one chunk.

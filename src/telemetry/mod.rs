@@ -4,14 +4,15 @@
 
 mod batch;
 mod json;
+mod settings;
 
 pub use batch::batched;
+pub use settings::{LogFormat, LogSettings};
 
 use tracing::Subscriber;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::configuration::{LogFormat, LogSettings};
 use batch::Batching;
 use json::{JsonFields, JsonLines};
 
