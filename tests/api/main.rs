@@ -13,6 +13,7 @@ mod health;
 mod helpers;
 mod hostile;
 mod load;
+mod logs;
 mod process;
 mod restart;
 mod target;
