@@ -9,6 +9,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use serde_json::Value;
 
 use crate::helpers::*;
@@ -138,4 +139,49 @@ async fn the_log_sink_prints_its_record_line_when_log_level_is_warn() {
     assert_eq!(record["level"], "INFO");
     assert_eq!(record["target"], "recordhook::record");
     assert_eq!(record["stream_id"], "stream_test");
+}
+
+#[tokio::test]
+async fn a_stalled_stdout_never_stalls_a_callback() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file sink, not the log sink: the log sink's delivery rightly waits
+    // for stdout; the callbacks must not.
+    let sinks = format!(
+        "[[sinks]]\nname = \"archive\"\ntype = \"file\"\npath = {:?}\n",
+        path_in(&dir, "records.jsonl")
+    );
+    let (server, stdout) = start(&dir, &sinks).await;
+    // Kept open and never read: once the pipe's 64 KiB are full, every write
+    // to stdout blocks (a closed pipe would fail writes instead).
+    let _unread = stdout;
+
+    // Each callback logs at least one line of a few hundred bytes: 2,000 of
+    // them are several times what the pipe holds.
+    const CALLBACKS: usize = 2_000;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let url = format!("{}/callback", server.address);
+    let statuses: Vec<u16> = tokio::time::timeout(
+        Duration::from_secs(120),
+        futures_util::stream::iter(0..CALLBACKS)
+            .map(|n| {
+                let request = client
+                    .post(&url)
+                    .body(recording(&format!("stalled-{n}")).to_string());
+                async move {
+                    request
+                        .send()
+                        .await
+                        .map_or(0, |response| response.status().as_u16())
+                }
+            })
+            .buffer_unordered(16)
+            .collect(),
+    )
+    .await
+    .expect("callbacks stalled behind a stdout nobody reads");
+    let answered = statuses.iter().filter(|&&status| status == 200).count();
+    assert_eq!(answered, CALLBACKS, "not every callback was answered 200");
 }
