@@ -21,6 +21,8 @@ mod settings;
 pub use settings::{LogFormat, LogSettings};
 
 use std::io::Write;
+use std::sync::mpsc;
+use std::time::Duration;
 
 use tracing::Subscriber;
 use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
@@ -64,11 +66,37 @@ where
 }
 
 /// Keeps the log's writer thread going; dropping it writes out the lines
-/// still queued (waiting about a second at most), so hold it until the
+/// still queued (waiting [`FLUSH_LIMIT`] at most), so hold it until the
 /// process exits.
 #[must_use = "dropping the guard stops the log writer"]
 pub struct LogGuard {
-    _worker: WorkerGuard,
+    worker: Option<WorkerGuard>,
+}
+
+/// The longest a dropped [`LogGuard`] waits for queued lines to be written.
+pub const FLUSH_LIMIT: Duration = Duration::from_secs(2);
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        let Some(worker) = self.worker.take() else {
+            return;
+        };
+        // tracing-appender's guard waits about a second for the writer
+        // thread, but when the queue is full it first prints a complaint to
+        // stdout, and that print waits forever on a stdout nobody reads (the
+        // writer thread holds stdout's lock, stuck in its write). Dropping it
+        // on a thread of its own bounds the wait, so the process can exit.
+        let (done, dropped) = mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("recordhook-log-flush".to_owned())
+            .spawn(move || {
+                drop(worker);
+                let _ = done.send(());
+            });
+        if spawned.is_ok() {
+            let _ = dropped.recv_timeout(FLUSH_LIMIT);
+        }
+    }
 }
 
 /// A writer that queues each line for a background thread writing to
@@ -79,7 +107,12 @@ pub fn non_blocking<W: Write + Send + 'static>(output: W) -> (NonBlocking, LogGu
         .buffered_lines_limit(BUFFERED_LINES)
         .thread_name("recordhook-log")
         .finish(output);
-    (writer, LogGuard { _worker: worker })
+    (
+        writer,
+        LogGuard {
+            worker: Some(worker),
+        },
+    )
 }
 
 /// Sets up the process's logs as `settings` say, written to `output` by a
@@ -104,8 +137,8 @@ mod tests {
     use super::*;
     use serde_json::Value;
     use std::io;
-    use std::sync::{Arc, Mutex, mpsc};
-    use std::time::{Duration, Instant};
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
 
     /// Collects everything written, for inspection.
     #[derive(Clone, Default)]
