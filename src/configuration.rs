@@ -18,6 +18,9 @@ use crate::sinks::{SinkKind, SinkSettings};
 
 /// Kept here too, where the server's settings are, so existing paths still work.
 pub use crate::tls::TlsSettings;
+// The log settings live with the logs; re-exported so
+// `configuration::LogSettings` keeps naming them for existing callers.
+pub use crate::telemetry::{LogFormat, LogSettings};
 
 /// The config file shipped in the repository; read when present in the
 /// working directory, so `cargo run` from a checkout uses it.
@@ -285,35 +288,6 @@ impl Default for SpoolSettings {
             dedup_window_secs: 604_800,
             retention_secs: 86_400,
             max_bytes: 0,
-        }
-    }
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// One JSON object per line, for log shippers and `jq`.
-    Json,
-    /// Human-readable, for a terminal.
-    Pretty,
-}
-
-/// Log output.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogSettings {
-    /// `json` or `pretty`.
-    pub format: LogFormat,
-    /// A `RUST_LOG`-style filter, e.g. `info` or `info,recordhook=debug`.
-    pub level: String,
-}
-
-impl Default for LogSettings {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::Json,
-            level: "info".to_owned(),
         }
     }
 }

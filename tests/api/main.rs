@@ -16,6 +16,7 @@ mod full_spool;
 mod health;
 mod helpers;
 mod hostile;
+mod logs;
 mod process;
 mod restart;
 mod target;
