@@ -9,6 +9,7 @@
 mod file;
 mod forward;
 mod log;
+mod redis;
 mod secret_url;
 mod settings;
 mod webhook;
@@ -25,6 +26,7 @@ pub use self::forward::{
     MAX_TIMEOUT_SECS as MAX_FORWARD_TIMEOUT_SECS,
 };
 pub use self::log::LogSink;
+pub use self::redis::{RedisSink, RedisSinkSettings};
 pub use self::secret_url::SecretUrl;
 pub use self::settings::{InvalidSetting, MAX_ATTEMPTS, MAX_RETRY_MS, SinkKind, SinkSettings};
 pub use self::webhook::{WebhookSigner, webhook_key};
@@ -129,6 +131,9 @@ pub fn build(settings: &[SinkSettings]) -> Result<Vec<ConfiguredSink>, SinkBuild
             let sink: Box<dyn Sink> = match &s.kind {
                 SinkKind::Log => Box::new(LogSink::new(&s.name)),
                 SinkKind::File(file) => Box::new(FileSink::new(file.path.clone(), file.rotation())),
+                SinkKind::Redis(redis) => {
+                    Box::new(RedisSink::from_settings(redis).map_err(|err| fail(err.to_string()))?)
+                }
                 SinkKind::Forward(forward) => {
                     let client = match &client {
                         Some(client) => reqwest::Client::clone(client),

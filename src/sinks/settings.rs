@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::file::FileSinkSettings;
 use super::forward::ForwardSinkSettings;
+use super::redis::RedisSinkSettings;
 
 /// Most attempts a sink may make for one record: with `retry_max_ms` at its
 /// bound this is retrying for millennia, so anything beyond is a typo.
@@ -56,6 +57,8 @@ pub enum SinkKind {
     File(FileSinkSettings),
     /// POSTs each record to an HTTP URL.
     Forward(ForwardSinkSettings),
+    /// Adds each record to a Redis stream (`XADD`).
+    Redis(RedisSinkSettings),
 }
 
 /// A setting that cannot work, named relative to its sink (`url`, not `sinks[0].url`).
@@ -135,6 +138,7 @@ impl SinkSettings {
             SinkKind::Log => Ok(()),
             SinkKind::File(file) => file.validate(),
             SinkKind::Forward(forward) => forward.validate(),
+            SinkKind::Redis(redis) => redis.validate(),
         }
     }
 }
@@ -146,6 +150,7 @@ impl SinkKind {
             Self::Log => "log",
             Self::File(_) => "file",
             Self::Forward(_) => "forward",
+            Self::Redis(_) => "redis",
         }
     }
 
@@ -178,6 +183,9 @@ impl SinkKind {
             "forward" => Ok(Self::Forward(
                 ForwardSinkSettings::deserialize(rest).map_err(typed)?,
             )),
+            "redis" => Ok(Self::Redis(
+                RedisSinkSettings::deserialize(rest).map_err(typed)?,
+            )),
             // Only reached if a row in `type_keys` lacks its arm here.
             other => Err(format!("sink type `{other}` cannot be parsed yet")),
         }
@@ -185,11 +193,12 @@ impl SinkKind {
 }
 
 /// Every sink type as written in `type`, with the keys only it takes.
-fn type_keys() -> [(&'static str, &'static [&'static str]); 3] {
+fn type_keys() -> [(&'static str, &'static [&'static str]); 4] {
     [
         ("log", &[]),
         ("file", field_names::<FileSinkSettings>()),
         ("forward", field_names::<ForwardSinkSettings>()),
+        ("redis", field_names::<RedisSinkSettings>()),
     ]
 }
 
