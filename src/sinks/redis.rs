@@ -229,7 +229,7 @@ impl RedisSink {
         settings.validate()?;
         let timeout = Duration::from_secs(settings.timeout_secs);
         Ok(Self {
-            connection: Connection::new(settings.url.clone(), settings.client()?, timeout),
+            connection: Connection::new(settings.url.clone(), settings.client()?),
             stream: settings.stream.clone(),
             max_len: settings.max_len,
             dedup_window_secs: settings.dedup_window_secs,
@@ -248,18 +248,9 @@ impl RedisSink {
     /// timeout; one result per record, in order.
     async fn add_all(&self, records: &[StoredRecord]) -> Vec<Result<(), DeliveryError>> {
         let deadline = Instant::now() + self.timeout;
-        let connected = tokio::time::timeout_at(deadline, self.connection.get()).await;
-        let (generation, connection) = match connected {
-            Ok(Ok(connected)) => connected,
-            Ok(Err(err)) => return vec![Err(err); records.len()],
-            Err(_) => {
-                let err = retriable(format!(
-                    "timed out after {} s connecting to {}",
-                    self.timeout.as_secs(),
-                    self.connection.url
-                ));
-                return vec![Err(err); records.len()];
-            }
+        let (generation, connection) = match self.connection.get(deadline).await {
+            Ok(connected) => connected,
+            Err(err) => return vec![Err(err); records.len()],
         };
         // Collected first: a lazy `map` held across the await below would
         // make this future's `Send` bound unprovable for the compiler.
@@ -450,11 +441,11 @@ enum State {
 }
 
 impl Connection {
-    fn new(url: SecretUrl, client: Client, timeout: Duration) -> Self {
-        // Commands are timed out by the sink, which also drops a connection
-        // that stopped answering; only connecting needs its own limit.
+    fn new(url: SecretUrl, client: Client) -> Self {
+        // Connecting and commands are timed out by the sink's deadline for
+        // the attempt, which also drops a connection that stopped answering.
         let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeout))
+            .set_connection_timeout(None)
             .set_response_timeout(None);
         Self {
             url,
@@ -469,9 +460,15 @@ impl Connection {
         }
     }
 
-    /// The connection, connecting if there is none and the backoff allows.
-    async fn get(&self) -> Result<(u64, MultiplexedConnection), DeliveryError> {
-        let mut state = self.state.lock().await;
+    /// The connection, connecting if there is none and the backoff allows;
+    /// an attempt still connecting at `deadline` counts as failed.
+    async fn get(&self, deadline: Instant) -> Result<(u64, MultiplexedConnection), DeliveryError> {
+        let Ok(mut state) = tokio::time::timeout_at(deadline, self.state.lock()).await else {
+            return Err(retriable(format!(
+                "timed out waiting for the connection to redis at {}",
+                self.url
+            )));
+        };
         let (delay, next) = match &*state {
             State::Up(generation, connection) => return Ok((*generation, connection.clone())),
             State::Down {
@@ -490,18 +487,23 @@ impl Connection {
                 (*delay, *next)
             }
         };
-        match self
+        let connecting = self
             .client
-            .get_multiplexed_async_connection_with_config(&self.config)
-            .await
-        {
+            .get_multiplexed_async_connection_with_config(&self.config);
+        let connected = match tokio::time::timeout_at(deadline, connecting).await {
+            Ok(connected) => connected.map_err(|err| self.connect_error(&err)),
+            Err(_) => Err(format!(
+                "could not connect to redis at {}: timed out",
+                self.url
+            )),
+        };
+        match connected {
             Ok(connection) => {
                 tracing::info!(url = %self.url, "connected to redis");
                 *state = State::Up(next, connection.clone());
                 Ok((next, connection))
             }
-            Err(err) => {
-                let reason = self.connect_error(&err);
+            Err(reason) => {
                 tracing::warn!(url = %self.url, error = %reason, retry_in_ms = delay.as_millis(), "could not connect to redis");
                 *state = State::Down {
                     retry_at: Instant::now() + delay,
@@ -660,16 +662,53 @@ mod tests {
             event_type: 100,
             json: "{}".to_owned(),
         };
-        for _ in 0..2 {
+        // The second attempt comes within the reconnect delay: it fails at
+        // once with the last error instead of connecting again.
+        for (round, expected) in [(0, "could not connect"), (1, "next connection attempt in")] {
             let results = sink.deliver_batch(&[record.clone(), record.clone()]).await;
             assert_eq!(results.len(), 2);
             for result in results {
                 let Err(DeliveryError::Retriable { reason, .. }) = result else {
                     panic!("{result:?}")
                 };
-                assert!(reason.contains("could not connect to redis"), "{reason}");
+                assert!(reason.contains(expected), "round {round}: {reason}");
+                assert!(reason.contains("redis://:[redacted]@127.0.0.1"), "{reason}");
                 assert!(!reason.contains("s3cret"), "{reason}");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_costs_one_timeout_per_attempt() {
+        // Accepts connections and never says a word.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let held = tokio::spawn(async move {
+            let mut sockets = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                sockets.push(socket);
+            }
+        });
+        let mut settings =
+            RedisSinkSettings::new(SecretUrl::parse(&format!("redis://{address}")).unwrap());
+        settings.timeout_secs = 1;
+        let sink = RedisSink::from_settings(&settings).unwrap();
+        let record = StoredRecord {
+            id: "e1".to_owned(),
+            event_type: 100,
+            json: "{}".to_owned(),
+        };
+        let started = std::time::Instant::now();
+        let result = sink.deliver(&record).await;
+        let Err(DeliveryError::Retriable { reason, .. }) = &result else {
+            panic!("{result:?}")
+        };
+        assert!(reason.contains("timed out"), "{reason}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        held.abort();
     }
 }

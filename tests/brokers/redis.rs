@@ -468,12 +468,19 @@ async fn a_wrong_password_is_a_clear_dead_letter_and_never_logged() {
     let wrong = "wr0ng-pa55word";
     let dir = tempfile::tempdir().unwrap();
     let stream = unique_prefix("auth");
+    let sink = |name: &str, url: String| {
+        format!(
+            "[[sinks]]\nname = \"{name}\"\ntype = \"redis\"\nurl = \"{url}\"\nstream = \"{stream}\"\n\
+             max_attempts = 3\nretry_initial_ms = 10\nretry_max_ms = 50\n"
+        )
+    };
     let extra = format!(
-        "[log]\nformat = \"json\"\nlevel = \"debug\"\n\
-         [[sinks]]\nname = \"stream\"\ntype = \"redis\"\n\
-         url = \"redis://:{wrong}@127.0.0.1:{}\"\nstream = \"{stream}\"\n\
-         max_attempts = 3\nretry_initial_ms = 10\nretry_max_ms = 50\n",
-        server.port
+        "[log]\nformat = \"json\"\nlevel = \"debug\"\n{}{}",
+        sink(
+            "wrong",
+            format!("redis://:{wrong}@127.0.0.1:{}", server.port)
+        ),
+        sink("missing", format!("redis://127.0.0.1:{}", server.port)),
     );
     // The binary, so that every log line it writes can be searched.
     let (dead, lines) = tokio::task::spawn_blocking(move || {
@@ -493,19 +500,31 @@ async fn a_wrong_password_is_a_clear_dead_letter_and_never_logged() {
                     .status()
             });
         assert_eq!(status, 200);
-        let dead = process.wait_for_log("delivery failed for good; kept as a dead letter");
+        let mut dead = BTreeMap::new();
+        for _ in 0..2 {
+            let line = process.wait_for_log("delivery failed for good; kept as a dead letter");
+            dead.insert(line["sink"].as_str().unwrap().to_owned(), line);
+        }
         let (_, lines) = process.terminate();
         (dead, lines)
     })
     .await
     .unwrap();
-    let error = dead["error"].as_str().unwrap_or_default();
+    let error = |sink: &str| dead[sink]["error"].as_str().unwrap().to_owned();
+    let wrong_error = error("wrong");
     assert!(
-        error.contains("authentication to redis at redis://:[redacted]@127.0.0.1")
-            && error.contains("wrong user or password"),
-        "{dead}"
+        wrong_error.contains("authentication to redis at redis://:[redacted]@127.0.0.1")
+            && wrong_error.contains("wrong user or password"),
+        "{wrong_error}"
     );
-    assert_eq!(dead["attempts"], 3, "{dead}");
+    let missing_error = error("missing");
+    assert!(
+        missing_error.contains("requires a password") && missing_error.contains("NOAUTH"),
+        "{missing_error}"
+    );
+    for sink in ["wrong", "missing"] {
+        assert_eq!(dead[sink]["attempts"], 3, "{}", dead[sink]);
+    }
     for line in &lines {
         assert!(!line.contains(wrong), "the password in a log line: {line}");
     }
