@@ -280,7 +280,7 @@ impl RedisSink {
                 if breaks_connection(&err) {
                     self.connection.lost(generation).await;
                 }
-                Err(self.delivery_error(&err))
+                Err(self.delivery_error(record, &err))
             }
             Err(_) => {
                 self.connection.lost(generation).await;
@@ -335,13 +335,13 @@ impl RedisSink {
     }
 
     /// What a failed command means for the record, without any secret.
-    fn delivery_error(&self, err: &RedisError) -> DeliveryError {
+    fn delivery_error(&self, record: &StoredRecord, err: &RedisError) -> DeliveryError {
         let url = &self.connection.url;
         let text = scrub(url, err);
         let reason = match err.code() {
             Some("WRONGTYPE") => format!(
                 "stream `{}` (or its dedup key) holds another type of value in redis at {url}: {text}",
-                self.stream
+                self.stream_for(record)
             ),
             Some("NOAUTH") => format!("redis at {url} requires a password: {text}"),
             Some("NOPERM") => format!("the redis user lacks a permission at {url}: {text}"),
