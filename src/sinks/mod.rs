@@ -10,6 +10,7 @@ mod file;
 mod forward;
 mod log;
 mod nats;
+mod redis;
 mod secret_url;
 mod settings;
 mod webhook;
@@ -27,6 +28,7 @@ pub use self::forward::{
 };
 pub use self::log::LogSink;
 pub use self::nats::{NatsSink, NatsSinkSettings};
+pub use self::redis::{RedisSink, RedisSinkSettings};
 pub use self::secret_url::SecretUrl;
 pub use self::settings::{InvalidSetting, MAX_ATTEMPTS, MAX_RETRY_MS, SinkKind, SinkSettings};
 pub use self::webhook::{WebhookSigner, webhook_key};
@@ -134,6 +136,9 @@ pub fn build(settings: &[SinkSettings]) -> Result<Vec<ConfiguredSink>, SinkBuild
                     NatsSink::from_settings(&s.name, nats).map_err(|err| fail(err.to_string()))?,
                 ),
                 SinkKind::File(file) => Box::new(FileSink::new(file.path.clone(), file.rotation())),
+                SinkKind::Redis(redis) => {
+                    Box::new(RedisSink::from_settings(redis).map_err(|err| fail(err.to_string()))?)
+                }
                 SinkKind::Forward(forward) => {
                     let client = match &client {
                         Some(client) => reqwest::Client::clone(client),

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::file::FileSinkSettings;
 use super::forward::ForwardSinkSettings;
 use super::nats::NatsSinkSettings;
+use super::redis::RedisSinkSettings;
 
 /// Most attempts a sink may make for one record: with `retry_max_ms` at its
 /// bound this is retrying for millennia, so anything beyond is a typo.
@@ -59,6 +60,8 @@ pub enum SinkKind {
     Forward(ForwardSinkSettings),
     /// Publishes each record to NATS JetStream, delivered on its ack.
     Nats(NatsSinkSettings),
+    /// Adds each record to a Redis stream (`XADD`).
+    Redis(RedisSinkSettings),
 }
 
 /// A setting that cannot work, named relative to its sink (`url`, not `sinks[0].url`).
@@ -139,6 +142,7 @@ impl SinkSettings {
             SinkKind::File(file) => file.validate(),
             SinkKind::Forward(forward) => forward.validate(),
             SinkKind::Nats(nats) => nats.validate(),
+            SinkKind::Redis(redis) => redis.validate(),
         }
     }
 }
@@ -151,6 +155,7 @@ impl SinkKind {
             Self::File(_) => "file",
             Self::Forward(_) => "forward",
             Self::Nats(_) => "nats",
+            Self::Redis(_) => "redis",
         }
     }
 
@@ -186,6 +191,9 @@ impl SinkKind {
             "nats" => Ok(Self::Nats(
                 NatsSinkSettings::deserialize(rest).map_err(typed)?,
             )),
+            "redis" => Ok(Self::Redis(
+                RedisSinkSettings::deserialize(rest).map_err(typed)?,
+            )),
             // Only reached if a row in `type_keys` lacks its arm here.
             other => Err(format!("sink type `{other}` cannot be parsed yet")),
         }
@@ -193,12 +201,13 @@ impl SinkKind {
 }
 
 /// Every sink type as written in `type`, with the keys only it takes.
-fn type_keys() -> [(&'static str, &'static [&'static str]); 4] {
-    [
+fn type_keys() -> Vec<(&'static str, &'static [&'static str])> {
+    vec![
         ("log", &[]),
         ("file", field_names::<FileSinkSettings>()),
         ("forward", field_names::<ForwardSinkSettings>()),
         ("nats", field_names::<NatsSinkSettings>()),
+        ("redis", field_names::<RedisSinkSettings>()),
     ]
 }
 
