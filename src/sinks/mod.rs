@@ -9,6 +9,7 @@
 mod file;
 mod forward;
 mod log;
+mod rabbitmq;
 mod secret_url;
 mod settings;
 mod webhook;
@@ -25,6 +26,7 @@ pub use self::forward::{
     MAX_TIMEOUT_SECS as MAX_FORWARD_TIMEOUT_SECS,
 };
 pub use self::log::LogSink;
+pub use self::rabbitmq::{RabbitMqSink, RabbitMqSinkSettings};
 pub use self::secret_url::SecretUrl;
 pub use self::settings::{InvalidSetting, MAX_ATTEMPTS, MAX_RETRY_MS, SinkKind, SinkSettings};
 pub use self::webhook::{WebhookSigner, webhook_key};
@@ -128,6 +130,10 @@ pub fn build(settings: &[SinkSettings]) -> Result<Vec<ConfiguredSink>, SinkBuild
             };
             let sink: Box<dyn Sink> = match &s.kind {
                 SinkKind::Log => Box::new(LogSink::new(&s.name)),
+                SinkKind::RabbitMq(rabbitmq) => Box::new(
+                    RabbitMqSink::from_settings(&s.name, rabbitmq)
+                        .map_err(|err| fail(err.to_string()))?,
+                ),
                 SinkKind::File(file) => Box::new(FileSink::new(file.path.clone(), file.rotation())),
                 SinkKind::Forward(forward) => {
                     let client = match &client {

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::file::FileSinkSettings;
 use super::forward::ForwardSinkSettings;
+use super::rabbitmq::RabbitMqSinkSettings;
 
 /// Most attempts a sink may make for one record: with `retry_max_ms` at its
 /// bound this is retrying for millennia, so anything beyond is a typo.
@@ -56,6 +57,9 @@ pub enum SinkKind {
     File(FileSinkSettings),
     /// POSTs each record to an HTTP URL.
     Forward(ForwardSinkSettings),
+    /// Publishes each record to a RabbitMQ exchange, confirmed.
+    #[serde(rename = "rabbitmq")]
+    RabbitMq(RabbitMqSinkSettings),
 }
 
 /// A setting that cannot work, named relative to its sink (`url`, not `sinks[0].url`).
@@ -135,6 +139,7 @@ impl SinkSettings {
             SinkKind::Log => Ok(()),
             SinkKind::File(file) => file.validate(),
             SinkKind::Forward(forward) => forward.validate(),
+            SinkKind::RabbitMq(rabbitmq) => rabbitmq.validate(),
         }
     }
 }
@@ -146,6 +151,7 @@ impl SinkKind {
             Self::Log => "log",
             Self::File(_) => "file",
             Self::Forward(_) => "forward",
+            Self::RabbitMq(_) => "rabbitmq",
         }
     }
 
@@ -178,6 +184,9 @@ impl SinkKind {
             "forward" => Ok(Self::Forward(
                 ForwardSinkSettings::deserialize(rest).map_err(typed)?,
             )),
+            "rabbitmq" => Ok(Self::RabbitMq(
+                RabbitMqSinkSettings::deserialize(rest).map_err(typed)?,
+            )),
             // Only reached if a row in `type_keys` lacks its arm here.
             other => Err(format!("sink type `{other}` cannot be parsed yet")),
         }
@@ -185,11 +194,12 @@ impl SinkKind {
 }
 
 /// Every sink type as written in `type`, with the keys only it takes.
-fn type_keys() -> [(&'static str, &'static [&'static str]); 3] {
+fn type_keys() -> [(&'static str, &'static [&'static str]); 4] {
     [
         ("log", &[]),
         ("file", field_names::<FileSinkSettings>()),
         ("forward", field_names::<ForwardSinkSettings>()),
+        ("rabbitmq", field_names::<RabbitMqSinkSettings>()),
     ]
 }
 
