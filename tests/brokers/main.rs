@@ -15,6 +15,7 @@ mod harness;
 #[path = "../api/helpers.rs"]
 mod helpers;
 mod nats;
+mod proxy;
 mod rabbitmq;
 mod redis;
 
