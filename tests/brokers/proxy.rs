@@ -8,6 +8,9 @@
 //! take it before [`Proxy::restore`].
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -16,6 +19,8 @@ use tokio::task::JoinHandle;
 pub struct Proxy {
     address: SocketAddr,
     open: watch::Sender<bool>,
+    /// Connections being piped right now.
+    active: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -25,6 +30,8 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let (open, watching) = watch::channel(true);
+        let active = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&active);
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if !*watching.borrow() {
@@ -32,22 +39,25 @@ impl Proxy {
                     continue;
                 }
                 let mut watching = watching.clone();
+                let counter = Arc::clone(&counter);
+                counter.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    let mut client = client;
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = watching.wait_for(|open| !*open) => {}
+                    if let Ok(mut server) = TcpStream::connect(upstream).await {
+                        let mut client = client;
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                            _ = watching.wait_for(|open| !*open) => {}
+                        }
+                        // Both ends close here.
                     }
-                    // Both ends close here.
+                    counter.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
         Self {
             address,
             open,
+            active,
             task,
         }
     }
@@ -57,9 +67,13 @@ impl Proxy {
         self.address
     }
 
-    /// Closes every connection through the proxy and turns new ones away.
-    pub fn cut(&self) {
+    /// Closes every connection through the proxy and turns new ones away;
+    /// returns once every connection is closed.
+    pub async fn cut(&self) {
         self.open.send_replace(false);
+        while self.active.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Lets connections through again.
@@ -70,7 +84,7 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        self.cut();
+        self.open.send_replace(false);
         self.task.abort();
     }
 }
