@@ -32,6 +32,7 @@ pub fn tests() -> Vec<Test> {
     vec![
         crate::test!(records_arrive_with_the_record_as_payload_and_the_documented_properties),
         crate::test!(the_same_record_published_twice_carries_the_same_message_id_both_times),
+        crate::test!(a_batch_gets_one_result_per_record_with_only_the_unroutable_failing),
         crate::test!(a_missing_exchange_is_retried_then_a_dead_letter_naming_it),
         crate::test!(an_unroutable_routing_key_is_retried_then_a_dead_letter),
         crate::test!(wrong_credentials_are_a_clear_error_without_the_password_in_logs),
@@ -277,6 +278,47 @@ async fn the_same_record_published_twice_carries_the_same_message_id_both_times(
         }
     }
     assert_eq!(handled, 1);
+    topology.delete().await;
+}
+
+/// Publishes are pipelined and each confirm (or return) lands on its own
+/// record: in one batch, only the record no queue is bound for fails.
+async fn a_batch_gets_one_result_per_record_with_only_the_unroutable_failing() {
+    let topology = Topology::new(Some("css.100")).await;
+    let settings = RabbitMqSinkSettings::new(SecretUrl::parse(URL).unwrap(), &topology.exchange);
+    let sink = RabbitMqSink::from_settings(SINK, &settings).unwrap();
+    let record = |n: usize, event_type: i64| StoredRecord {
+        id: unique(&format!("event-{n}")),
+        event_type,
+        json: format!(r#"{{"n":{n}}}"#),
+    };
+    let records: Vec<StoredRecord> = (0..9)
+        .map(|n| record(n, if n % 4 == 1 { 7 } else { 100 }))
+        .collect();
+    let results = sink.deliver_batch(&records).await;
+    assert_eq!(results.len(), records.len());
+    for (record, result) in records.iter().zip(&results) {
+        if record.event_type == 100 {
+            assert_eq!(result, &Ok(()), "{}", record.id);
+        } else {
+            let error = result.as_ref().unwrap_err().to_string();
+            assert!(
+                error.contains("unroutable: no queue bound for routing key `css.7`"),
+                "{error}"
+            );
+        }
+    }
+    let routed: HashSet<String> = records
+        .iter()
+        .filter(|r| r.event_type == 100)
+        .map(|r| r.id.clone())
+        .collect();
+    let messages = topology.take(routed.len()).await;
+    let received: HashSet<String> = messages
+        .iter()
+        .map(|m| m.properties.message_id().as_ref().unwrap().to_string())
+        .collect();
+    assert_eq!(received, routed);
     topology.delete().await;
 }
 
