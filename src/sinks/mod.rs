@@ -10,6 +10,7 @@ mod file;
 mod forward;
 mod log;
 mod nats;
+mod rabbitmq;
 mod redis;
 mod secret_url;
 mod settings;
@@ -28,6 +29,7 @@ pub use self::forward::{
 };
 pub use self::log::LogSink;
 pub use self::nats::{NatsSink, NatsSinkSettings};
+pub use self::rabbitmq::{RabbitMqSink, RabbitMqSinkSettings};
 pub use self::redis::{RedisSink, RedisSinkSettings};
 pub use self::secret_url::SecretUrl;
 pub use self::settings::{InvalidSetting, MAX_ATTEMPTS, MAX_RETRY_MS, SinkKind, SinkSettings};
@@ -134,6 +136,10 @@ pub fn build(settings: &[SinkSettings]) -> Result<Vec<ConfiguredSink>, SinkBuild
                 SinkKind::Log => Box::new(LogSink::new(&s.name)),
                 SinkKind::Nats(nats) => Box::new(
                     NatsSink::from_settings(&s.name, nats).map_err(|err| fail(err.to_string()))?,
+                ),
+                SinkKind::RabbitMq(rabbitmq) => Box::new(
+                    RabbitMqSink::from_settings(&s.name, rabbitmq)
+                        .map_err(|err| fail(err.to_string()))?,
                 ),
                 SinkKind::File(file) => Box::new(FileSink::new(file.path.clone(), file.rotation())),
                 SinkKind::Redis(redis) => {

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::file::FileSinkSettings;
 use super::forward::ForwardSinkSettings;
 use super::nats::NatsSinkSettings;
+use super::rabbitmq::RabbitMqSinkSettings;
 use super::redis::RedisSinkSettings;
 
 /// Most attempts a sink may make for one record: with `retry_max_ms` at its
@@ -62,6 +63,9 @@ pub enum SinkKind {
     Nats(NatsSinkSettings),
     /// Adds each record to a Redis stream (`XADD`).
     Redis(RedisSinkSettings),
+    /// Publishes each record to a RabbitMQ exchange, confirmed.
+    #[serde(rename = "rabbitmq")]
+    RabbitMq(RabbitMqSinkSettings),
 }
 
 /// A setting that cannot work, named relative to its sink (`url`, not `sinks[0].url`).
@@ -143,6 +147,7 @@ impl SinkSettings {
             SinkKind::Forward(forward) => forward.validate(),
             SinkKind::Nats(nats) => nats.validate(),
             SinkKind::Redis(redis) => redis.validate(),
+            SinkKind::RabbitMq(rabbitmq) => rabbitmq.validate(),
         }
     }
 }
@@ -156,6 +161,7 @@ impl SinkKind {
             Self::Forward(_) => "forward",
             Self::Nats(_) => "nats",
             Self::Redis(_) => "redis",
+            Self::RabbitMq(_) => "rabbitmq",
         }
     }
 
@@ -194,6 +200,9 @@ impl SinkKind {
             "redis" => Ok(Self::Redis(
                 RedisSinkSettings::deserialize(rest).map_err(typed)?,
             )),
+            "rabbitmq" => Ok(Self::RabbitMq(
+                RabbitMqSinkSettings::deserialize(rest).map_err(typed)?,
+            )),
             // Only reached if a row in `type_keys` lacks its arm here.
             other => Err(format!("sink type `{other}` cannot be parsed yet")),
         }
@@ -208,6 +217,7 @@ fn type_keys() -> Vec<(&'static str, &'static [&'static str])> {
         ("forward", field_names::<ForwardSinkSettings>()),
         ("nats", field_names::<NatsSinkSettings>()),
         ("redis", field_names::<RedisSinkSettings>()),
+        ("rabbitmq", field_names::<RabbitMqSinkSettings>()),
     ]
 }
 

@@ -10,11 +10,15 @@
 // Tests fail loudly by unwrapping; production code may not (see Cargo.toml lints).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[allow(dead_code)]
+#[path = "../api/binary.rs"]
+mod binary;
 mod harness;
 #[allow(dead_code)]
 #[path = "../api/helpers.rs"]
 mod helpers;
 mod nats;
+mod proxy;
 mod rabbitmq;
 mod redis;
 

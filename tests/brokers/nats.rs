@@ -18,9 +18,6 @@ use crate::harness::{Broker, Test};
 use crate::helpers::*;
 
 // The binary as a child process, with its JSON log lines (tests/api's helper).
-#[allow(dead_code)]
-#[path = "../api/binary.rs"]
-mod binary;
 
 /// Every test of this file, for the harness.
 pub fn tests() -> Vec<Test> {
@@ -390,7 +387,7 @@ async fn wrong_credentials_are_a_clear_error_and_no_secret_reaches_logs_or_check
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("check.toml");
     std::fs::write(&config, format!("[auth]\nkeys = [\"k\"]\n{sink}")).unwrap();
-    let check = binary::command(&dir)
+    let check = crate::binary::command(&dir)
         .args(["check-config", "--config"])
         .arg(&config)
         .output()
@@ -408,7 +405,7 @@ async fn wrong_credentials_are_a_clear_error_and_no_secret_reaches_logs_or_check
     // Invalid settings are refused without connecting, and name the key.
     let bad = nats_sink(&url, "rh.*", "");
     std::fs::write(&config, format!("[auth]\nkeys = [\"k\"]\n{bad}")).unwrap();
-    let check = binary::command(&dir)
+    let check = crate::binary::command(&dir)
         .args(["check-config", "--config"])
         .arg(&config)
         .output()
@@ -421,7 +418,7 @@ async fn wrong_credentials_are_a_clear_error_and_no_secret_reaches_logs_or_check
     // The server at debug level, so the client library's own logs are seen too.
     let (server_process, dir) = tokio::task::spawn_blocking(move || {
         let server_process =
-            binary::start_server(&dir, &format!("[log]\nlevel = \"debug\"\n{sink}"));
+            crate::binary::start_server(&dir, &format!("[log]\nlevel = \"debug\"\n{sink}"));
         (server_process, dir)
     })
     .await

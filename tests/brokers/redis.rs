@@ -16,9 +16,6 @@ use crate::harness::{Broker, Test};
 use crate::helpers::*;
 
 // The binary as a child process, for the tests that read its log lines.
-#[allow(dead_code)]
-#[path = "../api/binary.rs"]
-mod binary;
 
 /// Every test of this file, for the harness.
 pub fn tests() -> Vec<Test> {
@@ -484,7 +481,7 @@ async fn a_wrong_password_is_a_clear_dead_letter_and_never_logged() {
     );
     // The binary, so that every log line it writes can be searched.
     let (dead, lines) = tokio::task::spawn_blocking(move || {
-        let mut process = binary::start_server(&dir, &extra);
+        let mut process = crate::binary::start_server(&dir, &extra);
         let address = process.address.clone();
         let status = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -542,7 +539,7 @@ async fn check_config_validates_without_connecting_and_redacts_the_password() {
     let (_held, address) = refusing_port();
     let check = |sink: String| {
         std::fs::write(&config, format!("[auth]\nkeys = [\"k\"]\n{sink}")).unwrap();
-        binary::command(&dir)
+        crate::binary::command(&dir)
             .args(["check-config", "--config"])
             .arg(&config)
             .output()

@@ -1,0 +1,766 @@
+//! The rabbitmq sink: publishes each record to an AMQP 0.9.1 exchange
+//! (RabbitMQ) with publisher confirms and `mandatory` set.
+//!
+//! A record is delivered only when the broker acked it *and* routed it: an
+//! unroutable message comes back (`basic.return`) before its ack, and counts
+//! as a failure, as does a nack. Every failure is retriable (a missing
+//! exchange or binding, a refused login and a broker that is down may all be
+//! fixed while the record waits), so a misconfiguration becomes a dead letter
+//! after `max_attempts`, never a delivery.
+//!
+//! The connection is opened on the first delivery, not at start-up, so a
+//! broker that is down never holds up start-up or callbacks; after a failed
+//! attempt the next one waits (doubling up to [`RECONNECT_MAX`]) and
+//! deliveries meanwhile fail at once, so a dead broker is not hammered. A
+//! channel the broker closed (404 for a missing exchange) is reopened on the
+//! next delivery; a lost connection is re-established.
+//!
+//! The URL carries the password: it is only handed to the client to connect;
+//! logs and errors show the redacted form, and any client error text is
+//! scrubbed of the password before it is kept.
+
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::uri::AMQPUri;
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ErrorKind};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::secret_url::SecretUrl;
+use super::settings::{InvalidSetting, check_range};
+use super::{BoxFuture, DeliveryError, Sink};
+use crate::record::StoredRecord;
+
+/// Default routing key; `{event_type}` becomes the record's type number.
+pub const DEFAULT_ROUTING_KEY: &str = "css.{event_type}";
+/// The one placeholder `routing_key` may hold.
+pub const EVENT_TYPE_PLACEHOLDER: &str = "{event_type}";
+/// Default seconds a publish may wait for its confirm.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
+/// Longest `timeout_secs`: an hour. A broker slower than that is down, and an
+/// attempt must end well within any shutdown or retry horizon.
+pub const MAX_TIMEOUT_SECS: u64 = 3_600;
+/// Header carrying the record's event type, as an AMQP signed 64-bit integer.
+pub const EVENT_TYPE_HEADER: &str = "recordhook-event-type";
+/// The payload's content type.
+pub const CONTENT_TYPE: &str = "application/json";
+/// AMQP `delivery_mode` for a message the broker writes to disk.
+const PERSISTENT: u8 = 2;
+/// Longest exchange name or routing key AMQP can carry (a short string).
+const MAX_NAME_BYTES: usize = 255;
+/// Most publishes awaiting their confirm at once: a delivery round's records
+/// are published back to back in groups of this size, then confirmed.
+pub const MAX_IN_FLIGHT: usize = 256;
+/// First wait after a failed connection attempt.
+pub const RECONNECT_INITIAL: Duration = Duration::from_millis(500);
+/// Longest wait between two connection attempts.
+pub const RECONNECT_MAX: Duration = Duration::from_secs(30);
+
+/// The settings of a `type = "rabbitmq"` sink.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RabbitMqSinkSettings {
+    /// `amqp://user:password@host:port/vhost` (or `amqps://`), the vhost
+    /// URL-encoded (`%2f` is `/`). Required. The password is a secret:
+    /// redacted in logs, errors and the effective configuration.
+    pub url: SecretUrl,
+    /// Exchange to publish to; it must exist (recordhook never declares it).
+    /// `""`, the default, is the broker's default exchange, which routes to
+    /// the queue named by the routing key.
+    #[serde(default)]
+    pub exchange: String,
+    /// Routing key; `{event_type}` is replaced by the type number (`css.100`).
+    #[serde(default = "default_routing_key")]
+    pub routing_key: String,
+    /// Seconds a publish may wait for the broker's confirm (and a connection
+    /// attempt for the broker) before it is retried; 1 to [`MAX_TIMEOUT_SECS`].
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+fn default_routing_key() -> String {
+    DEFAULT_ROUTING_KEY.to_owned()
+}
+
+fn default_timeout_secs() -> u64 {
+    DEFAULT_TIMEOUT_SECS
+}
+
+impl RabbitMqSinkSettings {
+    /// A sink publishing to `exchange` on the broker at `url`, with the defaults.
+    pub fn new(url: SecretUrl, exchange: &str) -> Self {
+        Self {
+            url,
+            exchange: exchange.to_owned(),
+            routing_key: default_routing_key(),
+            timeout_secs: DEFAULT_TIMEOUT_SECS,
+        }
+    }
+
+    /// Checks what can be checked without connecting.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        amqp_uri(&self.url)?;
+        check_exchange(&self.exchange)?;
+        check_routing_key(&self.routing_key)?;
+        check_range("timeout_secs", self.timeout_secs, 1, MAX_TIMEOUT_SECS, " s")?;
+        Ok(())
+    }
+}
+
+/// The URL as the client takes it. Errors never repeat the URL (the
+/// client's parser quotes it whole, password included).
+fn amqp_uri(url: &SecretUrl) -> Result<AMQPUri, InvalidSetting> {
+    if !matches!(url.scheme(), "amqp" | "amqps") {
+        return Err(InvalidSetting::new(
+            "url",
+            format!("must be an amqp:// or amqps:// URL, not `{url}`"),
+        ));
+    }
+    let parsed = url::Url::parse(url.expose())
+        .map_err(|err| InvalidSetting::new("url", format!("not a valid URL: {err}")))?;
+    let host = match parsed.host() {
+        Some(url::Host::Domain(domain)) if !domain.is_empty() => domain.to_owned(),
+        Some(url::Host::Ipv4(ip)) => ip.to_string(),
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        _ => return Err(InvalidSetting::new("url", format!("`{url}` has no host"))),
+    };
+    let mut uri: AMQPUri = url.expose().parse().map_err(|err: String| {
+        let err = err.replace(url.expose(), url.redacted());
+        let err = scrub(&err, parsed.password().unwrap_or_default());
+        InvalidSetting::new("url", format!("`{url}` is not a valid AMQP URI: {err}"))
+    })?;
+    // The client takes the host from `Url::domain`, which is empty for an
+    // IP address, and then falls back to `localhost`: set it ourselves.
+    uri.authority.host = host;
+    Ok(uri)
+}
+
+/// Exchange names RabbitMQ accepts: up to 255 bytes of letters, digits,
+/// `-`, `_`, `.` and `:`.
+fn check_exchange(exchange: &str) -> Result<(), InvalidSetting> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':');
+    if exchange.len() > MAX_NAME_BYTES || !exchange.chars().all(allowed) {
+        return Err(InvalidSetting::new(
+            "exchange",
+            format!(
+                "must be at most {MAX_NAME_BYTES} letters, digits, `-`, `_`, `.` or `:` (\"\" is the default exchange)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A routing key template: any text, `{event_type}` the only placeholder,
+/// short enough for AMQP with the longest type number in it.
+fn check_routing_key(template: &str) -> Result<(), InvalidSetting> {
+    let rest = template.replace(EVENT_TYPE_PLACEHOLDER, "");
+    if rest.contains(['{', '}']) {
+        return Err(InvalidSetting::new(
+            "routing_key",
+            format!("the only placeholder is {EVENT_TYPE_PLACEHOLDER}"),
+        ));
+    }
+    if routing_key(template, i64::MIN).len() > MAX_NAME_BYTES {
+        return Err(InvalidSetting::new(
+            "routing_key",
+            format!("must be at most {MAX_NAME_BYTES} bytes with the event type in it"),
+        ));
+    }
+    Ok(())
+}
+
+/// `template` with the event type in it.
+fn routing_key(template: &str, event_type: i64) -> String {
+    template.replace(EVENT_TYPE_PLACEHOLDER, &event_type.to_string())
+}
+
+/// `text` with every occurrence of `secret` replaced: client errors may echo
+/// what they were given.
+fn scrub(text: &str, secret: &str) -> String {
+    if secret.is_empty() {
+        text.to_owned()
+    } else {
+        text.replace(secret, "[redacted]")
+    }
+}
+
+/// The connection and confirm-mode channel in use, and the reconnection
+/// backoff.
+#[derive(Default)]
+struct Link {
+    /// The open connection, if any.
+    connection: Option<Connection>,
+    /// The channel publishes go to, in confirm mode.
+    channel: Option<Channel>,
+    /// Connection attempts that failed in a row.
+    failures: u32,
+    /// No connection attempt before this instant.
+    next_attempt: Option<Instant>,
+    /// Why the last connection attempt failed (client text scrubbed).
+    last_error: String,
+}
+
+impl Link {
+    /// Forgets the connection (after a timeout or a loss) so the next
+    /// delivery opens a fresh one; the old one closes when dropped.
+    fn reset(&mut self) {
+        self.channel = None;
+        self.connection = None;
+    }
+}
+
+/// Publishes records to one exchange.
+pub struct RabbitMqSink {
+    /// Where to connect, password included: never logged or debug-printed.
+    uri: AMQPUri,
+    /// The URL with its password redacted, for errors.
+    shown: String,
+    /// The password, to scrub from client errors.
+    password: String,
+    /// Shown in the broker's connection list.
+    connection_name: String,
+    /// Exchange to publish to.
+    exchange: ShortString,
+    /// Routing key template.
+    routing_key: String,
+    /// How long a publish (or a connection attempt) may take.
+    timeout: Duration,
+    /// The connection, opened lazily and replaced when lost. Only this
+    /// sink's own deliveries ever wait on this lock.
+    link: tokio::sync::Mutex<Link>,
+}
+
+impl RabbitMqSink {
+    /// The sink `settings` describe, named `name` in the broker's connection
+    /// list. Does not connect.
+    pub fn from_settings(
+        name: &str,
+        settings: &RabbitMqSinkSettings,
+    ) -> Result<Self, InvalidSetting> {
+        settings.validate()?;
+        let uri = amqp_uri(&settings.url)?;
+        let password = uri.authority.userinfo.password.clone();
+        Ok(Self {
+            uri,
+            shown: settings.url.redacted().to_owned(),
+            password,
+            connection_name: format!("recordhook sink {name}"),
+            exchange: ShortString::try_new(settings.exchange.clone())
+                .map_err(|err| InvalidSetting::new("exchange", err.to_string()))?,
+            routing_key: settings.routing_key.clone(),
+            timeout: Duration::from_secs(settings.timeout_secs),
+            link: tokio::sync::Mutex::new(Link::default()),
+        })
+    }
+
+    /// A retriable error; client texts in `reason` went through [`Self::client_text`].
+    fn retriable(&self, reason: String) -> DeliveryError {
+        DeliveryError::Retriable {
+            reason,
+            retry_after: None,
+        }
+    }
+
+    /// A client error's (or the broker's) text with the password scrubbed.
+    fn client_text(&self, text: impl std::fmt::Display) -> String {
+        scrub(&text.to_string(), &self.password)
+    }
+
+    /// The exchange as written in messages (`""` named as the default one).
+    fn exchange_name(&self) -> String {
+        if self.exchange.as_str().is_empty() {
+            "(the default exchange)".to_owned()
+        } else {
+            format!("`{}`", self.exchange)
+        }
+    }
+
+    /// What a client error means for a delivery, in words.
+    fn explain(&self, err: &lapin::Error) -> String {
+        if let ErrorKind::ProtocolError(amqp) = err.kind() {
+            match amqp.kind() {
+                AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND) => {
+                    return format!(
+                        "exchange {} does not exist on {} (404 NOT_FOUND: {}); declare it or fix `exchange`",
+                        self.exchange_name(),
+                        self.shown,
+                        self.client_text(amqp.get_message())
+                    );
+                }
+                AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)
+                | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) => {
+                    return format!(
+                        "access refused on {} ({}); check the user's permissions and vhost",
+                        self.shown,
+                        self.client_text(amqp.get_message())
+                    );
+                }
+                _ => {}
+            }
+        }
+        format!("broker {}: {}", self.shown, self.client_text(err))
+    }
+
+    /// The confirm-mode channel to publish on: the current one, a new one on
+    /// the current connection if the broker closed it, or a new connection
+    /// (unless the last attempt failed too recently).
+    async fn channel(&self) -> Result<Channel, DeliveryError> {
+        let mut link = self.link.lock().await;
+        if let Some(channel) = link.channel.as_ref().filter(|c| c.status().connected()) {
+            return Ok(channel.clone());
+        }
+        link.channel = None;
+        if let Some(connection) = link.connection.as_ref().filter(|c| c.status().connected()) {
+            match self.open_channel(connection).await {
+                Ok(channel) => {
+                    link.channel = Some(channel.clone());
+                    return Ok(channel);
+                }
+                Err(reason) => {
+                    // A connection that cannot open a channel is no use.
+                    link.reset();
+                    return Err(self.retriable(reason));
+                }
+            }
+        }
+        if link.connection.take().is_some() {
+            tracing::warn!(broker = %self.shown, "lost the connection to the broker; reconnecting");
+        }
+        let now = Instant::now();
+        if let Some(at) = link.next_attempt.filter(|at| *at > now) {
+            let wait = at - now;
+            return Err(DeliveryError::Retriable {
+                reason: format!(
+                    "not connected to {}: {}; next connection attempt in {} ms",
+                    self.shown,
+                    link.last_error,
+                    wait.as_millis()
+                ),
+                retry_after: Some(wait),
+            });
+        }
+        match self.connect().await {
+            Ok((connection, channel)) => {
+                if link.failures > 0 {
+                    tracing::info!(broker = %self.shown, "connected to the broker again");
+                }
+                link.failures = 0;
+                link.next_attempt = None;
+                link.connection = Some(connection);
+                link.channel = Some(channel.clone());
+                Ok(channel)
+            }
+            Err(reason) => {
+                link.failures = link.failures.saturating_add(1);
+                let wait = reconnect_delay(link.failures);
+                link.next_attempt = Some(Instant::now() + wait);
+                link.last_error.clone_from(&reason);
+                tracing::warn!(
+                    broker = %self.shown,
+                    error = %reason,
+                    retry_in_ms = wait.as_millis(),
+                    "could not connect to the broker"
+                );
+                Err(DeliveryError::Retriable {
+                    reason,
+                    retry_after: Some(wait),
+                })
+            }
+        }
+    }
+
+    /// A new connection with a confirm-mode channel, within the timeout.
+    async fn connect(&self) -> Result<(Connection, Channel), String> {
+        let properties = ConnectionProperties::default()
+            .with_connection_name(self.connection_name.clone().into());
+        let connection = tokio::time::timeout(
+            self.timeout,
+            Connection::connect_uri(self.uri.clone(), properties),
+        )
+        .await
+        .map_err(|_| {
+            format!(
+                "could not connect to {} within {} s",
+                self.shown,
+                self.timeout.as_secs()
+            )
+        })?
+        .map_err(|err| {
+            let refused = match err.kind() {
+                ErrorKind::ProtocolError(amqp) => match amqp.kind() {
+                    AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => Some((
+                        "login refused",
+                        "check the user and password in `url`",
+                        amqp,
+                    )),
+                    AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) => Some((
+                        "access to the vhost refused",
+                        "check the vhost in `url` and the user's permissions",
+                        amqp,
+                    )),
+                    _ => None,
+                },
+                _ => None,
+            };
+            match refused {
+                Some((what, fix, amqp)) => format!(
+                    "{what} by {} ({}); {fix}",
+                    self.shown,
+                    self.client_text(amqp.get_message())
+                ),
+                None => format!(
+                    "could not connect to {}: {}",
+                    self.shown,
+                    self.client_text(&err)
+                ),
+            }
+        })?;
+        let channel = self.open_channel(&connection).await?;
+        Ok((connection, channel))
+    }
+
+    /// A new channel on `connection`, in confirm mode.
+    async fn open_channel(&self, connection: &Connection) -> Result<Channel, String> {
+        let open = async {
+            let channel = connection.create_channel().await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            Ok::<_, lapin::Error>(channel)
+        };
+        tokio::time::timeout(self.timeout, open)
+            .await
+            .map_err(|_| format!("could not open a channel on {} in time", self.shown))?
+            .map_err(|err| format!("could not open a channel: {}", self.explain(&err)))
+    }
+
+    /// The message properties for `record`.
+    fn properties(&self, record: &StoredRecord) -> Result<BasicProperties, DeliveryError> {
+        let message_id =
+            ShortString::try_new(record.id.clone()).map_err(|err| DeliveryError::Permanent {
+                reason: format!("event id cannot be an AMQP message_id: {err}"),
+            })?;
+        let mut headers = FieldTable::default();
+        headers.insert(
+            EVENT_TYPE_HEADER.into(),
+            AMQPValue::LongLongInt(record.event_type),
+        );
+        Ok(BasicProperties::default()
+            .with_message_id(message_id)
+            .with_content_type(CONTENT_TYPE.into())
+            .with_delivery_mode(PERSISTENT)
+            .with_headers(headers))
+    }
+
+    /// Publishes `records` back to back, then awaits each confirm; one
+    /// result per record. Every wait ends at one deadline, `timeout` from
+    /// the start. Returns whether the connection should be dropped (a
+    /// confirm that never came may mean a dead connection).
+    async fn publish_group(
+        &self,
+        channel: &Channel,
+        records: &[StoredRecord],
+    ) -> (Vec<Result<(), DeliveryError>>, bool) {
+        let deadline = Instant::now() + self.timeout;
+        let timed_out = || {
+            self.retriable(format!(
+                "no confirm from {} within {} s",
+                self.shown,
+                self.timeout.as_secs()
+            ))
+        };
+        let mut stale = false;
+        let mut pending = Vec::with_capacity(records.len());
+        for record in records {
+            let key = routing_key(&self.routing_key, record.event_type);
+            let published = match (self.properties(record), ShortString::try_new(key)) {
+                (Err(err), _) => Err(err),
+                (_, Err(err)) => Err(DeliveryError::Permanent {
+                    reason: format!("routing key is too long: {err}"),
+                }),
+                (Ok(properties), Ok(key)) => {
+                    let publish = channel.basic_publish(
+                        self.exchange.clone(),
+                        key,
+                        BasicPublishOptions {
+                            mandatory: true,
+                            immediate: false,
+                        },
+                        record.json.as_bytes(),
+                        properties,
+                    );
+                    match tokio::time::timeout_at(deadline, publish).await {
+                        Ok(Ok(confirm)) => Ok(confirm),
+                        Ok(Err(err)) => Err(self.retriable(self.explain(&err))),
+                        Err(_) => {
+                            stale = true;
+                            Err(timed_out())
+                        }
+                    }
+                }
+            };
+            pending.push(published);
+        }
+        let mut results = Vec::with_capacity(records.len());
+        for (published, record) in pending.into_iter().zip(records) {
+            let confirm = match published {
+                Ok(confirm) => confirm,
+                Err(err) => {
+                    results.push(Err(err));
+                    continue;
+                }
+            };
+            let result = match tokio::time::timeout_at(deadline, confirm).await {
+                Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+                Ok(Ok(Confirmation::Ack(Some(returned)))) => Err(self.retriable(format!(
+                    "unroutable: no queue bound for routing key `{}` on exchange {} (returned {} {})",
+                    returned.delivery.routing_key,
+                    self.exchange_name(),
+                    returned.reply_code,
+                    returned.reply_text
+                ))),
+                Ok(Ok(Confirmation::Nack(_))) => Err(self.retriable(format!(
+                    "nacked by the broker {}: it could not take the message",
+                    self.shown
+                ))),
+                Ok(Ok(Confirmation::NotRequested)) => {
+                    // Cannot happen on a channel in confirm mode; without a
+                    // confirm nothing is known, so reopen and try again.
+                    stale = true;
+                    Err(self.retriable("the channel is not in confirm mode".to_owned()))
+                }
+                Ok(Err(err)) => Err(self.retriable(self.explain(&err))),
+                Err(_) => {
+                    stale = true;
+                    Err(timed_out())
+                }
+            };
+            if let Err(err) = &result {
+                tracing::debug!(event_id = %record.id, error = %err, "publish not confirmed");
+            }
+            results.push(result);
+        }
+        (results, stale)
+    }
+
+    async fn publish(&self, records: &[StoredRecord]) -> Vec<Result<(), DeliveryError>> {
+        let channel = match self.channel().await {
+            Ok(channel) => channel,
+            Err(err) => return vec![Err(err); records.len()],
+        };
+        let mut results = Vec::with_capacity(records.len());
+        for group in records.chunks(MAX_IN_FLIGHT) {
+            let (group_results, stale) = self.publish_group(&channel, group).await;
+            results.extend(group_results);
+            if stale {
+                self.link.lock().await.reset();
+                // The rest of the batch waits for the next round.
+                let reason = format!("not attempted: the connection to {} was reset", self.shown);
+                results.resize_with(records.len(), || Err(self.retriable(reason.clone())));
+                break;
+            }
+        }
+        results
+    }
+}
+
+/// Wait before connection attempt number `failures + 1`: doubling from
+/// [`RECONNECT_INITIAL`] to [`RECONNECT_MAX`].
+fn reconnect_delay(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    RECONNECT_INITIAL
+        .saturating_mul(1 << doublings)
+        .min(RECONNECT_MAX)
+}
+
+impl Sink for RabbitMqSink {
+    fn deliver<'a>(&'a self, record: &'a StoredRecord) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            self.publish(std::slice::from_ref(record))
+                .await
+                .pop()
+                .unwrap_or_else(|| Err(self.retriable("no result".to_owned())))
+        })
+    }
+
+    fn deliver_batch<'a>(
+        &'a self,
+        records: &'a [StoredRecord],
+    ) -> BoxFuture<'a, Vec<Result<(), DeliveryError>>> {
+        Box::pin(self.publish(records))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const URL: &str = "amqp://guest:s3cret-pw@127.0.0.1:5672/%2f";
+
+    fn settings(toml: &str) -> Result<RabbitMqSinkSettings, String> {
+        toml::from_str(toml).map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn the_defaults_are_the_default_exchange_css_routing_keys_and_10_s() {
+        let parsed = settings(&format!("url = \"{URL}\"")).unwrap();
+        assert_eq!(parsed.exchange, "");
+        assert_eq!(parsed.routing_key, "css.{event_type}");
+        assert_eq!(parsed.timeout_secs, 10);
+        assert!(parsed.validate().is_ok());
+    }
+
+    #[test]
+    fn invalid_settings_are_refused_naming_the_key_without_the_password() {
+        let long_key = "k".repeat(250);
+        for (toml, field, reason) in [
+            (
+                "url = \"http://guest:s3cret-pw@h/\"",
+                "url",
+                "amqp:// or amqps://",
+            ),
+            (
+                "url = \"amqp://guest:s3cret-pw@h/?heartbeat=x\"",
+                "url",
+                "not a valid AMQP URI",
+            ),
+            ("url = \"amqp:guest\"", "url", "no host"),
+            (
+                &format!("url = \"{URL}\"\nexchange = \"a b\""),
+                "exchange",
+                "letters, digits",
+            ),
+            (
+                &format!("url = \"{URL}\"\nrouting_key = \"css.{{stream_id}}\""),
+                "routing_key",
+                "only placeholder",
+            ),
+            (
+                &format!("url = \"{URL}\"\nrouting_key = \"css.{{event_type\""),
+                "routing_key",
+                "only placeholder",
+            ),
+            (
+                &format!("url = \"{URL}\"\nrouting_key = \"{long_key}.{{event_type}}\""),
+                "routing_key",
+                "at most 255",
+            ),
+            (
+                &format!("url = \"{URL}\"\ntimeout_secs = 0"),
+                "timeout_secs",
+                "between 1 and 3600",
+            ),
+        ] {
+            let err = settings(toml).unwrap().validate().unwrap_err();
+            assert_eq!(err.field, field, "{toml}: {err}");
+            assert!(err.reason.contains(reason), "{toml}: {err}");
+            assert!(!err.to_string().contains("s3cret-pw"), "{toml}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_a_missing_url_are_errors() {
+        assert!(
+            settings("url = \"amqp://h\"\nsubject = \"x\"")
+                .unwrap_err()
+                .contains("subject")
+        );
+        assert!(settings("exchange = \"x\"").unwrap_err().contains("url"));
+    }
+
+    #[test]
+    fn the_password_is_redacted_in_the_effective_configuration() {
+        let text = toml::to_string(&settings(&format!("url = \"{URL}\"")).unwrap()).unwrap();
+        assert!(
+            text.contains("amqp://guest:[redacted]@127.0.0.1:5672/%2f"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret-pw"), "{text}");
+        let debug = format!("{:?}", settings(&format!("url = \"{URL}\"")).unwrap());
+        assert!(!debug.contains("s3cret-pw"), "{debug}");
+    }
+
+    #[test]
+    fn the_client_connects_to_the_host_as_written_even_an_ip_address() {
+        for (url, host, port, vhost) in [
+            ("amqp://u:p@127.0.0.1:5673/%2f", "127.0.0.1", 5673, "/"),
+            ("amqp://u:p@[::1]/v", "::1", 5672, "v"),
+            ("amqps://rabbit.example/%2f", "rabbit.example", 5671, "/"),
+        ] {
+            let uri = amqp_uri(&SecretUrl::parse(url).unwrap()).unwrap();
+            assert_eq!(uri.authority.host, host, "{url}");
+            assert_eq!(uri.authority.port, port, "{url}");
+            assert_eq!(uri.vhost, vhost, "{url}");
+        }
+    }
+
+    #[test]
+    fn the_routing_key_carries_the_event_type_number() {
+        assert_eq!(routing_key("css.{event_type}", 100), "css.100");
+        assert_eq!(routing_key("all", 100), "all");
+        assert_eq!(routing_key("{event_type}.{event_type}", -1), "-1.-1");
+    }
+
+    #[test]
+    fn reconnection_waits_double_up_to_the_cap() {
+        assert_eq!(reconnect_delay(1), RECONNECT_INITIAL);
+        assert_eq!(reconnect_delay(2), RECONNECT_INITIAL * 2);
+        assert_eq!(reconnect_delay(3), RECONNECT_INITIAL * 4);
+        assert_eq!(reconnect_delay(100), RECONNECT_MAX);
+        assert_eq!(reconnect_delay(u32::MAX), RECONNECT_MAX);
+    }
+
+    #[test]
+    fn scrubbing_replaces_every_copy_of_the_secret() {
+        assert_eq!(scrub("a pw b pw", "pw"), "a [redacted] b [redacted]");
+        assert_eq!(scrub("nothing", ""), "nothing");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_fails_every_record_then_waits_before_trying_again() {
+        // A bound socket that does not listen: connections are refused.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let url =
+            SecretUrl::parse(&format!("amqp://guest:s3cret-pw@127.0.0.1:{port}/%2f")).unwrap();
+        let sink = RabbitMqSink::from_settings("q", &RabbitMqSinkSettings::new(url, "x")).unwrap();
+        let record = StoredRecord {
+            id: "e1".to_owned(),
+            event_type: 100,
+            json: "{}".to_owned(),
+        };
+        let records = vec![record.clone(), record];
+        let first = sink.deliver_batch(&records).await;
+        assert_eq!(first.len(), 2);
+        let Err(DeliveryError::Retriable {
+            reason,
+            retry_after,
+        }) = &first[0]
+        else {
+            panic!("{first:?}")
+        };
+        assert!(
+            reason.contains("could not connect to amqp://guest:[redacted]@127.0.0.1"),
+            "{reason}"
+        );
+        assert_eq!(*retry_after, Some(RECONNECT_INITIAL));
+        // Within the backoff: no new attempt, the last error repeated.
+        let second = sink.deliver_batch(&records).await;
+        let Err(DeliveryError::Retriable {
+            reason,
+            retry_after,
+        }) = &second[1]
+        else {
+            panic!("{second:?}")
+        };
+        assert!(reason.contains("next connection attempt in"), "{reason}");
+        assert!(retry_after.is_some_and(|wait| wait <= RECONNECT_INITIAL));
+        for result in first.iter().chain(&second) {
+            assert!(!format!("{result:?}").contains("s3cret-pw"));
+        }
+    }
+}
