@@ -661,6 +661,10 @@ mod tests {
                 "sinks[0].event_types",
             ),
             (
+                with_key(&format!("{sink}event_types = [\"recording\"]")),
+                "valid names are: push_end, push_start, record,",
+            ),
+            (
                 with_key(&format!("{sink}max_attempts = 0")),
                 "sinks[0].max_attempts",
             ),
@@ -846,7 +850,7 @@ mod tests {
         "#;
         let settings = load_toml(toml, &[]).unwrap();
         assert_eq!(settings.sinks.len(), 2);
-        assert_eq!(settings.sinks[1].event_types, [100, 0, 1]);
+        assert_eq!(settings.sinks[1].event_types, vec![100, 0, 1].into());
         let SinkKind::Forward(forward) = &settings.sinks[1].kind else {
             panic!("not a forward sink: {:?}", settings.sinks[1]);
         };
@@ -857,6 +861,26 @@ mod tests {
             "{debug}"
         );
         assert_eq!(crate::sinks::build(&settings.sinks).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn sinks_select_event_types_by_name_number_or_star() {
+        let toml = "[auth]\nkeys = [\"k\"]\n\
+            [[sinks]]\nname = \"a\"\ntype = \"log\"\nevent_types = [\"push_start\", 0, \"record_status\"]\n\
+            [[sinks]]\nname = \"b\"\ntype = \"log\"\nevent_types = [\"*\"]\n\
+            [[sinks]]\nname = \"c\"\ntype = \"log\"\n";
+        let settings = load_toml(toml, &[]).unwrap();
+        assert_eq!(settings.sinks[0].event_types, vec![1, 0, 332].into());
+        assert_eq!(
+            settings.sinks[1].event_types,
+            crate::protocol::EventTypes::All
+        );
+        assert_eq!(settings.sinks[2].event_types, vec![100].into());
+        let shown = settings.to_redacted_toml().unwrap();
+        assert!(
+            shown.contains(r#""record_status","#) && shown.contains(r#"event_types = ["*"]"#),
+            "{shown}"
+        );
     }
 
     /// Every bound at its maximum, as one configuration.

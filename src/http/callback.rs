@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::protocol::{Authenticator, UnverifiedCallback};
+use crate::protocol::{Authenticator, UnverifiedCallback, event_type_label};
 use crate::record::Record;
 use crate::spool::Acceptance;
 
@@ -48,10 +48,12 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bo
     match outcome {
         Ok((record, Acceptance::Stored { seq })) => {
             state.wake_sinks(record.event_type);
+            state.metrics.observe_event(record.event_type, "accepted");
             tracing::info!(
                 outcome = "accepted",
                 event_id = %record.id,
                 event_type = record.event_type,
+                event = event_type_label(record.event_type),
                 stream_id = record.stream_id(),
                 file_id = record.file_id(),
                 seq,
@@ -63,10 +65,12 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bo
             ok()
         }
         Ok((record, Acceptance::Duplicate)) => {
+            state.metrics.observe_event(record.event_type, "duplicate");
             tracing::info!(
                 outcome = "duplicate",
                 event_id = %record.id,
                 event_type = record.event_type,
+                event = event_type_label(record.event_type),
                 stream_id = record.stream_id(),
                 "duplicate callback: already accepted, not stored again"
             );

@@ -16,7 +16,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::metrics::Metrics;
-use crate::protocol::Authenticator;
+use crate::protocol::{Authenticator, EventTypes};
 use crate::spool::Spool;
 use crate::supervisor::WorkerHealth;
 
@@ -37,7 +37,7 @@ pub struct SinkRoute {
     /// The sink's name.
     pub name: String,
     /// Event types it receives.
-    pub event_types: Vec<i64>,
+    pub event_types: EventTypes,
     /// Notified when a record for it has been stored.
     pub wake: Arc<Notify>,
 }
@@ -84,7 +84,7 @@ impl AppState {
     }
 
     /// Every configured sink with the event types it takes.
-    pub fn sinks(&self) -> Vec<(String, Vec<i64>)> {
+    pub fn sinks(&self) -> Vec<(String, EventTypes)> {
         self.routes
             .iter()
             .map(|route| (route.name.clone(), route.event_types.clone()))
@@ -113,7 +113,7 @@ impl AppState {
     pub fn wake_sinks(&self, event_type: i64) {
         self.routes
             .iter()
-            .filter(|route| route.event_types.contains(&event_type))
+            .filter(|route| route.event_types.contains(event_type))
             .for_each(|route| route.wake.notify_one());
     }
 }

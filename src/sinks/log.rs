@@ -76,6 +76,7 @@ impl LogSink {
             sink = %self.name,
             event_id = %view.id,
             event_type = view.event_type,
+            event = crate::protocol::event_type_label(view.event_type),
             received_at = %view.received_at,
             app = recording.and_then(|r| r.app.as_deref()),
             appname = recording.and_then(|r| r.appname.as_deref()),
