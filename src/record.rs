@@ -5,10 +5,12 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::protocol::{PayloadError, RECORDING_EVENT_TYPE, Recording, VerifiedCallback, event_id};
+use crate::protocol::{
+    PayloadError, RECORDING_EVENT_TYPE, Recording, Stream, VerifiedCallback, event_id,
+};
 
 /// One accepted callback as sinks see it, serialised as
-/// `{"id", "received_at", "event_type", "event", "recording"?, "warnings"?}`.
+/// `{"id", "received_at", "event_type", "stream", "event", "recording"?, "warnings"?}`.
 /// `event` is exactly what CSS sent minus `sign`; typed conveniences sit beside it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
@@ -18,6 +20,10 @@ pub struct Record {
     pub received_at: String,
     /// The callback's `event_type`.
     pub event_type: i64,
+    /// The stream the callback is about, named the same way whatever its type
+    /// (empty in records stored before it existed).
+    #[serde(default)]
+    pub stream: Stream,
     /// Every received field except `sign`, in the order received, values unchanged.
     pub event: Map<String, Value>,
     /// Typed view of a recording callback (`event_type = 100`) only.
@@ -52,16 +58,22 @@ impl StoredRecord {
     pub fn stream_id(&self) -> Option<String> {
         #[derive(serde::Deserialize)]
         struct View {
+            #[serde(default)]
+            stream: Stream,
             event: Event,
         }
         #[derive(serde::Deserialize)]
         struct Event {
-            stream_id: Option<String>,
+            stream_id: Option<Value>,
         }
-        serde_json::from_str::<View>(&self.json)
-            .ok()?
-            .event
+        let view = serde_json::from_str::<View>(&self.json).ok()?;
+        // Records stored before `stream` existed have only the event's field.
+        view.stream
             .stream_id
+            .or_else(|| match view.event.stream_id? {
+                Value::String(text) => Some(text),
+                _ => None,
+            })
     }
 }
 
@@ -87,6 +99,7 @@ impl Record {
         let event_type = callback.event_type()?;
         let id = event_id(callback.fields());
         let event = callback.into_fields();
+        let stream = Stream::read(&event);
         let mut warnings = Vec::new();
         let recording =
             (event_type == RECORDING_EVENT_TYPE).then(|| Recording::read(&event, &mut warnings));
@@ -94,6 +107,7 @@ impl Record {
             id,
             received_at: humantime::format_rfc3339_millis(received_at).to_string(),
             event_type,
+            stream,
             event,
             recording,
             warnings,
@@ -102,7 +116,7 @@ impl Record {
 
     /// The stream this record is about, when known.
     pub fn stream_id(&self) -> Option<&str> {
-        self.event.get("stream_id").and_then(Value::as_str)
+        self.stream.stream_id.as_deref()
     }
 
     /// The VOD file id, when known.
@@ -147,6 +161,7 @@ mod tests {
         );
         assert!(json["warnings"].as_array().is_some_and(|w| !w.is_empty()));
         assert_eq!(record.stream_id(), Some("st"));
+        assert_eq!(json["stream"], serde_json::json!({"stream_id": "st"}));
     }
 
     #[test]
@@ -158,6 +173,35 @@ mod tests {
         assert!(record.warnings.is_empty());
         let json = serde_json::to_value(&record).unwrap();
         assert!(json.get("recording").is_none() && json.get("warnings").is_none());
+    }
+
+    #[test]
+    fn every_record_names_its_stream_whatever_the_type_calls_it() {
+        let body = r#"{"event_type":332,"domain":"d","appname":"live","stream_id":"s","appid":1250000000}"#;
+        let record = Record::from_verified(verified(body), UNIX_EPOCH).unwrap();
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(
+            json["stream"],
+            serde_json::json!({"app": "d", "appname": "live", "stream_id": "s", "appid": "1250000000"})
+        );
+        let bare = Record::from_verified(verified(r#"{"event_type":1}"#), UNIX_EPOCH).unwrap();
+        assert_eq!(
+            serde_json::to_value(&bare).unwrap()["stream"],
+            serde_json::json!({})
+        );
+    }
+
+    #[test]
+    fn a_record_stored_before_the_stream_object_still_names_its_stream() {
+        let old = r#"{"id":"x","received_at":"t","event_type":100,"event":{"stream_id":"old"}}"#;
+        let record: Record = serde_json::from_str(old).unwrap();
+        assert_eq!(record.stream, Stream::default());
+        let stored = StoredRecord {
+            id: "x".into(),
+            event_type: 100,
+            json: old.into(),
+        };
+        assert_eq!(stored.stream_id().as_deref(), Some("old"));
     }
 
     #[test]

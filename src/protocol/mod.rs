@@ -12,6 +12,7 @@ mod event_id;
 mod event_type;
 mod recording;
 mod signature;
+mod stream;
 
 pub use callback::{Authenticator, PayloadError, UnverifiedCallback, VerifiedCallback};
 pub use event_id::event_id;
@@ -21,3 +22,4 @@ pub use event_type::{
 };
 pub use recording::{RECORDING_EVENT_TYPE, Recording};
 pub use signature::{AuthError, TimeWindow, expected_sign, parse_t, verify};
+pub use stream::Stream;
