@@ -6,19 +6,28 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::protocol::{
-    PayloadError, RECORDING_EVENT_TYPE, Recording, Stream, VerifiedCallback, event_id,
+    AudioAudit, EventView, Highlight, ImageAudit, LiveSummary, PayloadError, Push, PushException,
+    Quality, RECORDING_EVENT_TYPE, RecordException, RecordStatus, Recording, Relay, Screenshot,
+    Stream, StreamMonitor, Subtitles, VerifiedCallback, classify, event_id, event_type_name,
 };
 
 /// One accepted callback as sinks see it, serialised as
-/// `{"id", "received_at", "event_type", "stream", "event", "recording"?, "warnings"?}`.
+/// `{"id", "received_at", "event_type", "stream", "event", <view>?, "warnings"?}`
+/// where `<view>` is the typed view under the key named for its type
+/// (`recording` for 100, `push` for 0/1, `screenshot`, `relay`, …).
 /// `event` is exactly what CSS sent minus `sign`; typed conveniences sit beside it.
+/// (One field per view rather than a flattened enum: serde's `flatten` loses
+/// numbers under serde_json's `arbitrary_precision`, which we need. Each view
+/// is boxed so a record stays small whichever it holds.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     /// Event id: derived from the content without `sign` and `t`; stable across retries.
     pub id: String,
     /// When recordhook accepted it, RFC 3339 UTC.
     pub received_at: String,
-    /// The callback's `event_type`.
+    /// The callback's event type: its `event_type`, except that a 344 whose
+    /// content is an average-score assessment is a 345 (the documented
+    /// samples of 345 say 344). `event` keeps the number as received.
     pub event_type: i64,
     /// The stream the callback is about, named the same way whatever its type
     /// (empty in records stored before it existed).
@@ -29,6 +38,54 @@ pub struct Record {
     /// Typed view of a recording callback (`event_type = 100`) only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recording: Option<Recording>,
+    /// Typed view of a 0 and 1: push ended, started callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<Box<Push>>,
+    /// Typed view of a 200 callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screenshot: Option<Box<Screenshot>>,
+    /// Typed view of a 314 callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<Box<Relay>>,
+    /// Typed view of a 315 callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_audit: Option<Box<AudioAudit>>,
+    /// Typed view of a 317 callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_audit: Option<Box<ImageAudit>>,
+    /// Typed view of a 321 callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_exception: Option<Box<PushException>>,
+    /// Typed view of a 328 callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_monitor: Option<Box<StreamMonitor>>,
+    /// Typed view of a 332 callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_status: Option<Box<RecordStatus>>,
+    /// Typed view of a 338 callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtitles: Option<Box<Subtitles>>,
+    /// Typed view of a 341 callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_exception: Option<Box<RecordException>>,
+    /// Typed view of a 343 callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality_control: Option<Box<Quality>>,
+    /// Typed view of a 344 callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assessment_threshold: Option<Box<Quality>>,
+    /// Typed view of a 345 callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assessment_average: Option<Box<Quality>>,
+    /// Typed view of a 347 callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erase: Option<Box<Subtitles>>,
+    /// Typed view of a 348 callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_summary: Option<Box<LiveSummary>>,
+    /// Typed view of a 349 callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub highlight: Option<Box<Highlight>>,
     /// Problems found in the content; the callback was accepted regardless.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -96,22 +153,73 @@ impl Record {
         callback: VerifiedCallback,
         received_at: SystemTime,
     ) -> Result<Self, PayloadError> {
-        let event_type = callback.event_type()?;
+        let event_type = classify(callback.event_type()?, callback.fields());
         let id = event_id(callback.fields());
         let event = callback.into_fields();
         let stream = Stream::read(&event);
         let mut warnings = Vec::new();
-        let recording =
-            (event_type == RECORDING_EVENT_TYPE).then(|| Recording::read(&event, &mut warnings));
-        Ok(Self {
+        let mut record = Self {
             id,
             received_at: humantime::format_rfc3339_millis(received_at).to_string(),
             event_type,
             stream,
-            event,
-            recording,
-            warnings,
-        })
+            recording: None,
+            push: None,
+            screenshot: None,
+            relay: None,
+            audio_audit: None,
+            image_audit: None,
+            push_exception: None,
+            stream_monitor: None,
+            record_status: None,
+            subtitles: None,
+            record_exception: None,
+            quality_control: None,
+            assessment_threshold: None,
+            assessment_average: None,
+            erase: None,
+            live_summary: None,
+            highlight: None,
+            warnings: Vec::new(),
+            event: Map::new(),
+        };
+        if event_type == RECORDING_EVENT_TYPE {
+            record.recording = Some(Recording::read(&event, &mut warnings));
+        } else if let Some(view) = EventView::read(event_type, &event, &mut warnings) {
+            record.set_view(view);
+        } else if event_type_name(event_type).is_none() {
+            warnings.push(format!(
+                "event_type {event_type} is not a documented CSS event type; stored and \
+                 delivered without a typed view"
+            ));
+        }
+        record.event = event;
+        record.warnings = warnings;
+        Ok(record)
+    }
+
+    /// Puts `view` under the key named for its type.
+    fn set_view(&mut self, view: EventView) {
+        match view {
+            EventView::Push(view) => self.push = Some(Box::new(view)),
+            EventView::Screenshot(view) => self.screenshot = Some(Box::new(view)),
+            EventView::Relay(view) => self.relay = Some(Box::new(view)),
+            EventView::AudioAudit(view) => self.audio_audit = Some(Box::new(view)),
+            EventView::ImageAudit(view) => self.image_audit = Some(Box::new(view)),
+            EventView::PushException(view) => self.push_exception = Some(Box::new(view)),
+            EventView::StreamMonitor(view) => self.stream_monitor = Some(Box::new(view)),
+            EventView::RecordStatus(view) => self.record_status = Some(Box::new(view)),
+            EventView::Subtitles(view) => self.subtitles = Some(Box::new(view)),
+            EventView::RecordException(view) => self.record_exception = Some(Box::new(view)),
+            EventView::QualityControl(view) => self.quality_control = Some(Box::new(view)),
+            EventView::AssessmentThreshold(view) => {
+                self.assessment_threshold = Some(Box::new(view))
+            }
+            EventView::AssessmentAverage(view) => self.assessment_average = Some(Box::new(view)),
+            EventView::Erase(view) => self.erase = Some(Box::new(view)),
+            EventView::LiveSummary(view) => self.live_summary = Some(Box::new(view)),
+            EventView::Highlight(view) => self.highlight = Some(Box::new(view)),
+        }
     }
 
     /// The stream this record is about, when known.

@@ -10,9 +10,11 @@
 mod callback;
 mod event_id;
 mod event_type;
+mod fields;
 mod recording;
 mod signature;
 mod stream;
+mod views;
 
 pub use callback::{Authenticator, PayloadError, UnverifiedCallback, VerifiedCallback};
 pub use event_id::event_id;
@@ -23,3 +25,9 @@ pub use event_type::{
 pub use recording::{RECORDING_EVENT_TYPE, Recording};
 pub use signature::{AuthError, TimeWindow, expected_sign, parse_t, verify};
 pub use stream::Stream;
+pub use views::{
+    AbnormalDetail, AbnormalEvent, AudioAudit, EventView, Frame, Highlight, HighlightItem,
+    ImageAudit, Keyword, LiveSummary, ModerationResult, Push, PushException, Quality, RecordDetail,
+    RecordException, RecordExceptionDetail, RecordStatus, Relay, RelayMessage, Screenshot, Segment,
+    SegmentData, StreamMonitor, Subtitles, classify,
+};
