@@ -86,6 +86,10 @@ pub struct Record {
     /// Typed view of a 349 callback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub highlight: Option<Box<Highlight>>,
+    /// True when no signature was checked: an event type allowed unsigned on
+    /// the secret path (`auth.unsigned_event_types`), or `auth.allow_unsigned`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unsigned: bool,
     /// Problems found in the content; the callback was accepted regardless.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -154,6 +158,7 @@ impl Record {
         received_at: SystemTime,
     ) -> Result<Self, PayloadError> {
         let event_type = classify(callback.event_type()?, callback.fields());
+        let unsigned = !callback.is_signed();
         let id = event_id(callback.fields());
         let event = callback.into_fields();
         let stream = Stream::read(&event);
@@ -180,6 +185,7 @@ impl Record {
             erase: None,
             live_summary: None,
             highlight: None,
+            unsigned,
             warnings: Vec::new(),
             event: Map::new(),
         };

@@ -202,3 +202,125 @@ async fn stored_with(app: &TestApp, field: &str, file: &str) -> Vec<String> {
     assert!(last.event.contains_key(field), "{file}");
     last.warnings.clone()
 }
+
+/// A path secret long enough for the configuration, unlike any other text in the test.
+const PATH_SECRET: &str = "Zq7-path-secret-under-test-9f4e2b81c6d5";
+
+/// Every type whose documented sample carries no signature.
+const UNSIGNED: &str = "[\"relay\", \"image_audit\", \"push_exception\", \"stream_monitor\", \
+    \"record_status\", \"subtitles\", \"record_exception\", \"erase\", \"live_summary\", \"highlight\"]";
+
+#[tokio::test]
+async fn unsigned_samples_are_accepted_only_on_the_secret_path_and_the_secret_is_never_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[auth]\npath_secret = \"{PATH_SECRET}\"\nunsigned_event_types = {UNSIGNED}\n{}",
+        sink_per_type(out.path())
+    );
+    let server = crate::binary::start_server(&dir, &config);
+    let client = reqwest::Client::new();
+    let main = format!("{}/callback", server.address);
+    let secret_path = format!("{main}/{PATH_SECRET}");
+    let wrong = format!("{main}/{}", &PATH_SECRET[..PATH_SECRET.len() - 1]);
+    let post = |url: String, body: Value| {
+        let client = client.clone();
+        async move {
+            let response = client
+                .post(url)
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+    let samples = samples();
+    for (file, _, body) in &samples {
+        if is_signed(body) {
+            assert_eq!(
+                post(main.clone(), signed(body.clone())).await.0,
+                200,
+                "{file}"
+            );
+            continue;
+        }
+        let (status, answer) = post(main.clone(), body.clone()).await;
+        assert_eq!(status, 401, "{file} unsigned on the main path: {answer}");
+        let (status, answer) = post(wrong.clone(), body.clone()).await;
+        assert_eq!(status, 401, "{file} on a wrong secret path: {answer}");
+        assert!(
+            !answer.contains(PATH_SECRET) && answer.contains("4017"),
+            "{answer}"
+        );
+        for _ in 0..2 {
+            assert_eq!(
+                post(secret_path.clone(), body.clone()).await.0,
+                200,
+                "{file}"
+            );
+        }
+    }
+    // Recordings are never accepted unsigned; a wrong signature is refused
+    // even on the secret path; signed callbacks work there too.
+    let (_, _, record) = samples.iter().find(|(_, n, _)| *n == "record").unwrap();
+    let mut unsigned_record = record.clone();
+    unsigned_record
+        .as_object_mut()
+        .unwrap()
+        .retain(|k, _| k != "t" && k != "sign");
+    assert_eq!(post(secret_path.clone(), unsigned_record).await.0, 401);
+    let (_, _, relay) = samples.iter().find(|(_, n, _)| *n == "relay").unwrap();
+    let mut forged = signed(relay.clone());
+    forged["sign"] = "0".repeat(32).into();
+    assert_eq!(post(secret_path.clone(), forged).await.0, 401);
+    assert_eq!(
+        post(secret_path.clone(), signed(record.clone())).await.0,
+        200
+    );
+
+    assert_delivered_by_name(&out, &samples).await;
+    // Each unsigned sample was sent twice: the second is a duplicate by content.
+    let metrics = reqwest::get(format!("{}/metrics", server.address))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"recordhook_events_total{event_type="relay",outcome="duplicate"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"recordhook_callbacks_total{outcome="path_secret_mismatch"} 11"#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(PATH_SECRET));
+
+    let (status, lines) = server.terminate();
+    assert!(status.success());
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains("/callback/[redacted]")),
+        "requests on the secret path are logged with the secret replaced"
+    );
+    for line in &lines {
+        assert!(
+            !line.contains(PATH_SECRET),
+            "the path secret leaked: {line}"
+        );
+        assert!(
+            !line.contains(&PATH_SECRET[..PATH_SECRET.len() - 1]),
+            "a guess at it leaked: {line}"
+        );
+    }
+    let accepted_unsigned = lines
+        .iter()
+        .filter(|line| {
+            line.contains("\"outcome\":\"accepted\"") && line.contains("\"unsigned\":true")
+        })
+        .count();
+    assert_eq!(accepted_unsigned, 11, "{lines:#?}");
+}
