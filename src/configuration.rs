@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::http::{HEALTH_PATH, METRICS_PATH, READY_PATH};
-use crate::protocol::{Authenticator, TimeWindow};
+use crate::protocol::{Authenticator, EventTypes, RECORDING_EVENT_TYPE, TimeWindow};
 use crate::sinks::{SinkKind, SinkSettings};
 
 /// Kept here too, where the server's settings are, so existing paths still work.
@@ -170,7 +170,24 @@ pub struct AuthSettings {
     /// Extra seconds a callback is accepted after `t` has passed, for late CSS
     /// retries; at most [`MAX_SIGNATURE_WINDOW_SECS`].
     pub expiry_grace_secs: u64,
+    /// Makes recordhook also serve `POST {callback_path}/{path_secret}`, the
+    /// only place where `unsigned_event_types` are accepted without `t` and
+    /// `sign`: CSS documents several types (relay, push exception, recording
+    /// status, …) without a signature, so an unguessable URL is their only
+    /// authentication. At least [`MIN_PATH_SECRET_LEN`] characters of
+    /// `A-Z a-z 0-9 - _ . ~`; never logged or shown. From the environment:
+    /// `RECORDHOOK__AUTH__PATH_SECRET`.
+    #[serde(serialize_with = "redacted_option")]
+    pub path_secret: Option<SecretString>,
+    /// Event types accepted without a signature on the secret path, by number
+    /// or name (e.g. `[314, "push_exception", "record_status"]`). Never 100
+    /// (recordings are signed); needs `path_secret`. Callbacks that carry
+    /// `t` or `sign` are verified whatever their type and path. Default none.
+    pub unsigned_event_types: EventTypes,
 }
+
+/// Shortest `auth.path_secret`: 32 characters, about 190 bits from the URL-safe alphabet.
+pub const MIN_PATH_SECRET_LEN: usize = 32;
 
 impl Default for AuthSettings {
     fn default() -> Self {
@@ -181,6 +198,8 @@ impl Default for AuthSettings {
             clock_skew_secs: 60,
             max_validity_secs: 600,
             expiry_grace_secs: 0,
+            path_secret: None,
+            unsigned_event_types: EventTypes::default(),
         }
     }
 }
@@ -208,6 +227,53 @@ impl AuthSettings {
         Ok(keys)
     }
 
+    /// Checks `path_secret` and `unsigned_event_types`; no message repeats the secret.
+    fn validate_unsigned(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            key: key.to_owned(),
+            reason,
+        };
+        if let Some(secret) = &self.path_secret {
+            let secret = secret.expose_secret();
+            if secret.chars().count() < MIN_PATH_SECRET_LEN {
+                return Err(invalid(
+                    "auth.path_secret",
+                    format!("must be at least {MIN_PATH_SECRET_LEN} characters long"),
+                ));
+            }
+            let url_safe = |c: char| c.is_ascii_alphanumeric() || "-_.~".contains(c);
+            if !secret.chars().all(url_safe) {
+                return Err(invalid(
+                    "auth.path_secret",
+                    "may hold only A-Z, a-z, 0-9, `-`, `_`, `.` and `~` (it is a URL path segment)"
+                        .to_owned(),
+                ));
+            }
+        }
+        let unsigned = &self.unsigned_event_types;
+        if unsigned.contains(RECORDING_EVENT_TYPE) {
+            return Err(invalid(
+                "auth.unsigned_event_types",
+                "must not include 100 (record), nor \"*\": recording callbacks are always signed"
+                    .to_owned(),
+            ));
+        }
+        if !unsigned.is_empty() && self.path_secret.is_none() {
+            return Err(invalid(
+                "auth.unsigned_event_types",
+                "needs auth.path_secret: unsigned callbacks are accepted only on the secret path"
+                    .to_owned(),
+            ));
+        }
+        if !unsigned.is_empty() && self.allow_unsigned {
+            return Err(invalid(
+                "auth.unsigned_event_types",
+                "has no effect while auth.allow_unsigned = true: remove one of them".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The accepted window around `t`.
     pub fn time_window(&self) -> TimeWindow {
         let secs = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
@@ -227,7 +293,13 @@ impl AuthSettings {
         if keys.is_empty() {
             return Err(ConfigError::NoKeys);
         }
-        Ok(Authenticator::with_keys(keys, self.time_window()))
+        let unsigned = self
+            .unsigned_event_types
+            .listed()
+            .map(<[i64]>::to_vec)
+            .unwrap_or_default();
+        Ok(Authenticator::with_keys(keys, self.time_window())
+            .allowing_unsigned_on_secret_path(unsigned))
     }
 }
 
@@ -252,6 +324,16 @@ where
 
 /// What a secret is printed as.
 const REDACTED: &str = "[redacted]";
+
+fn redacted_option<S: serde::Serializer>(
+    secret: &Option<SecretString>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(_) => serializer.serialize_some(REDACTED),
+        None => serializer.serialize_none(),
+    }
+}
 
 fn redacted_list<S: serde::Serializer>(
     secrets: &[SecretString],
@@ -442,6 +524,7 @@ impl Settings {
                 "cannot be true while auth.keys or auth.key_file are set: remove one of them",
             ));
         }
+        auth.validate_unsigned()?;
         // Key presence is checked by `AuthSettings::authenticator` when the
         // server starts, so admin commands work without the key.
         if self.spool.path.as_os_str().is_empty() {
@@ -629,10 +712,50 @@ mod tests {
                 "[auth]\nkeys = [\"k\"]\nallow_unsigned = true".to_owned(),
                 "auth.allow_unsigned",
             ),
+            (
+                "[auth]\nkeys = [\"k\"]\nunsigned_event_types = [314]".to_owned(),
+                "needs auth.path_secret",
+            ),
+            (
+                format!(
+                    "[auth]\nkeys = [\"k\"]\npath_secret = \"{}\"",
+                    "s".repeat(31)
+                ),
+                "at least 32 characters",
+            ),
+            (
+                format!(
+                    "[auth]\nkeys = [\"k\"]\npath_secret = \"{}/x\"",
+                    "s".repeat(32)
+                ),
+                "URL path segment",
+            ),
+            (
+                format!(
+                    "[auth]\nkeys = [\"k\"]\npath_secret = \"{}\"\nunsigned_event_types = [\"relay\", \"record\"]",
+                    "s".repeat(32)
+                ),
+                "must not include 100",
+            ),
+            (
+                format!(
+                    "[auth]\nkeys = [\"k\"]\npath_secret = \"{}\"\nunsigned_event_types = \"*\"",
+                    "s".repeat(32)
+                ),
+                "must not include 100",
+            ),
+            (
+                "[auth]\nkeys = [\"k\"]\nunsigned_event_types = [\"relays\"]".to_owned(),
+                "valid names are",
+            ),
             (with_key(&format!("{sink}{sink}")), "sinks[1].name"),
             (
                 with_key(&format!("{sink}event_types = []")),
                 "sinks[0].event_types",
+            ),
+            (
+                with_key(&format!("{sink}event_types = [\"recording\"]")),
+                "valid names are: push_end, push_start, record,",
             ),
             (
                 with_key(&format!("{sink}max_attempts = 0")),
@@ -820,7 +943,7 @@ mod tests {
         "#;
         let settings = load_toml(toml, &[]).unwrap();
         assert_eq!(settings.sinks.len(), 2);
-        assert_eq!(settings.sinks[1].event_types, [100, 0, 1]);
+        assert_eq!(settings.sinks[1].event_types, vec![100, 0, 1].into());
         let SinkKind::Forward(forward) = &settings.sinks[1].kind else {
             panic!("not a forward sink: {:?}", settings.sinks[1]);
         };
@@ -831,6 +954,58 @@ mod tests {
             "{debug}"
         );
         assert_eq!(crate::sinks::build(&settings.sinks).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_path_secret_is_read_from_the_environment_and_never_shown() {
+        let secret = "PathSecret-0123456789abcdefghijklmnop";
+        let settings = load_toml(
+            "[auth]\nkeys = [\"k\"]\nunsigned_event_types = [314, \"push_exception\", \"record_status\"]\n",
+            &[("RECORDHOOK__AUTH__PATH_SECRET", secret)],
+        )
+        .unwrap();
+        assert_eq!(
+            settings
+                .auth
+                .path_secret
+                .as_ref()
+                .map(|s| s.expose_secret().to_owned()),
+            Some(secret.to_owned())
+        );
+        assert_eq!(
+            settings.auth.unsigned_event_types,
+            vec![314, 321, 332].into()
+        );
+        let shown = format!("{}{settings:?}", settings.to_redacted_toml().unwrap());
+        assert!(!shown.contains(secret), "{shown}");
+        assert!(shown.contains("path_secret = \"[redacted]\""), "{shown}");
+        let short = load_toml(
+            "[auth]\nkeys = [\"k\"]\n",
+            &[("RECORDHOOK__AUTH__PATH_SECRET", "tooShortSecret")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!short.contains("tooShortSecret"), "{short}");
+    }
+
+    #[test]
+    fn sinks_select_event_types_by_name_number_or_star() {
+        let toml = "[auth]\nkeys = [\"k\"]\n\
+            [[sinks]]\nname = \"a\"\ntype = \"log\"\nevent_types = [\"push_start\", 0, \"record_status\"]\n\
+            [[sinks]]\nname = \"b\"\ntype = \"log\"\nevent_types = [\"*\"]\n\
+            [[sinks]]\nname = \"c\"\ntype = \"log\"\n";
+        let settings = load_toml(toml, &[]).unwrap();
+        assert_eq!(settings.sinks[0].event_types, vec![1, 0, 332].into());
+        assert_eq!(
+            settings.sinks[1].event_types,
+            crate::protocol::EventTypes::All
+        );
+        assert_eq!(settings.sinks[2].event_types, vec![100].into());
+        let shown = settings.to_redacted_toml().unwrap();
+        assert!(
+            shown.contains(r#""record_status","#) && shown.contains(r#"event_types = ["*"]"#),
+            "{shown}"
+        );
     }
 
     /// Every bound at its maximum, as one configuration.

@@ -15,12 +15,21 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::protocol::{EventTypes, event_type_label, event_type_name};
 use crate::spool::Spool;
 
 /// Label: what became of a callback (`accepted`, `duplicate`, or a rejection reason).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: String,
+}
+
+/// Labels: an event type's name (`other` for undocumented numbers, so the
+/// set stays bounded) and what became of the callback (`accepted`, `duplicate`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    event_type: &'static str,
+    outcome: &'static str,
 }
 
 /// Labels: a sink and what became of one delivery attempt.
@@ -49,6 +58,8 @@ pub struct Metrics {
     registry: Registry,
     callbacks: Family<OutcomeLabels, Counter>,
     callback_seconds: Histogram,
+    events: Family<EventLabels, Counter>,
+    undocumented_events: Counter,
     deliveries: Family<DeliveryLabels, Counter>,
     delivery_lag_seconds: HistogramFamily<SinkLabels>,
     pending: Family<SinkLabels, Gauge>,
@@ -79,6 +90,19 @@ impl Metrics {
             "callback_request_duration_seconds",
             "Time from receiving a callback request to answering it",
             callback_seconds.clone(),
+        );
+        let events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "events",
+            "Authentic callbacks, by event type name (other for undocumented types) and outcome: \
+             accepted, duplicate",
+            events.clone(),
+        );
+        let undocumented_events = Counter::default();
+        registry.register(
+            "undocumented_events",
+            "Authentic callbacks of an event type no documentation names, accepted and stored",
+            undocumented_events.clone(),
         );
         let deliveries = Family::<DeliveryLabels, Counter>::default();
         registry.register(
@@ -128,6 +152,8 @@ impl Metrics {
             worker_restarts,
             callbacks,
             callback_seconds,
+            events,
+            undocumented_events,
             deliveries,
             delivery_lag_seconds,
             pending,
@@ -145,6 +171,20 @@ impl Metrics {
             })
             .inc();
         self.callback_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one authentic callback of `event_type` by its name; `outcome`
+    /// is `accepted` or `duplicate`. An undocumented type is also counted apart.
+    pub fn observe_event(&self, event_type: i64, outcome: &'static str) {
+        self.events
+            .get_or_create(&EventLabels {
+                event_type: event_type_label(event_type),
+                outcome,
+            })
+            .inc();
+        if event_type_name(event_type).is_none() {
+            self.undocumented_events.inc();
+        }
     }
 
     /// Counts one delivery attempt on `sink`.
@@ -176,7 +216,7 @@ impl Metrics {
     }
 
     /// Reads the spool gauges and renders everything in the text format.
-    pub async fn render(&self, spool: &Spool, sinks: &[(String, Vec<i64>)]) -> String {
+    pub async fn render(&self, spool: &Spool, sinks: &[(String, EventTypes)]) -> String {
         for (sink, event_types) in sinks {
             if let Ok(counts) = spool.counts(sink, event_types).await {
                 let labels = SinkLabels { sink: sink.clone() };
@@ -231,9 +271,12 @@ mod tests {
         metrics.observe_callback("sign_mismatch", Duration::from_millis(1));
         metrics.observe_callback("sign_mismatch", Duration::from_millis(1));
         metrics.observe_delivery("archive", "delivered");
+        metrics.observe_event(100, "accepted");
+        metrics.observe_event(318, "accepted");
+        metrics.observe_event(9_999, "duplicate");
         metrics.observe_delivery_lag("archive", Duration::from_millis(30));
         let text = metrics
-            .render(&spool, &[("archive".to_owned(), vec![100])])
+            .render(&spool, &[("archive".to_owned(), vec![100].into())])
             .await;
         for expected in [
             r#"recordhook_callbacks_total{outcome="accepted"} 1"#,
@@ -245,6 +288,10 @@ mod tests {
             r#"recordhook_dead_letters{sink="archive"} 0"#,
             "recordhook_spool_size_bytes ",
             "recordhook_dedup_index_entries 0",
+            r#"recordhook_events_total{event_type="record",outcome="accepted"} 1"#,
+            r#"recordhook_events_total{event_type="other",outcome="accepted"} 1"#,
+            r#"recordhook_events_total{event_type="other",outcome="duplicate"} 1"#,
+            "recordhook_undocumented_events_total 2",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
         }

@@ -5,24 +5,91 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::protocol::{PayloadError, RECORDING_EVENT_TYPE, Recording, VerifiedCallback, event_id};
+use crate::protocol::{
+    AudioAudit, EventView, Highlight, ImageAudit, LiveSummary, PayloadError, Push, PushException,
+    Quality, RECORDING_EVENT_TYPE, RecordException, RecordStatus, Recording, Relay, Screenshot,
+    Stream, StreamMonitor, Subtitles, VerifiedCallback, classify, event_id, event_type_name,
+};
 
 /// One accepted callback as sinks see it, serialised as
-/// `{"id", "received_at", "event_type", "event", "recording"?, "warnings"?}`.
+/// `{"id", "received_at", "event_type", "stream", "event", <view>?, "warnings"?}`
+/// where `<view>` is the typed view under the key named for its type
+/// (`recording` for 100, `push` for 0/1, `screenshot`, `relay`, …).
 /// `event` is exactly what CSS sent minus `sign`; typed conveniences sit beside it.
+/// (One field per view rather than a flattened enum: serde's `flatten` loses
+/// numbers under serde_json's `arbitrary_precision`, which we need. Each view
+/// is boxed so a record stays small whichever it holds.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     /// Event id: derived from the content without `sign` and `t`; stable across retries.
     pub id: String,
     /// When recordhook accepted it, RFC 3339 UTC.
     pub received_at: String,
-    /// The callback's `event_type`.
+    /// The callback's event type: its `event_type`, except that a 344 whose
+    /// content is an average-score assessment is a 345 (the documented
+    /// samples of 345 say 344). `event` keeps the number as received.
     pub event_type: i64,
+    /// The stream the callback is about, named the same way whatever its type
+    /// (empty in records stored before it existed).
+    #[serde(default)]
+    pub stream: Stream,
     /// Every received field except `sign`, in the order received, values unchanged.
     pub event: Map<String, Value>,
     /// Typed view of a recording callback (`event_type = 100`) only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recording: Option<Recording>,
+    /// Typed view of a 0 and 1: push ended, started callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<Box<Push>>,
+    /// Typed view of a 200 callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screenshot: Option<Box<Screenshot>>,
+    /// Typed view of a 314 callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<Box<Relay>>,
+    /// Typed view of a 315 callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_audit: Option<Box<AudioAudit>>,
+    /// Typed view of a 317 callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_audit: Option<Box<ImageAudit>>,
+    /// Typed view of a 321 callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_exception: Option<Box<PushException>>,
+    /// Typed view of a 328 callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_monitor: Option<Box<StreamMonitor>>,
+    /// Typed view of a 332 callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_status: Option<Box<RecordStatus>>,
+    /// Typed view of a 338 callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtitles: Option<Box<Subtitles>>,
+    /// Typed view of a 341 callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_exception: Option<Box<RecordException>>,
+    /// Typed view of a 343 callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality_control: Option<Box<Quality>>,
+    /// Typed view of a 344 callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assessment_threshold: Option<Box<Quality>>,
+    /// Typed view of a 345 callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assessment_average: Option<Box<Quality>>,
+    /// Typed view of a 347 callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erase: Option<Box<Subtitles>>,
+    /// Typed view of a 348 callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_summary: Option<Box<LiveSummary>>,
+    /// Typed view of a 349 callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub highlight: Option<Box<Highlight>>,
+    /// True when no signature was checked: an event type allowed unsigned on
+    /// the secret path (`auth.unsigned_event_types`), or `auth.allow_unsigned`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unsigned: bool,
     /// Problems found in the content; the callback was accepted regardless.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -52,16 +119,22 @@ impl StoredRecord {
     pub fn stream_id(&self) -> Option<String> {
         #[derive(serde::Deserialize)]
         struct View {
+            #[serde(default)]
+            stream: Stream,
             event: Event,
         }
         #[derive(serde::Deserialize)]
         struct Event {
-            stream_id: Option<String>,
+            stream_id: Option<Value>,
         }
-        serde_json::from_str::<View>(&self.json)
-            .ok()?
-            .event
+        let view = serde_json::from_str::<View>(&self.json).ok()?;
+        // Records stored before `stream` existed have only the event's field.
+        view.stream
             .stream_id
+            .or_else(|| match view.event.stream_id? {
+                Value::String(text) => Some(text),
+                _ => None,
+            })
     }
 }
 
@@ -84,25 +157,80 @@ impl Record {
         callback: VerifiedCallback,
         received_at: SystemTime,
     ) -> Result<Self, PayloadError> {
-        let event_type = callback.event_type()?;
+        let event_type = classify(callback.event_type()?, callback.fields());
+        let unsigned = !callback.is_signed();
         let id = event_id(callback.fields());
         let event = callback.into_fields();
+        let stream = Stream::read(&event);
         let mut warnings = Vec::new();
-        let recording =
-            (event_type == RECORDING_EVENT_TYPE).then(|| Recording::read(&event, &mut warnings));
-        Ok(Self {
+        let mut record = Self {
             id,
             received_at: humantime::format_rfc3339_millis(received_at).to_string(),
             event_type,
-            event,
-            recording,
-            warnings,
-        })
+            stream,
+            recording: None,
+            push: None,
+            screenshot: None,
+            relay: None,
+            audio_audit: None,
+            image_audit: None,
+            push_exception: None,
+            stream_monitor: None,
+            record_status: None,
+            subtitles: None,
+            record_exception: None,
+            quality_control: None,
+            assessment_threshold: None,
+            assessment_average: None,
+            erase: None,
+            live_summary: None,
+            highlight: None,
+            unsigned,
+            warnings: Vec::new(),
+            event: Map::new(),
+        };
+        if event_type == RECORDING_EVENT_TYPE {
+            record.recording = Some(Recording::read(&event, &mut warnings));
+        } else if let Some(view) = EventView::read(event_type, &event, &mut warnings) {
+            record.set_view(view);
+        } else if event_type_name(event_type).is_none() {
+            warnings.push(format!(
+                "event_type {event_type} is not a documented CSS event type; stored and \
+                 delivered without a typed view"
+            ));
+        }
+        record.event = event;
+        record.warnings = warnings;
+        Ok(record)
+    }
+
+    /// Puts `view` under the key named for its type.
+    fn set_view(&mut self, view: EventView) {
+        match view {
+            EventView::Push(view) => self.push = Some(Box::new(view)),
+            EventView::Screenshot(view) => self.screenshot = Some(Box::new(view)),
+            EventView::Relay(view) => self.relay = Some(Box::new(view)),
+            EventView::AudioAudit(view) => self.audio_audit = Some(Box::new(view)),
+            EventView::ImageAudit(view) => self.image_audit = Some(Box::new(view)),
+            EventView::PushException(view) => self.push_exception = Some(Box::new(view)),
+            EventView::StreamMonitor(view) => self.stream_monitor = Some(Box::new(view)),
+            EventView::RecordStatus(view) => self.record_status = Some(Box::new(view)),
+            EventView::Subtitles(view) => self.subtitles = Some(Box::new(view)),
+            EventView::RecordException(view) => self.record_exception = Some(Box::new(view)),
+            EventView::QualityControl(view) => self.quality_control = Some(Box::new(view)),
+            EventView::AssessmentThreshold(view) => {
+                self.assessment_threshold = Some(Box::new(view))
+            }
+            EventView::AssessmentAverage(view) => self.assessment_average = Some(Box::new(view)),
+            EventView::Erase(view) => self.erase = Some(Box::new(view)),
+            EventView::LiveSummary(view) => self.live_summary = Some(Box::new(view)),
+            EventView::Highlight(view) => self.highlight = Some(Box::new(view)),
+        }
     }
 
     /// The stream this record is about, when known.
     pub fn stream_id(&self) -> Option<&str> {
-        self.event.get("stream_id").and_then(Value::as_str)
+        self.stream.stream_id.as_deref()
     }
 
     /// The VOD file id, when known.
@@ -147,6 +275,7 @@ mod tests {
         );
         assert!(json["warnings"].as_array().is_some_and(|w| !w.is_empty()));
         assert_eq!(record.stream_id(), Some("st"));
+        assert_eq!(json["stream"], serde_json::json!({"stream_id": "st"}));
     }
 
     #[test]
@@ -158,6 +287,35 @@ mod tests {
         assert!(record.warnings.is_empty());
         let json = serde_json::to_value(&record).unwrap();
         assert!(json.get("recording").is_none() && json.get("warnings").is_none());
+    }
+
+    #[test]
+    fn every_record_names_its_stream_whatever_the_type_calls_it() {
+        let body = r#"{"event_type":332,"domain":"d","appname":"live","stream_id":"s","appid":1250000000}"#;
+        let record = Record::from_verified(verified(body), UNIX_EPOCH).unwrap();
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(
+            json["stream"],
+            serde_json::json!({"app": "d", "appname": "live", "stream_id": "s", "appid": "1250000000"})
+        );
+        let bare = Record::from_verified(verified(r#"{"event_type":1}"#), UNIX_EPOCH).unwrap();
+        assert_eq!(
+            serde_json::to_value(&bare).unwrap()["stream"],
+            serde_json::json!({})
+        );
+    }
+
+    #[test]
+    fn a_record_stored_before_the_stream_object_still_names_its_stream() {
+        let old = r#"{"id":"x","received_at":"t","event_type":100,"event":{"stream_id":"old"}}"#;
+        let record: Record = serde_json::from_str(old).unwrap();
+        assert_eq!(record.stream, Stream::default());
+        let stored = StoredRecord {
+            id: "x".into(),
+            event_type: 100,
+            json: old.into(),
+        };
+        assert_eq!(stored.stream_id().as_deref(), Some("old"));
     }
 
     #[test]

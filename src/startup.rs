@@ -128,6 +128,8 @@ impl Application {
             callback_path = %settings.server.callback_path,
             spool = %settings.spool.path.display(),
             keys = authenticator.key_count(),
+            path_secret = settings.auth.path_secret.is_some(),
+            unsigned_event_types = ?settings.auth.unsigned_event_types,
             sinks = ?settings.sinks.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
             version = env!("CARGO_PKG_VERSION"),
             "recordhook listening"
@@ -140,7 +142,8 @@ impl Application {
             Duration::from_secs(settings.server.request_timeout_secs),
             Metrics::new(),
             WorkerHealth::new(),
-        );
+        )
+        .with_path_secret(settings.auth.path_secret.clone());
         let serve_options = ServeOptions {
             max_connections: settings.server.max_connections,
             header_read_timeout: Duration::from_secs(settings.server.header_read_timeout_secs),

@@ -4,7 +4,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -12,7 +14,7 @@ use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::protocol::{Authenticator, UnverifiedCallback};
+use crate::protocol::{Authenticator, UnverifiedCallback, event_type_label};
 use crate::record::Record;
 use crate::spool::Acceptance;
 
@@ -34,11 +36,43 @@ impl From<ApiError> for Rejection {
     }
 }
 
-/// Handles one callback; logs its outcome in exactly this one place.
+/// Handles one callback on `{callback_path}`.
 pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let authenticator = state.authenticator();
+    respond(&state, &headers, body, Ok(authenticator)).await
+}
+
+/// Handles one callback on `{callback_path}/{segment}`: the path secret lets
+/// the allowed event types in unsigned; any other segment is refused before
+/// the body is read.
+pub async fn receive_on_secret_path(
+    State(state): State<AppState>,
+    Path(segment): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let authenticator = if state.is_path_secret(&segment) {
+        Ok(Arc::new(state.authenticator().on_secret_path()))
+    } else {
+        Err(ApiError::WrongPathSecret)
+    };
+    respond(&state, &headers, body, authenticator).await
+}
+
+/// Answers one callback, authenticated by `authenticator` (or already
+/// refused); logs its outcome in exactly this one place.
+async fn respond(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    authenticator: Result<Arc<Authenticator>, ApiError>,
+) -> Response {
     let received_at = SystemTime::now();
     let started = std::time::Instant::now();
-    let outcome = accept(&state, &headers, body, received_at).await;
+    let outcome = match authenticator {
+        Ok(authenticator) => accept(state, headers, body, &authenticator, received_at).await,
+        Err(error) => Err(error.into()),
+    };
     let label = match &outcome {
         Ok((_, Acceptance::Stored { .. })) => "accepted",
         Ok((_, Acceptance::Duplicate)) => "duplicate",
@@ -48,12 +82,15 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bo
     match outcome {
         Ok((record, Acceptance::Stored { seq })) => {
             state.wake_sinks(record.event_type);
+            state.metrics.observe_event(record.event_type, "accepted");
             tracing::info!(
                 outcome = "accepted",
                 event_id = %record.id,
                 event_type = record.event_type,
+                event = event_type_label(record.event_type),
                 stream_id = record.stream_id(),
                 file_id = record.file_id(),
+                unsigned = record.unsigned,
                 seq,
                 "callback accepted"
             );
@@ -63,10 +100,12 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bo
             ok()
         }
         Ok((record, Acceptance::Duplicate)) => {
+            state.metrics.observe_event(record.event_type, "duplicate");
             tracing::info!(
                 outcome = "duplicate",
                 event_id = %record.id,
                 event_type = record.event_type,
+                event = event_type_label(record.event_type),
                 stream_id = record.stream_id(),
                 "duplicate callback: already accepted, not stored again"
             );
@@ -92,6 +131,7 @@ async fn accept(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
+    authenticator: &Authenticator,
     received_at: SystemTime,
 ) -> Result<(Record, Acceptance), Rejection> {
     let bytes = match tokio::time::timeout(
@@ -108,13 +148,8 @@ async fn accept(
             .into());
         }
     };
-    let (record, stream_id) = admit(
-        &bytes,
-        state.max_body_bytes,
-        &state.authenticator(),
-        received_at,
-    )
-    .map_err(|rejection| *rejection)?;
+    let (record, stream_id) = admit(&bytes, state.max_body_bytes, authenticator, received_at)
+        .map_err(|rejection| *rejection)?;
     let reject = |error: ApiError| Rejection {
         error,
         stream_id: stream_id.clone(),

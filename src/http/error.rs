@@ -34,6 +34,10 @@ pub enum ApiError {
     /// The callback is not authentic, or no longer valid.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// A POST under the callback path whose last segment is not the
+    /// configured path secret. The message never repeats the path.
+    #[error("unknown callback path")]
+    WrongPathSecret,
     /// The callback could not be stored; CSS will retry.
     #[error("callback could not be stored, retry later: {0}")]
     SpoolUnavailable(SpoolError),
@@ -73,7 +77,7 @@ impl ApiError {
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyUnreadable(_) | Self::Payload(_) => StatusCode::BAD_REQUEST,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            Self::Auth(_) => StatusCode::UNAUTHORIZED,
+            Self::Auth(_) | Self::WrongPathSecret => StatusCode::UNAUTHORIZED,
             Self::SpoolUnavailable(_)
             | Self::ShuttingDown
             | Self::NotReady(_)
@@ -91,6 +95,7 @@ impl ApiError {
             Self::BodyTimeout { .. } => "body_timeout",
             Self::Payload(err) => err.reason(),
             Self::Auth(err) => err.reason(),
+            Self::WrongPathSecret => "path_secret_mismatch",
             Self::SpoolUnavailable(_) => "spool_unavailable",
             Self::ShuttingDown => "shutting_down",
             Self::NotReady(_) => "not_ready",
@@ -115,6 +120,7 @@ impl ApiError {
             Self::Auth(AuthError::SignMismatch) => 4014,
             Self::Auth(AuthError::Expired) => 4015,
             Self::Auth(AuthError::TooFarInFuture) => 4016,
+            Self::WrongPathSecret => 4017,
             Self::NotFound => 4040,
             Self::MethodNotAllowed { .. } => 4050,
             Self::BodyTimeout { .. } => 4080,
@@ -160,6 +166,7 @@ mod tests {
             ApiError::Auth(AuthError::SignMismatch),
             ApiError::Auth(AuthError::Expired),
             ApiError::Auth(AuthError::TooFarInFuture),
+            ApiError::WrongPathSecret,
             ApiError::SpoolUnavailable(SpoolError::Write(String::new())),
             ApiError::ShuttingDown,
             ApiError::NotReady(SpoolError::Closed),

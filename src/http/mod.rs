@@ -15,8 +15,11 @@ use tokio::sync::Notify;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
+
 use crate::metrics::Metrics;
-use crate::protocol::Authenticator;
+use crate::protocol::{Authenticator, EventTypes};
 use crate::spool::Spool;
 use crate::supervisor::WorkerHealth;
 
@@ -37,7 +40,7 @@ pub struct SinkRoute {
     /// The sink's name.
     pub name: String,
     /// Event types it receives.
-    pub event_types: Vec<i64>,
+    pub event_types: EventTypes,
     /// Notified when a record for it has been stored.
     pub wake: Arc<Notify>,
 }
@@ -59,6 +62,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Background workers that are down (restarting after a panic).
     pub workers: Arc<WorkerHealth>,
+    /// The last segment of `{callback_path}/{secret}`, where event types
+    /// that CSS sends without a signature are accepted; `None`: no such path.
+    path_secret: Option<Arc<SecretString>>,
 }
 
 impl AppState {
@@ -80,11 +86,26 @@ impl AppState {
             max_body_bytes,
             body_timeout,
             metrics,
+            path_secret: None,
         }
     }
 
+    /// Also serves `{callback_path}/{secret}` (see [`router`]).
+    pub fn with_path_secret(mut self, secret: Option<SecretString>) -> Self {
+        self.path_secret = secret.map(Arc::new);
+        self
+    }
+
+    /// Whether `segment` is the path secret, compared in constant time so the
+    /// answer's timing does not reveal how much of a guess was right.
+    pub fn is_path_secret(&self, segment: &str) -> bool {
+        self.path_secret.as_ref().is_some_and(|secret| {
+            bool::from(secret.expose_secret().as_bytes().ct_eq(segment.as_bytes()))
+        })
+    }
+
     /// Every configured sink with the event types it takes.
-    pub fn sinks(&self) -> Vec<(String, Vec<i64>)> {
+    pub fn sinks(&self) -> Vec<(String, EventTypes)> {
         self.routes
             .iter()
             .map(|route| (route.name.clone(), route.event_types.clone()))
@@ -113,19 +134,30 @@ impl AppState {
     pub fn wake_sinks(&self, event_type: i64) {
         self.routes
             .iter()
-            .filter(|route| route.event_types.contains(&event_type))
+            .filter(|route| route.event_types.contains(event_type))
             .for_each(|route| route.wake.notify_one());
     }
 }
 
-/// The service's routes, callable from tests without a listener.
+/// The service's routes, callable from tests without a listener. With a path
+/// secret, `POST {callback_path}/{anything}` is served too: the secret there
+/// accepts unsigned callbacks of the allowed types, anything else is 401.
 pub fn router(state: AppState, callback_path: &str) -> Router {
-    Router::new()
-        .route(
-            callback_path,
-            post(callback::receive)
+    let secret = state.path_secret.clone();
+    let secret_route = format!("{}/{{secret}}", callback_path.trim_end_matches('/'));
+    let mut router = Router::new().route(
+        callback_path,
+        post(callback::receive).fallback(|| async { ApiError::MethodNotAllowed { allow: "POST" } }),
+    );
+    if secret.is_some() {
+        router = router.route(
+            &secret_route,
+            post(callback::receive_on_secret_path)
                 .fallback(|| async { ApiError::MethodNotAllowed { allow: "POST" } }),
-        )
+        );
+    }
+    let prefix = format!("{}/", callback_path.trim_end_matches('/'));
+    router
         .route(
             HEALTH_PATH,
             get(health::healthz).fallback(|| async { ApiError::MethodNotAllowed { allow: "GET" } }),
@@ -145,7 +177,9 @@ pub fn router(state: AppState, callback_path: &str) -> Router {
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http()
-                        .make_span_with(request_span)
+                        .make_span_with(move |request: &axum::http::Request<_>| {
+                            request_span(request, &prefix, secret.as_deref())
+                        })
                         // Outcomes are logged by the handlers, once.
                         .on_request(())
                         .on_response(())
@@ -158,9 +192,30 @@ pub fn router(state: AppState, callback_path: &str) -> Router {
 /// Longest client-supplied request id kept in logs.
 const REQUEST_ID_LIMIT: usize = 128;
 
+/// What a path secret is shown as.
+const REDACTED: &str = "[redacted]";
+
+/// The request path as logged: whatever follows `{callback_path}/` is
+/// replaced (it is the secret, or a guess at it), and so is the secret
+/// anywhere else in the path.
+fn loggable_path(path: &str, secret_prefix: &str, secret: Option<&SecretString>) -> String {
+    match secret {
+        Some(_) if path.starts_with(secret_prefix) => format!("{secret_prefix}{REDACTED}"),
+        Some(secret) if !secret.expose_secret().is_empty() => {
+            path.replace(secret.expose_secret(), REDACTED)
+        }
+        _ => path.to_owned(),
+    }
+}
+
 /// One span per request, carrying the request id (the client's `X-Request-Id`
-/// when it sent one, generated otherwise; echoed in the response).
-fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+/// when it sent one, generated otherwise; echoed in the response) and the
+/// path with any path secret replaced.
+fn request_span<B>(
+    request: &axum::http::Request<B>,
+    secret_prefix: &str,
+    secret: Option<&SecretString>,
+) -> tracing::Span {
     let request_id: String = request
         .headers()
         .get("x-request-id")
@@ -172,7 +227,30 @@ fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
     tracing::info_span!(
         "request",
         method = %request.method(),
-        path = %request.uri().path(),
+        path = %loggable_path(request.uri().path(), secret_prefix, secret),
         request_id = %request_id,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_logged_path_never_holds_the_secret() {
+        let secret = SecretString::from("s".repeat(40));
+        let cases = [
+            (
+                format!("/callback/{}", "s".repeat(40)),
+                "/callback/[redacted]",
+            ),
+            ("/callback/guess".to_owned(), "/callback/[redacted]"),
+            ("/callback".to_owned(), "/callback"),
+            (format!("/x/{}/y", "s".repeat(40)), "/x/[redacted]/y"),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(loggable_path(&path, "/callback/", Some(&secret)), expected);
+        }
+        assert_eq!(loggable_path("/healthz", "/callback/", None), "/healthz");
+    }
 }

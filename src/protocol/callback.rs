@@ -67,6 +67,13 @@ pub struct Authenticator {
     /// `None` when unsigned callbacks are allowed.
     keys: Option<Vec<SecretString>>,
     window: TimeWindow,
+    /// Event types accepted without `t` and `sign` when the request came
+    /// through the secret path (CSS documents these types without a
+    /// signature, so there is none to check).
+    unsigned_event_types: Vec<i64>,
+    /// Whether this authenticator serves the secret path: only then does
+    /// `unsigned_event_types` apply.
+    on_secret_path: bool,
 }
 
 impl Authenticator {
@@ -75,12 +82,35 @@ impl Authenticator {
         Self {
             keys: Some(keys),
             window,
+            unsigned_event_types: Vec::new(),
+            on_secret_path: false,
+        }
+    }
+
+    /// Also accepts callbacks of `event_types` that carry neither `t` nor
+    /// `sign`, but only through the authenticator [`Self::on_secret_path`] gives.
+    pub fn allowing_unsigned_on_secret_path(mut self, event_types: Vec<i64>) -> Self {
+        self.unsigned_event_types = event_types;
+        self
+    }
+
+    /// This authenticator as it applies to a request that came through the
+    /// secret path (which the caller has checked).
+    pub fn on_secret_path(&self) -> Self {
+        Self {
+            on_secret_path: true,
+            ..self.clone()
         }
     }
 
     /// Accepts every callback without checking it (`auth.allow_unsigned`).
     pub fn unsigned(window: TimeWindow) -> Self {
-        Self { keys: None, window }
+        Self {
+            keys: None,
+            window,
+            unsigned_event_types: Vec::new(),
+            on_secret_path: false,
+        }
     }
 
     /// Whether callbacks are checked at all.
@@ -94,14 +124,22 @@ impl Authenticator {
     }
 
     /// The only way to a [`VerifiedCallback`]: checks `t`, then `sign`, then the
-    /// time window, with `now` in Unix seconds.
+    /// time window, with `now` in Unix seconds. A callback carrying neither
+    /// `t` nor `sign` passes unchecked only on the secret path and only for
+    /// the event types allowed there; one carrying either is always checked.
     pub fn verify(
         &self,
         callback: UnverifiedCallback,
         now: i64,
     ) -> Result<VerifiedCallback, AuthError> {
         let UnverifiedCallback { mut fields } = callback;
-        if let Some(keys) = &self.keys {
+        let absent = |name: &str| fields.get(name).is_none_or(Value::is_null);
+        let unsigned_allowed = self.on_secret_path
+            && absent("t")
+            && absent("sign")
+            && event_type_of(&fields).is_ok_and(|t| self.unsigned_event_types.contains(&t));
+        let signed = self.keys.is_some() && !unsigned_allowed;
+        if let (Some(keys), false) = (&self.keys, unsigned_allowed) {
             let t = parse_t(fields.get("t"))?;
             let sign = fields
                 .get("sign")
@@ -112,7 +150,19 @@ impl Authenticator {
         // The signature has done its job; it must not travel further (logs, sinks).
         // shift_remove keeps the order of the remaining fields (remove would swap).
         fields.shift_remove("sign");
-        Ok(VerifiedCallback { fields })
+        Ok(VerifiedCallback { fields, signed })
+    }
+}
+
+/// `event_type`, as a JSON integer or a decimal string.
+fn event_type_of(fields: &Map<String, Value>) -> Result<i64, PayloadError> {
+    match fields.get("event_type") {
+        None | Some(Value::Null) => Err(PayloadError::EventTypeMissing),
+        Some(Value::Number(number)) => number.as_i64().ok_or(PayloadError::EventTypeNotInteger),
+        Some(Value::String(text)) => {
+            parse_decimal_i64(text).ok_or(PayloadError::EventTypeNotInteger)
+        }
+        Some(_) => Err(PayloadError::EventTypeNotInteger),
     }
 }
 
@@ -121,6 +171,8 @@ impl Authenticator {
 #[derive(Debug, Clone)]
 pub struct VerifiedCallback {
     fields: Map<String, Value>,
+    /// Whether a signature was checked (false: accepted unsigned, by policy).
+    signed: bool,
 }
 
 impl VerifiedCallback {
@@ -136,14 +188,13 @@ impl VerifiedCallback {
 
     /// `event_type`, as a JSON integer or a decimal string.
     pub fn event_type(&self) -> Result<i64, PayloadError> {
-        match self.fields.get("event_type") {
-            None | Some(Value::Null) => Err(PayloadError::EventTypeMissing),
-            Some(Value::Number(number)) => number.as_i64().ok_or(PayloadError::EventTypeNotInteger),
-            Some(Value::String(text)) => {
-                parse_decimal_i64(text).ok_or(PayloadError::EventTypeNotInteger)
-            }
-            Some(_) => Err(PayloadError::EventTypeNotInteger),
-        }
+        event_type_of(&self.fields)
+    }
+
+    /// Whether its signature was checked; false when it was accepted without
+    /// one (`auth.allow_unsigned`, or an unsigned type on the secret path).
+    pub fn is_signed(&self) -> bool {
+        self.signed
     }
 
     /// The `stream_id`, when it is a string, for log context.
@@ -260,6 +311,49 @@ mod tests {
             .verify(parse(json!({"event_type": 1, "sign": "x"})), NOW)
             .unwrap();
         assert!(!verified.fields().contains_key("sign"));
+    }
+
+    #[test]
+    fn unsigned_types_pass_without_t_and_sign_only_on_the_secret_path() {
+        let auth = authenticator().allowing_unsigned_on_secret_path(vec![314, 321]);
+        let secret = auth.on_secret_path();
+        let relay = json!({"event_type": 314, "task_id": "1"});
+        assert_eq!(
+            auth.verify(parse(relay.clone()), NOW).unwrap_err(),
+            AuthError::TMissing,
+            "not on the secret path"
+        );
+        let verified = secret.verify(parse(relay), NOW).unwrap();
+        assert!(!verified.is_signed());
+        let t = NOW + 600;
+        let cases = [
+            (json!({"event_type": 100}), AuthError::TMissing),
+            (json!({"event_type": "abc"}), AuthError::TMissing),
+            (json!({}), AuthError::TMissing),
+            (json!({"event_type": 314, "t": t}), AuthError::SignMissing),
+            (json!({"event_type": 314, "sign": "x"}), AuthError::TMissing),
+            (
+                json!({"event_type": 321, "t": t, "sign": "0".repeat(32)}),
+                AuthError::SignMismatch,
+            ),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(
+                secret.verify(parse(body.clone()), NOW).unwrap_err(),
+                expected,
+                "{body}"
+            );
+        }
+        let signed = json!({"event_type": 100, "t": t, "sign": expected_sign("key", t)});
+        assert!(secret.verify(parse(signed), NOW).unwrap().is_signed());
+        let plain = Authenticator::with_keys(vec![SecretString::from("key")], WINDOW);
+        assert!(
+            plain
+                .on_secret_path()
+                .verify(parse(json!({"event_type": 314})), NOW)
+                .is_err(),
+            "no type is allowed unsigned unless configured"
+        );
     }
 
     #[test]

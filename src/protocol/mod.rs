@@ -9,10 +9,25 @@
 
 mod callback;
 mod event_id;
+mod event_type;
+mod fields;
 mod recording;
 mod signature;
+mod stream;
+mod views;
 
 pub use callback::{Authenticator, PayloadError, UnverifiedCallback, VerifiedCallback};
 pub use event_id::event_id;
+pub use event_type::{
+    EVENT_TYPES, EventTypes, OTHER_EVENT_TYPE, event_type_by_name, event_type_label,
+    event_type_name,
+};
 pub use recording::{RECORDING_EVENT_TYPE, Recording};
 pub use signature::{AuthError, TimeWindow, expected_sign, parse_t, verify};
+pub use stream::Stream;
+pub use views::{
+    AbnormalDetail, AbnormalEvent, AudioAudit, EventView, Frame, Highlight, HighlightItem,
+    ImageAudit, Keyword, LiveSummary, ModerationResult, Push, PushException, Quality, RecordDetail,
+    RecordException, RecordExceptionDetail, RecordStatus, Relay, RelayMessage, Screenshot, Segment,
+    SegmentData, StreamMonitor, Subtitles, classify,
+};

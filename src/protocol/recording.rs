@@ -7,13 +7,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::signature::parse_decimal_i64;
+use super::fields::FieldReader;
 
 /// `event_type` of a recording-file callback.
 pub const RECORDING_EVENT_TYPE: i64 = 100;
-
-/// Fields of a callback that belong to the envelope rather than the recording.
-const ENVELOPE_FIELDS: [&str; 3] = ["event_type", "t", "sign"];
 
 /// Fields whose absence is worth a warning: without them a recording cannot be found or used.
 const EXPECTED_FIELDS: [&str; 6] = [
@@ -108,101 +105,11 @@ pub struct Recording {
     pub unknown_fields: Vec<String>,
 }
 
-/// Reads fields of one object, collecting a warning for each value it cannot use.
-struct FieldReader<'a> {
-    fields: &'a Map<String, Value>,
-    warnings: &'a mut Vec<String>,
-    known: Vec<&'static str>,
-}
-
-impl<'a> FieldReader<'a> {
-    fn mistyped(&mut self, name: &str, expected: &str, value: &Value) {
-        let found = match value {
-            Value::Bool(_) => "a boolean",
-            Value::Number(_) => "a number",
-            Value::String(_) => "a string",
-            Value::Array(_) => "an array",
-            Value::Object(_) => "an object",
-            Value::Null => "null",
-        };
-        self.warnings.push(format!(
-            "field `{name}` should be {expected} but is {found}; kept as received"
-        ));
-    }
-
-    fn present(&mut self, name: &'static str) -> Option<&'a Value> {
-        self.known.push(name);
-        self.fields.get(name).filter(|value| !value.is_null())
-    }
-
-    fn string(&mut self, name: &'static str) -> Option<String> {
-        match self.present(name)? {
-            Value::String(text) => Some(text.clone()),
-            // A number where text is documented (e.g. an id) is still that id.
-            Value::Number(number) => Some(number.to_string()),
-            other => {
-                self.mistyped(name, "a string", other);
-                None
-            }
-        }
-    }
-
-    fn int(&mut self, name: &'static str) -> Option<i64> {
-        let value = self.present(name)?;
-        let parsed = match value {
-            Value::Number(number) => number.as_i64(),
-            Value::String(text) => parse_decimal_i64(text),
-            _ => None,
-        };
-        if parsed.is_none() {
-            self.mistyped(name, "an integer", value);
-        }
-        parsed
-    }
-
-    fn unsigned(&mut self, name: &'static str) -> Option<u64> {
-        let value = self.present(name)?;
-        let parsed = match value {
-            Value::Number(number) => number.as_u64(),
-            Value::String(text) if text.bytes().all(|b| b.is_ascii_digit()) => text.parse().ok(),
-            _ => None,
-        };
-        if parsed.is_none() {
-            self.mistyped(name, "a non-negative integer", value);
-        }
-        parsed
-    }
-
-    fn json_text(&mut self, name: &'static str) -> Option<Value> {
-        match self.present(name)? {
-            Value::String(text) if text.trim().is_empty() => None,
-            Value::String(text) => match serde_json::from_str::<Value>(text) {
-                Ok(parsed) => Some(parsed),
-                Err(_) => {
-                    self.warnings.push(format!(
-                        "field `{name}` is not valid JSON text; kept as received"
-                    ));
-                    None
-                }
-            },
-            Value::Object(object) => Some(Value::Object(object.clone())),
-            other => {
-                self.mistyped(name, "a JSON object serialized as a string", other);
-                None
-            }
-        }
-    }
-}
-
 impl Recording {
     /// Reads a recording from the fields of a verified callback, appending a
     /// warning for every missing expected field and every unusable value.
     pub fn read(fields: &Map<String, Value>, warnings: &mut Vec<String>) -> Self {
-        let mut reader = FieldReader {
-            fields,
-            warnings,
-            known: ENVELOPE_FIELDS.to_vec(),
-        };
+        let mut reader = FieldReader::new(fields, warnings);
         let mut recording = Recording {
             appid: reader.unsigned("appid"),
             app: reader.string("app"),
@@ -230,7 +137,7 @@ impl Recording {
             content_start_time: None,
             unknown_fields: Vec::new(),
         };
-        let known = std::mem::take(&mut reader.known);
+        let unknown_fields = reader.unknown_fields();
         for name in EXPECTED_FIELDS {
             if fields.get(name).is_none_or(Value::is_null) {
                 warnings.push(format!("field `{name}` is missing"));
@@ -240,11 +147,7 @@ impl Recording {
             .end_time
             .zip(recording.duration)
             .and_then(|(end, duration)| end.checked_sub(duration));
-        recording.unknown_fields = fields
-            .keys()
-            .filter(|key| !known.contains(&key.as_str()))
-            .cloned()
-            .collect();
+        recording.unknown_fields = unknown_fields;
         recording
     }
 }

@@ -58,7 +58,8 @@ impl LogSink {
 }
 
 /// The fields the log line shows, read from the stored JSON without building
-/// the whole record (`event` is skipped except for `stream_id`).
+/// the whole record (`event` is skipped except for `stream_id`, read only
+/// for records stored before `stream` existed).
 #[derive(Deserialize)]
 struct LogView<'a> {
     #[serde(borrow)]
@@ -66,18 +67,33 @@ struct LogView<'a> {
     event_type: i64,
     #[serde(borrow)]
     received_at: Cow<'a, str>,
-    #[serde(borrow)]
-    event: EventView<'a>,
+    #[serde(default, borrow)]
+    stream: StreamView<'a>,
+    event: EventView,
     #[serde(default)]
     recording: Option<RecordingView<'a>>,
     #[serde(default)]
     warnings: Vec<IgnoredAny>,
 }
 
-#[derive(Deserialize)]
-struct EventView<'a> {
+/// The record's `stream` object.
+#[derive(Default, Deserialize)]
+struct StreamView<'a> {
+    #[serde(default, borrow)]
+    app: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    appname: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     stream_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    appid: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct EventView {
+    /// Any JSON value: a number here must not make the record unreadable.
+    #[serde(default)]
+    stream_id: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -108,6 +124,8 @@ struct RecordLine<'a> {
     sink: &'a str,
     event_id: &'a str,
     event_type: i64,
+    /// The type's name (`record`, `push_start`, …; `other` when undocumented).
+    event: &'static str,
     received_at: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     app: Option<&'a str>,
@@ -115,6 +133,8 @@ struct RecordLine<'a> {
     appname: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    appid: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     file_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -198,6 +218,9 @@ fn write_line(
     span: &DeliverySpan<'_>,
 ) -> io::Result<()> {
     let recording = view.recording.as_ref();
+    let stream = &view.stream;
+    // Records stored before the `stream` object existed name their stream
+    // in `recording` and `event` only.
     let line = RecordLine {
         timestamp,
         level: "INFO",
@@ -205,10 +228,22 @@ fn write_line(
         sink: span.sink,
         event_id: &view.id,
         event_type: view.event_type,
+        event: crate::protocol::event_type_label(view.event_type),
         received_at: &view.received_at,
-        app: recording.and_then(|r| r.app.as_deref()),
-        appname: recording.and_then(|r| r.appname.as_deref()),
-        stream_id: view.event.stream_id.as_deref(),
+        app: stream
+            .app
+            .as_deref()
+            .or(recording.and_then(|r| r.app.as_deref())),
+        appname: stream
+            .appname
+            .as_deref()
+            .or(recording.and_then(|r| r.appname.as_deref())),
+        stream_id: stream.stream_id.as_deref().or(view
+            .event
+            .stream_id
+            .as_ref()
+            .and_then(|id| id.as_str())),
+        appid: stream.appid.as_deref(),
         file_id: recording.and_then(|r| r.file_id.as_deref()),
         file_format: recording.and_then(|r| r.file_format.as_deref()),
         duration: recording.and_then(|r| r.duration),
@@ -346,6 +381,7 @@ mod tests {
                 "sink",
                 "event_id",
                 "event_type",
+                "event",
                 "received_at",
                 "app",
                 "appname",

@@ -100,7 +100,7 @@ pub struct ConfiguredSink {
     /// Name from the configuration.
     pub name: String,
     /// Event types it receives.
-    pub event_types: Vec<i64>,
+    pub event_types: crate::protocol::EventTypes,
     /// Attempts before a dead letter.
     pub max_attempts: u32,
     /// First retry delay.

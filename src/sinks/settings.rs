@@ -21,6 +21,7 @@ use super::forward::ForwardSinkSettings;
 use super::nats::NatsSinkSettings;
 use super::rabbitmq::RabbitMqSinkSettings;
 use super::redis::RedisSinkSettings;
+use crate::protocol::EventTypes;
 
 /// Most attempts a sink may make for one record: with `retry_max_ms` at its
 /// bound this is retrying for millennia, so anything beyond is a typo.
@@ -35,8 +36,9 @@ pub const MAX_RETRY_MS: u64 = 7 * 24 * 60 * 60 * 1_000;
 pub struct SinkSettings {
     /// Unique name, used in logs, metrics and the dead-letter commands.
     pub name: String,
-    /// Event types this sink receives (100 is a recording file).
-    pub event_types: Vec<i64>,
+    /// Event types this sink receives, by number or name (`record` is 100),
+    /// or `"*"` for every type, undocumented ones included. Default `[100]`.
+    pub event_types: EventTypes,
     /// Attempts before a delivery becomes a dead letter; 1 to [`MAX_ATTEMPTS`].
     pub max_attempts: u32,
     /// Delay before the first retry, in milliseconds; doubles on every further
@@ -264,7 +266,7 @@ struct SharedKeys {
     #[serde(rename = "type")]
     type_name: String,
     #[serde(default = "default_event_types")]
-    event_types: Vec<i64>,
+    event_types: EventTypes,
     #[serde(default = "default_max_attempts")]
     max_attempts: u32,
     #[serde(default = "default_retry_initial_ms")]
@@ -291,8 +293,8 @@ impl<'de> Deserialize<'de> for SinkSettings {
     }
 }
 
-fn default_event_types() -> Vec<i64> {
-    vec![100]
+fn default_event_types() -> EventTypes {
+    EventTypes::Only(vec![100])
 }
 
 fn default_max_attempts() -> u32 {

@@ -46,6 +46,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::protocol::EventTypes;
 use crate::record::{Record, StoredRecord};
 
 /// Why the spool could not do what was asked.
@@ -273,7 +274,7 @@ impl Spool {
     /// sink with its number of dead letters.
     pub async fn register_sinks(
         &self,
-        sinks: Vec<(String, Vec<i64>)>,
+        sinks: Vec<(String, EventTypes)>,
         now: SystemTime,
     ) -> Result<Vec<(String, usize)>, SpoolError> {
         with_backend!(self, spool => spool.register_sinks(sinks, now).await)
@@ -284,7 +285,7 @@ impl Spool {
     pub async fn claim(
         &self,
         sink: &str,
-        event_types: &[i64],
+        event_types: &EventTypes,
         now: SystemTime,
         limit: usize,
     ) -> Result<Claim, SpoolError> {
@@ -339,13 +340,17 @@ impl Spool {
         &self,
         event_id: &str,
         sink: &str,
-        event_types: &[i64],
+        event_types: &EventTypes,
     ) -> Result<Option<DeliveryState>, SpoolError> {
         with_backend!(self, spool => spool.delivery_state(event_id, sink, event_types).await)
     }
 
     /// Delivery counts of `sink`, which takes `event_types`.
-    pub async fn counts(&self, sink: &str, event_types: &[i64]) -> Result<SinkCounts, SpoolError> {
+    pub async fn counts(
+        &self,
+        sink: &str,
+        event_types: &EventTypes,
+    ) -> Result<SinkCounts, SpoolError> {
         with_backend!(self, spool => spool.counts(sink, event_types).await)
     }
 

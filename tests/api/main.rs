@@ -12,6 +12,7 @@ mod callback;
 mod commands;
 mod delivery;
 mod edge;
+mod events;
 mod full_spool;
 mod health;
 mod helpers;

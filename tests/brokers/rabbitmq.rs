@@ -463,7 +463,12 @@ async fn a_broker_cut_under_traffic_grows_the_backlog_and_everything_arrives_lat
             "{id} was not tried while the broker was cut"
         );
     }
-    let counts = app.state.spool.counts(SINK, &[100]).await.unwrap();
+    let counts = app
+        .state
+        .spool
+        .counts(SINK, &vec![100].into())
+        .await
+        .unwrap();
     assert_eq!(counts.pending, 20, "{counts:?}");
     assert_eq!(counts.dead, 0);
     assert!(app.metric(&pending).await >= 20.0);

@@ -368,7 +368,13 @@ async fn a_redis_stopped_under_traffic_gets_the_backlog_once_it_is_back() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // The backlog grows and is retried, not dropped.
-    let counts = || async { app.state.spool.counts("stream", &[100]).await.unwrap() };
+    let counts = || async {
+        app.state
+            .spool
+            .counts("stream", &vec![100].into())
+            .await
+            .unwrap()
+    };
     assert!(
         eventually(Duration::from_secs(10), || async {
             counts().await.pending == 40

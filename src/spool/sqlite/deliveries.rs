@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteSpool;
+use crate::protocol::EventTypes;
 use crate::record::StoredRecord;
 use crate::spool::{
     Claim, ClaimReceipt, DeadLetter, DeliveryState, Outcome, PendingDelivery, Settlement,
@@ -24,14 +25,31 @@ pub(super) struct FreshBatch {
     pub scanned_to: Option<i64>,
 }
 
-/// `event_types` as an SQL list. They are integers from the configuration, so
-/// writing them into the statement is safe; it lets SQLite filter by type.
-fn type_list(event_types: &[i64]) -> String {
-    let list: Vec<String> = event_types.iter().map(i64::to_string).collect();
-    if list.is_empty() {
-        "NULL".to_owned()
+/// How a cursor row stores [`EventTypes::All`] (a list holds integers only).
+const ALL_TYPES: &str = "*";
+
+/// `event_types` as stored in a cursor row: [`ALL_TYPES`], or an SQL list.
+/// They are integers from the configuration, so writing them into a
+/// statement is safe; it lets SQLite filter by type.
+fn type_list(event_types: &EventTypes) -> String {
+    match event_types.listed() {
+        None => ALL_TYPES.to_owned(),
+        Some([]) => "NULL".to_owned(),
+        Some(types) => types
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+    }
+}
+
+/// The SQL condition selecting the records of a stored type list (written by
+/// [`type_list`]): every record for [`ALL_TYPES`], no filter at all.
+fn type_filter(stored: &str) -> String {
+    if stored == ALL_TYPES {
+        "1".to_owned()
     } else {
-        list.join(",")
+        format!("event_type IN ({stored})")
     }
 }
 
@@ -50,7 +68,7 @@ impl SqliteSpool {
     /// of its dead letters.
     pub async fn register_sinks(
         &self,
-        sinks: Vec<(String, Vec<i64>)>,
+        sinks: Vec<(String, EventTypes)>,
         now: SystemTime,
     ) -> Result<Vec<(String, usize)>, SpoolError> {
         let now_ms = unix_ms(now);
@@ -80,13 +98,14 @@ impl SqliteSpool {
                     continue;
                 }
                 let error = format!("sink `{sink}` is no longer configured");
-                // The stored type list was written by `type_list` above: integers only.
+                // The stored type list was written by `type_list` above: integers or `*` only.
+                let filter = type_filter(&event_types);
                 let undelivered = conn.execute(
                     &format!(
                         "INSERT OR IGNORE INTO failures
                          (sink, seq, state, attempts, next_attempt_ms, last_attempt_ms, last_error)
                          SELECT ?1, seq, 'dead', 0, ?3, ?3, ?4 FROM records
-                         WHERE seq > ?2 AND event_type IN ({event_types})"
+                         WHERE seq > ?2 AND {filter}"
                     ),
                     params![sink, seq, now_ms, error],
                 )?;
@@ -109,7 +128,7 @@ impl SqliteSpool {
     pub async fn claim(
         &self,
         sink: &str,
-        event_types: &[i64],
+        event_types: &EventTypes,
         now: SystemTime,
         limit: usize,
     ) -> Result<Claim, SpoolError> {
@@ -136,15 +155,15 @@ impl SqliteSpool {
     pub(super) async fn fresh(
         &self,
         sink: &str,
-        event_types: &[i64],
+        event_types: &EventTypes,
         limit: usize,
     ) -> Result<FreshBatch, SpoolError> {
         let sink = sink.to_owned();
         let sql = format!(
             "SELECT seq, received_at_ms, event_id, event_type,
-                    CASE WHEN event_type IN ({}) THEN body END
+                    CASE WHEN {} THEN body END
              FROM records WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            type_list(event_types)
+            type_filter(&type_list(event_types))
         );
         self.read(move |conn| {
             let Some(from) = cursor(conn, &sink)? else {
@@ -344,10 +363,10 @@ impl SqliteSpool {
         &self,
         event_id: &str,
         sink: &str,
-        event_types: &[i64],
+        event_types: &EventTypes,
     ) -> Result<Option<DeliveryState>, SpoolError> {
         let (event_id, sink, event_types) =
-            (event_id.to_owned(), sink.to_owned(), event_types.to_vec());
+            (event_id.to_owned(), sink.to_owned(), event_types.clone());
         self.read(move |conn| {
             let Some((seq, event_type)) = conn
                 .prepare_cached("SELECT seq, event_type FROM records WHERE event_id = ?1 ORDER BY seq DESC LIMIT 1")?
@@ -369,7 +388,7 @@ impl SqliteSpool {
             if failure.is_some() {
                 return Ok(failure);
             }
-            if !event_types.contains(&event_type) {
+            if !event_types.contains(event_type) {
                 return Ok(None);
             }
             let handled = cursor(conn, &sink)?.is_some_and(|cursor| cursor >= seq);
@@ -383,15 +402,19 @@ impl SqliteSpool {
     }
 
     /// Delivery counts of `sink`, which takes `event_types`.
-    pub async fn counts(&self, sink: &str, event_types: &[i64]) -> Result<SinkCounts, SpoolError> {
+    pub async fn counts(
+        &self,
+        sink: &str,
+        event_types: &EventTypes,
+    ) -> Result<SinkCounts, SpoolError> {
         let sink = sink.to_owned();
         let sql = format!(
             "SELECT
-               (SELECT COUNT(*) FROM records WHERE event_type IN ({}) AND seq >
+               (SELECT COUNT(*) FROM records WHERE {} AND seq >
                   COALESCE((SELECT seq FROM cursors WHERE sink = ?1), 9223372036854775807)),
                (SELECT COUNT(*) FROM failures WHERE sink = ?1 AND state = 'pending'),
                (SELECT COUNT(*) FROM failures WHERE sink = ?1 AND state = 'dead')",
-            type_list(event_types)
+            type_filter(&type_list(event_types))
         );
         self.read(move |conn| {
             let (fresh, retrying, dead): (i64, i64, i64) = conn
@@ -426,18 +449,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = open(&dir);
         spool
-            .register_sinks(vec![("a".into(), vec![100])], at(0))
+            .register_sinks(vec![("a".into(), vec![100].into())], at(0))
             .await
             .unwrap();
         let first = accept(&spool, &record("r1")).await;
         let _start = accept(&spool, &record_of(1, "s1")).await;
         let last = accept(&spool, &record("r2")).await;
-        let batch = spool.fresh("a", &[100], 10).await.unwrap();
+        let batch = spool.fresh("a", &vec![100].into(), 10).await.unwrap();
         let seqs: Vec<i64> = batch.deliveries.iter().map(|d| d.seq).collect();
         assert_eq!(seqs, [first, last]);
         assert_eq!(batch.scanned_to, Some(last));
         assert_eq!(
-            spool.counts("a", &[100]).await.unwrap(),
+            spool.counts("a", &vec![100].into()).await.unwrap(),
             SinkCounts {
                 pending: 2,
                 dead: 0
@@ -456,23 +479,64 @@ mod tests {
             .settle("a", delivered, batch.scanned_to, at(1_001))
             .await
             .unwrap();
-        let after = spool.fresh("a", &[100], 10).await.unwrap();
+        let after = spool.fresh("a", &vec![100].into(), 10).await.unwrap();
         assert!(after.deliveries.is_empty() && after.scanned_to.is_none());
         assert_eq!(
-            spool.counts("a", &[100]).await.unwrap(),
+            spool.counts("a", &vec![100].into()).await.unwrap(),
             SinkCounts::default()
         );
         let r1 = record("r1");
         assert_eq!(
             spool
-                .delivery_state(&r1.id, "a", &[100])
+                .delivery_state(&r1.id, "a", &vec![100].into())
                 .await
                 .unwrap()
                 .unwrap()
                 .state,
             "delivered"
         );
-        assert_eq!(spool.delivery_state(&r1.id, "a", &[1]).await.unwrap(), None);
+        assert_eq!(
+            spool
+                .delivery_state(&r1.id, "a", &vec![1].into())
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn a_sink_of_every_type_sees_every_record_and_keeps_them_when_retired() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = open(&dir);
+        spool
+            .register_sinks(vec![("all".into(), EventTypes::All)], at(0))
+            .await
+            .unwrap();
+        let seqs = [
+            accept(&spool, &record("r1")).await,
+            accept(&spool, &record_of(1, "s1")).await,
+            accept(&spool, &record_of(9_999, "x1")).await,
+        ];
+        let batch = spool.fresh("all", &EventTypes::All, 10).await.unwrap();
+        let fresh: Vec<i64> = batch.deliveries.iter().map(|d| d.seq).collect();
+        assert_eq!(fresh, seqs);
+        assert_eq!(
+            spool.counts("all", &EventTypes::All).await.unwrap().pending,
+            3
+        );
+        let undocumented = record_of(9_999, "x1");
+        assert_eq!(
+            spool
+                .delivery_state(&undocumented.id, "all", &EventTypes::All)
+                .await
+                .unwrap()
+                .unwrap()
+                .state,
+            "pending"
+        );
+        // Retired, its stored `*` still selects every undelivered record.
+        let retired = spool.register_sinks(Vec::new(), at(1)).await.unwrap();
+        assert_eq!(retired, [("all".to_owned(), 3)]);
     }
 
     #[tokio::test]
@@ -481,19 +545,19 @@ mod tests {
         let spool = open(&dir);
         accept(&spool, &record("before")).await;
         spool
-            .register_sinks(vec![("late".into(), vec![100])], at(0))
+            .register_sinks(vec![("late".into(), vec![100].into())], at(0))
             .await
             .unwrap();
         assert!(
             spool
-                .fresh("late", &[100], 10)
+                .fresh("late", &vec![100].into(), 10)
                 .await
                 .unwrap()
                 .deliveries
                 .is_empty()
         );
         let after = accept(&spool, &record("after")).await;
-        let batch = spool.fresh("late", &[100], 10).await.unwrap();
+        let batch = spool.fresh("late", &vec![100].into(), 10).await.unwrap();
         assert_eq!(
             batch.deliveries.iter().map(|d| d.seq).collect::<Vec<_>>(),
             [after]
@@ -505,7 +569,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = open(&dir);
         spool
-            .register_sinks(vec![("a".into(), vec![100])], at(0))
+            .register_sinks(vec![("a".into(), vec![100].into())], at(0))
             .await
             .unwrap();
         let r = record("f");
@@ -524,7 +588,7 @@ mod tests {
             .unwrap();
         assert!(
             spool
-                .fresh("a", &[100], 10)
+                .fresh("a", &vec![100].into(), 10)
                 .await
                 .unwrap()
                 .deliveries
@@ -569,7 +633,7 @@ mod tests {
             }]
         );
         assert_eq!(
-            spool.counts("a", &[100]).await.unwrap(),
+            spool.counts("a", &vec![100].into()).await.unwrap(),
             SinkCounts {
                 pending: 0,
                 dead: 1
@@ -612,7 +676,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             spool
-                .delivery_state(&r.id, "a", &[100])
+                .delivery_state(&r.id, "a", &vec![100].into())
                 .await
                 .unwrap()
                 .unwrap()
@@ -627,7 +691,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = open(&dir);
         spool
-            .register_sinks(vec![("a".into(), vec![100])], at(0))
+            .register_sinks(vec![("a".into(), vec![100].into())], at(0))
             .await
             .unwrap();
         // Six records failed once and are due; twenty fresh ones wait behind them.
@@ -653,7 +717,10 @@ mod tests {
         for n in 0..20 {
             accept(&spool, &record(&format!("new{n}"))).await;
         }
-        let claim = spool.claim("a", &[100], at(2_000), 8).await.unwrap();
+        let claim = spool
+            .claim("a", &vec![100].into(), at(2_000), 8)
+            .await
+            .unwrap();
         let retried = claim.deliveries.iter().filter(|d| d.attempts > 0).count();
         assert_eq!((claim.deliveries.len(), retried), (8, 4));
         // With no fresh records left to offer, retries may fill the claim.
@@ -661,7 +728,10 @@ mod tests {
             .settle("a", Vec::new(), Some(i64::MAX), at(2_000))
             .await
             .unwrap();
-        let claim = spool.claim("a", &[100], at(2_000), 8).await.unwrap();
+        let claim = spool
+            .claim("a", &vec![100].into(), at(2_000), 8)
+            .await
+            .unwrap();
         assert_eq!(claim.deliveries.len(), 6);
         assert!(claim.deliveries.iter().all(|d| d.attempts == 1));
     }
@@ -672,7 +742,10 @@ mod tests {
         let spool = open(&dir);
         spool
             .register_sinks(
-                vec![("kept".into(), vec![100]), ("gone".into(), vec![100])],
+                vec![
+                    ("kept".into(), vec![100].into()),
+                    ("gone".into(), vec![100].into()),
+                ],
                 at(0),
             )
             .await
@@ -694,7 +767,7 @@ mod tests {
             .await
             .unwrap();
         let retired = spool
-            .register_sinks(vec![("kept".into(), vec![100])], at(2))
+            .register_sinks(vec![("kept".into(), vec![100].into())], at(2))
             .await
             .unwrap();
         assert_eq!(retired, [("gone".to_owned(), 2)]);
@@ -704,6 +777,13 @@ mod tests {
             dead.iter()
                 .all(|d| d.last_error == "sink `gone` is no longer configured")
         );
-        assert_eq!(spool.counts("kept", &[100]).await.unwrap().pending, 2);
+        assert_eq!(
+            spool
+                .counts("kept", &vec![100].into())
+                .await
+                .unwrap()
+                .pending,
+            2
+        );
     }
 }

@@ -518,7 +518,10 @@ pub(crate) mod tests {
         let spool = open(&dir);
         spool
             .register_sinks(
-                vec![("a".into(), vec![100]), ("b".into(), vec![100])],
+                vec![
+                    ("a".into(), vec![100].into()),
+                    ("b".into(), vec![100].into()),
+                ],
                 at(0),
             )
             .await
