@@ -4,7 +4,6 @@
 //! the binary.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
@@ -29,27 +28,18 @@ impl Drop for Running {
     }
 }
 
-/// A free port on 127.0.0.1. With `log.level = "warn"` the `recordhook
-/// listening` line (INFO) that names the port is filtered out, so the port is
-/// chosen here; the tiny window in which another process could take it is
-/// accepted in a test.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts the binary with its config file holding `extra` (log level,
-/// sinks), stdout piped to the test, and waits until `/healthz` answers.
-async fn start(dir: &tempfile::TempDir, extra: &str) -> (Running, ChildStdout) {
-    let port = free_port();
+/// Starts the binary on a port of its choosing with its config file holding
+/// `extra` (log level, sinks), reads its stdout up to the `recordhook
+/// listening` line (which names the port: nothing picks a port for it, so no
+/// other process can take it in between), and hands back the rest of stdout
+/// unread. `extra` must keep that INFO line: a `log.level` of `warn` is
+/// written `warn,recordhook::startup=info`.
+async fn start(dir: &tempfile::TempDir, extra: &str) -> (Running, BufReader<ChildStdout>) {
     let config = path_in(dir, "recordhook.toml");
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[spool]\npath = {:?}\n{extra}",
+            "[server]\nlisten = \"127.0.0.1:0\"\n[spool]\npath = {:?}\n{extra}",
             path_in(dir, "spool.db")
         ),
     )
@@ -64,30 +54,38 @@ async fn start(dir: &tempfile::TempDir, extra: &str) -> (Running, ChildStdout) {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let running = Running {
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut running = Running {
         child,
-        address: format!("http://127.0.0.1:{port}"),
+        address: String::new(),
     };
-    let client = reqwest::Client::new();
-    let healthz = format!("{}/healthz", running.address);
-    let up = eventually(Duration::from_secs(20), || async {
-        client
-            .get(&healthz)
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
+    let (address, stdout) = tokio::task::spawn_blocking(move || {
+        let mut stdout = stdout;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(
+                stdout.read_line(&mut line).unwrap() > 0,
+                "recordhook exited before listening"
+            );
+            if let Ok(event) = serde_json::from_str::<Value>(&line)
+                && event["message"] == "recordhook listening"
+            {
+                return (event["address"].as_str().unwrap().to_owned(), stdout);
+            }
+        }
     })
-    .await;
-    assert!(up, "recordhook did not answer /healthz within 20 s");
+    .await
+    .unwrap();
+    running.address = format!("http://{address}");
     (running, stdout)
 }
 
 /// Reads `stdout` line by line on a thread of its own.
-fn lines_of(stdout: ChildStdout) -> Receiver<String> {
+fn lines_of(stdout: BufReader<ChildStdout>) -> Receiver<String> {
     let (sender, lines) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in stdout.lines().map_while(Result::ok) {
             if sender.send(line).is_err() {
                 break;
             }
@@ -117,7 +115,7 @@ fn wait_for_line(
 #[tokio::test]
 async fn the_log_sink_prints_its_record_line_when_log_level_is_warn() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, stdout) = start(&dir, "[log]\nlevel = \"warn\"\n").await;
+    let (server, stdout) = start(&dir, "[log]\nlevel = \"warn,recordhook::startup=info\"\n").await;
     let lines = lines_of(stdout);
     let response = reqwest::Client::new()
         .post(format!("{}/callback", server.address))
@@ -184,4 +182,64 @@ async fn a_stalled_stdout_never_stalls_a_callback() {
     .expect("callbacks stalled behind a stdout nobody reads");
     let answered = statuses.iter().filter(|&&status| status == 200).count();
     assert_eq!(answered, CALLBACKS, "not every callback was answered 200");
+}
+
+#[tokio::test]
+async fn sigterm_ends_the_process_even_while_the_log_sink_waits_on_a_stalled_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    // The default `console` log sink and shutdown grace (10 s).
+    let (server, stdout) = start(&dir, "").await;
+    // Never read again: once the pipe is full the log sink's write blocks,
+    // inside a delivery that no shutdown can cancel.
+    let _unread = stdout;
+    let client = reqwest::Client::new();
+    let url = format!("{}/callback", server.address);
+    // Record lines are a few hundred bytes: this is several pipes' worth.
+    for n in 0..1_000 {
+        let response = client
+            .post(&url)
+            .body(recording(&format!("stuck-{n}")).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    // Proof that the log sink is stuck: deliveries are still pending.
+    let pending = || async {
+        let text = client
+            .get(format!("{}/metrics", server.address))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(r#"recordhook_pending_deliveries{sink="console"} "#))
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        pending().await > 0,
+        "the log sink kept up: the pipe never filled"
+    );
+    let pid = server.child.id().to_string();
+    let signalled = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(signalled.success());
+    let mut server = server;
+    let exited = tokio::task::spawn_blocking(move || {
+        // The grace, plus the bounded waits for the log writer and the runtime.
+        let deadline = Instant::now() + Duration::from_secs(45);
+        while Instant::now() < deadline {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    })
+    .await
+    .unwrap();
+    let status = exited.expect("still running 45 s after SIGTERM");
+    assert!(status.success(), "{status:?}");
 }

@@ -331,9 +331,12 @@ async fn max_len_trims_the_stream_approximately() {
         // `MAXLEN ~` removes whole nodes (100 entries each by default): at
         // least max_len remain, and far fewer than the 1000 added.
         assert!((100..=300).contains(&length), "{name}: {length} entries");
-        // The newest entry is the last one added.
+        // The newest entry is from the last batch added. (Within a batch the
+        // commands are pipelined, and a script Redis had not loaded yet is
+        // sent again, so entries of one batch may land in another order.)
         let last = read_stream(&url, &stream).await.pop().unwrap();
-        assert_eq!(field(&last, "event_id"), "trim-3-249", "{name}");
+        let newest = field(&last, "event_id");
+        assert!(newest.starts_with("trim-3-"), "{name}: newest is {newest}");
     }
 }
 
