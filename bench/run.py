@@ -18,7 +18,11 @@ log goes to a file in the work directory, as a log shipper would have it;
 one built from an earlier commit: it runs beside the current one under the
 same load in every round, the order of the two alternating, and is reported
 in its own column, so a change is judged against its predecessor in the same
-run). Needs wrk (Debian package `wrk`).
+run), SINK (`file`, the default; `nats` or `rabbitmq`: the second sink
+publishes to the local NATS JetStream / RabbitMQ instead of appending to a
+file; its lag and throughput then count deliveries the broker confirmed,
+and bench/broker_setup.rs creates and removes a stream or exchange and queue
+for the run). Needs wrk (Debian package `wrk`).
 Traffic goes to 127.0.0.1 only; every run is bounded by DURATION.
 """
 
@@ -42,6 +46,9 @@ THREADS = int(os.environ.get("THREADS", "2"))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 LOG = os.environ.get("LOG", "file")
 BASELINE = os.environ.get("BASELINE", "")
+SINK = os.environ.get("SINK", "file")
+# The stream (NATS) or exchange and queue (RabbitMQ) of this run.
+BROKER_NAME = "RHBENCH" + os.urandom(4).hex().upper()
 LAG_LIMIT_SECS = 120
 
 
@@ -103,6 +110,32 @@ def peak_rss_kib(pid):
     return 0
 
 
+def archive_sink(records):
+    """The second sink's table: a file, or a broker publishing to this run's stream or exchange."""
+    if SINK == "nats":
+        return f"""[[sinks]]
+name = "archive"
+type = "nats"
+subject = "{BROKER_NAME}.{{event_type}}"
+"""
+    if SINK == "rabbitmq":
+        return f"""[[sinks]]
+name = "archive"
+type = "rabbitmq"
+url = "amqp://guest:guest@127.0.0.1:5672/%2f"
+exchange = "{BROKER_NAME}"
+routing_key = "css.{{event_type}}"
+"""
+    return f"""[[sinks]]
+name = "archive"
+type = "file"
+path = "{records}"
+# One file, so the lag is measured by counting its lines.
+rotate_max_bytes = 0
+rotate_daily = false
+"""
+
+
 class Recordhook:
     """One recordhook process with its own port, spool, file sink and log."""
 
@@ -125,14 +158,7 @@ level = "info"
 [[sinks]]
 name = "console"
 type = "log"
-[[sinks]]
-name = "archive"
-type = "file"
-path = "{self.records}"
-# One file, so the lag is measured by counting its lines.
-rotate_max_bytes = 0
-rotate_daily = false
-""")
+{archive_sink(self.records)}""")
         self.log = open(os.devnull if LOG == "discard" else directory / "recordhook.log", "wb")
         self.process = subprocess.Popen([binary, "serve", "--config", config], cwd=directory, stdout=self.log,
                                         env=dict(os.environ, RECORDHOOK__AUTH__KEYS=key))
@@ -141,14 +167,27 @@ rotate_daily = false
     def wait_healthy(self):
         wait_healthy(f"{self.base}/healthz", self.process, self.name)
 
+    def delivered(self):
+        """Records the `archive` sink has delivered: lines in its file, or
+        publishes the broker confirmed."""
+        if SINK == "file":
+            return file_lines(self.records)
+        return metric(self.base, 'recordhook_deliveries_total{sink="archive",outcome="delivered"}')
+
     def measure(self, round_name, t, sign):
-        """One wrk run, then how long the file sink takes to catch up."""
+        """One wrk run, then how long the `archive` sink takes to catch up,
+        and its delivery throughput over the load and the catch-up."""
+        before = self.delivered()
+        started = time.monotonic()
         result = run_wrk(f"{self.base}/callback", f"rh{round_name}-{self.port}", t, sign)
         accepted = metric(self.base, 'recordhook_callbacks_total{outcome="accepted"}')
         stop = time.monotonic()
-        while file_lines(self.records) < accepted and time.monotonic() - stop < LAG_LIMIT_SECS:
+        while self.delivered() < accepted and time.monotonic() - stop < LAG_LIMIT_SECS:
             time.sleep(0.01)
-        return result, time.monotonic() - stop, accepted, file_lines(self.records)
+        done = time.monotonic()
+        delivered = self.delivered()
+        result["delivered_per_s"] = (delivered - before) / (done - started)
+        return result, done - stop, accepted, delivered
 
     def terminate(self):
         self.process.terminate()
@@ -161,14 +200,22 @@ rotate_daily = false
 def main():
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install wrk")
+    if SINK not in ("file", "nats", "rabbitmq"):
+        sys.exit(f"SINK must be file, nats or rabbitmq, not {SINK}")
+    if SINK != "file" and BASELINE:
+        sys.exit("BASELINE compares file-sink runs only")
     print("building release binaries ...", flush=True)
     subprocess.run(["cargo", "build", "--release", "--locked", "--quiet",
                     "--bin", "recordhook", "--example", "reference_server",
-                    "--example", "durable_reference_server"], cwd=ROOT, check=True)
+                    "--example", "durable_reference_server", "--example", "broker_setup"],
+                   cwd=ROOT, check=True)
     release = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
     binary = release / "recordhook"
     reference_binary = release / "examples/reference_server"
     durable_binary = release / "examples/durable_reference_server"
+    broker_setup = release / "examples/broker_setup"
+    if SINK != "file":
+        subprocess.run([broker_setup, SINK, "create", BROKER_NAME], check=True)
 
     work = Path(tempfile.mkdtemp(prefix="recordhook-bench-"))
     key = "bench-" + os.urandom(8).hex()
@@ -203,8 +250,8 @@ def main():
             print(f"round {n}: reference {ref['rps']:.0f} req/s p50 {ref['p50_us']/1000:.2f} ms p99 {ref['p99_us']/1000:.2f} ms | "
                   f"durable reference {dur['rps']:.0f} req/s p50 {dur['p50_us']/1000:.2f} ms p99 {dur['p99_us']/1000:.2f} ms | "
                   f"recordhook {rh['rps']:.0f} req/s p50 {rh['p50_us']/1000:.2f} ms p99 {rh['p99_us']/1000:.2f} ms | "
-                  f"ratios {rh['rps']/ref['rps']:.2f} / {rh['rps']/dur['rps']:.2f} | file sink caught up {lag:.2f} s after the load "
-                  f"({in_file}/{int(accepted)} lines){also}", flush=True)
+                  f"ratios {rh['rps']/ref['rps']:.2f} / {rh['rps']/dur['rps']:.2f} | {SINK} sink caught up {lag:.2f} s after the load "
+                  f"({int(in_file)}/{int(accepted)} delivered, {rh['delivered_per_s']:.0f} records/s){also}", flush=True)
         rss = peak_rss_kib(recordhook.process.pid)
         spool_bytes = metric(recordhook.base, "recordhook_spool_size_bytes")
         accepted = rounds[-1]["accepted"]
@@ -215,6 +262,8 @@ def main():
         for process in [recordhook, baseline, reference, durable]:
             if process:
                 process.wait(timeout=30)
+        if SINK != "file":
+            subprocess.run([broker_setup, SINK, "delete", BROKER_NAME], check=False)
 
     med = statistics.median
     ratio = [r["rh"]["rps"] / r["ref"]["rps"] for r in rounds]
@@ -225,7 +274,7 @@ def main():
         return f"{pick(r[key][pct] for r in rounds)/1000:.2f} ms"
 
     print()
-    print(f"machine: {os.cpu_count()} cores; wrk -t{THREADS} -c{CONNECTIONS} -d{DURATION}s on the same machine; {ROUNDS} rounds; log: {LOG}")
+    print(f"machine: {os.cpu_count()} cores; wrk -t{THREADS} -c{CONNECTIONS} -d{DURATION}s on the same machine; {ROUNDS} rounds; log: {LOG}; second sink: {SINK}")
     print()
     print("| | reference | durable reference | recordhook |")
     print("| --- | --- | --- | --- |")
@@ -236,7 +285,8 @@ def main():
     print(f"| p99 latency (median) | {latency('ref', 'p99_us')} | {latency('dur', 'p99_us')} | {latency('rh', 'p99_us')} |")
     print(f"| p99 latency (worst round) | {latency('ref', 'p99_us', max)} | {latency('dur', 'p99_us', max)} | {latency('rh', 'p99_us', max)} |")
     print(f"| peak RSS | | | {rss/1024:.1f} MiB |")
-    print(f"| file sink lag after load (worst) | | | {max(r['lag'] for r in rounds):.2f} s |")
+    print(f"| {SINK} sink lag after load (worst) | | | {max(r['lag'] for r in rounds):.2f} s |")
+    print(f"| {SINK} sink delivery throughput, load + catch-up (median) | | | {med(r['rh']['delivered_per_s'] for r in rounds):.0f} records/s |")
     if baseline:
         base_ratio = [r["base"]["rps"] / r["dur"]["rps"] for r in rounds]
         versus = [r["rh"]["rps"] / r["base"]["rps"] for r in rounds]
@@ -247,7 +297,7 @@ def main():
     print(f"| spool size per 100k records | | | {spool_bytes/accepted*100000/1024/1024:.1f} MiB ({int(accepted)} records, {spool_bytes/1024/1024:.1f} MiB) |")
     lost = [r for r in rounds if r["in_file"] < r["accepted"]]
     if lost:
-        sys.exit("the file sink did not catch up within the limit")
+        sys.exit(f"the {SINK} sink did not catch up within the limit")
     shutil.rmtree(work, ignore_errors=True)
 
 
