@@ -20,6 +20,7 @@ mod target;
 
 mod crash;
 mod load;
+mod outage;
 
 use tokio::sync::{Mutex, MutexGuard};
 
