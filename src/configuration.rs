@@ -151,7 +151,7 @@ pub struct AuthSettings {
     /// environment: `RECORDHOOK__AUTH__KEYS=key1,key2`.
     #[serde(
         deserialize_with = "list_or_comma_separated",
-        serialize_with = "redacted_list"
+        serialize_with = "crate::redact::list"
     )]
     pub keys: Vec<SecretString>,
     /// Optional file with one key per line (blank lines and `#` comments ignored),
@@ -177,7 +177,7 @@ pub struct AuthSettings {
     /// authentication. At least [`MIN_PATH_SECRET_LEN`] characters of
     /// `A-Z a-z 0-9 - _ . ~`; never logged or shown. From the environment:
     /// `RECORDHOOK__AUTH__PATH_SECRET`.
-    #[serde(serialize_with = "redacted_option")]
+    #[serde(serialize_with = "crate::redact::option")]
     pub path_secret: Option<SecretString>,
     /// Event types accepted without a signature on the secret path, by number
     /// or name (e.g. `[314, "push_exception", "record_status"]`). Never 100
@@ -320,26 +320,6 @@ where
         ListOrText::Text(text) => text.split(',').map(str::to_owned).collect(),
     };
     Ok(items.into_iter().map(SecretString::from).collect())
-}
-
-/// What a secret is printed as.
-const REDACTED: &str = "[redacted]";
-
-fn redacted_option<S: serde::Serializer>(
-    secret: &Option<SecretString>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    match secret {
-        Some(_) => serializer.serialize_some(REDACTED),
-        None => serializer.serialize_none(),
-    }
-}
-
-fn redacted_list<S: serde::Serializer>(
-    secrets: &[SecretString],
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.collect_seq(secrets.iter().map(|_| REDACTED))
 }
 
 /// The durable store of accepted callbacks.

@@ -17,6 +17,7 @@ pub mod http;
 pub mod metrics;
 pub mod protocol;
 pub mod record;
+pub mod redact;
 pub mod sinks;
 pub mod spool;
 pub mod startup;

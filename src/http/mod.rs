@@ -20,6 +20,7 @@ use subtle::ConstantTimeEq;
 
 use crate::metrics::Metrics;
 use crate::protocol::{Authenticator, EventTypes};
+use crate::redact::REDACTED;
 use crate::spool::Spool;
 use crate::supervisor::WorkerHealth;
 
@@ -191,9 +192,6 @@ pub fn router(state: AppState, callback_path: &str) -> Router {
 
 /// Longest client-supplied request id kept in logs.
 const REQUEST_ID_LIMIT: usize = 128;
-
-/// What a path secret is shown as.
-const REDACTED: &str = "[redacted]";
 
 /// The request path as logged: whatever follows `{callback_path}/` is
 /// replaced (it is the secret, or a guess at it), and so is the secret

@@ -28,9 +28,6 @@ pub const DEFAULT_CONCURRENCY: usize = 8;
 /// from meaning millions of connections.
 pub const MAX_CONCURRENCY: usize = 1_024;
 
-/// What a secret is shown as in the effective configuration.
-const REDACTED: &str = "[redacted]";
-
 /// The settings of a `type = "forward"` sink.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -43,11 +40,11 @@ pub struct ForwardSinkSettings {
     pub timeout_secs: u64,
     /// Extra request headers, e.g. `{ Authorization = "Bearer ..." }`. Values
     /// are secrets: redacted in debug output and the effective configuration.
-    #[serde(default, serialize_with = "redacted_map")]
+    #[serde(default, serialize_with = "crate::redact::map")]
     pub headers: BTreeMap<String, SecretString>,
     /// `whsec_<base64>` to sign requests with Standard Webhooks headers;
     /// absent or empty sends them unsigned. Redacted like the headers.
-    #[serde(default, serialize_with = "redacted_option")]
+    #[serde(default, serialize_with = "crate::redact::option")]
     pub signing_secret: Option<SecretString>,
     /// Requests in flight at once; 1 to [`MAX_CONCURRENCY`].
     #[serde(default = "default_concurrency")]
@@ -60,23 +57,6 @@ fn default_timeout_secs() -> u64 {
 
 fn default_concurrency() -> usize {
     DEFAULT_CONCURRENCY
-}
-
-fn redacted_option<S: serde::Serializer>(
-    secret: &Option<SecretString>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    match secret {
-        Some(_) => serializer.serialize_some(REDACTED),
-        None => serializer.serialize_none(),
-    }
-}
-
-fn redacted_map<S: serde::Serializer>(
-    map: &BTreeMap<String, SecretString>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.collect_map(map.keys().map(|name| (name, REDACTED)))
 }
 
 impl ForwardSinkSettings {

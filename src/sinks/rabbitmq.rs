@@ -183,7 +183,7 @@ fn scrub(text: &str, secret: &str) -> String {
     if secret.is_empty() {
         text.to_owned()
     } else {
-        text.replace(secret, "[redacted]")
+        text.replace(secret, crate::redact::REDACTED)
     }
 }
 

@@ -62,8 +62,6 @@ const RECONNECT_INITIAL: Duration = Duration::from_millis(200);
 /// retries' own backoff, so it never holds records back for long once Redis
 /// is back; long enough that a backlog's batches do not hammer a dead server.
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
-/// What a secret is shown as in errors.
-const REDACTED: &str = "[redacted]";
 
 /// The settings of a `type = "redis"` sink.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -406,7 +404,7 @@ fn scrub(url: &SecretUrl, err: &RedisError) -> String {
     }
     secrets.push(url.expose().to_owned());
     for secret in secrets.iter().filter(|s| !s.is_empty()) {
-        text = text.replace(secret.as_str(), REDACTED);
+        text = text.replace(secret.as_str(), crate::redact::REDACTED);
     }
     text
 }

@@ -8,8 +8,7 @@ use std::fmt;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// What a password is shown as.
-const REDACTED: &str = "[redacted]";
+use crate::redact::REDACTED;
 
 /// A parsed URL whose password (and any `token` or `password` query
 /// parameter) is a secret.
