@@ -5,22 +5,6 @@
 use crate::binary::start_server;
 use crate::helpers::*;
 
-/// The value of the unlabelled metric `name`.
-async fn metric(client: &reqwest::Client, address: &str, name: &str) -> u64 {
-    let text = client
-        .get(format!("{address}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-}
-
 /// POSTs a fresh recording callback and returns the status.
 async fn post(client: &reqwest::Client, address: &str, file_id: &str) -> u16 {
     client
@@ -43,7 +27,7 @@ async fn a_full_spool_refuses_callbacks_without_growing_the_dedup_index_or_memor
     );
     let address = server.address.clone();
     let client = reqwest::Client::new();
-    let mut accepted = 0;
+    let mut accepted = 0u32;
     loop {
         match post(&client, &address, &format!("fill-{accepted}")).await {
             200 => accepted += 1,
@@ -57,14 +41,14 @@ async fn a_full_spool_refuses_callbacks_without_growing_the_dedup_index_or_memor
     for n in 0..300 {
         assert_eq!(post(&client, &address, &format!("warm-{n}")).await, 503);
     }
-    let entries = metric(&client, &address, "recordhook_dedup_index_entries").await;
-    assert_eq!(entries, accepted);
+    let entries = metric_at(&address, "recordhook_dedup_index_entries").await;
+    assert_eq!(entries, f64::from(accepted));
     let rss_before = server.rss_kib();
     for n in 0..3_000 {
         assert_eq!(post(&client, &address, &format!("refused-{n}")).await, 503);
     }
     assert_eq!(
-        metric(&client, &address, "recordhook_dedup_index_entries").await,
+        metric_at(&address, "recordhook_dedup_index_entries").await,
         entries,
         "refused callbacks left entries in the dedup index"
     );

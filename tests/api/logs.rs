@@ -205,22 +205,13 @@ async fn sigterm_ends_the_process_even_while_the_log_sink_waits_on_a_stalled_std
         assert_eq!(response.status(), 200);
     }
     // Proof that the log sink is stuck: deliveries are still pending.
-    let pending = || async {
-        let text = client
-            .get(format!("{}/metrics", server.address))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|line| line.strip_prefix(r#"recordhook_pending_deliveries{sink="console"} "#))
-            .and_then(|value| value.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
     assert!(
-        pending().await > 0,
+        metric_at(
+            &server.address,
+            r#"recordhook_pending_deliveries{sink="console"}"#
+        )
+        .await
+            > 0.0,
         "the log sink kept up: the pipe never filled"
     );
     let pid = server.child.id().to_string();

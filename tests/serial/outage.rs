@@ -9,20 +9,17 @@ use futures_util::StreamExt;
 use crate::binary::start_server;
 use crate::helpers::*;
 
-/// The sum of the metric `name`'s series whose labels contain `labels`.
-async fn metric(client: &reqwest::Client, address: &str, name: &str, labels: &str) -> u64 {
-    let text = client
-        .get(format!("{address}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|line| line.starts_with(name) && line.contains(labels))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+/// The sinks of the test, one per broker.
+const SINKS: [&str; 3] = ["bus", "queue", "stream"];
+
+/// Failed attempts that will be retried, over every sink.
+async fn retried(address: &str) -> f64 {
+    let mut total = 0.0;
+    for sink in SINKS {
+        let series = format!("recordhook_deliveries_total{{sink=\"{sink}\",outcome=\"retried\"}}");
+        total += metric_at(address, &series).await;
+    }
+    total
 }
 
 #[tokio::test]
@@ -66,44 +63,29 @@ async fn brokers_that_are_down_leave_callbacks_answered_and_memory_flat() {
     };
     // Warm up (allocator, pools, the sinks' first failed connects), then measure.
     send(0, 500).await;
-    let retried = metric(
-        &client,
-        &address,
-        "recordhook_deliveries_total",
-        "outcome=\"retried\"",
-    )
-    .await;
-    assert!(retried > 0, "no sink has tried and failed yet");
+    let retried_before = retried(&address).await;
+    assert!(retried_before > 0.0, "no sink has tried and failed yet");
     let rss_before = server.rss_kib();
     // A sink that kept records in memory while its broker is down would
     // hold at least 5,000 x ~1.4 KiB per sink here: over 20 MiB for three.
     send(500, 5_000).await;
     // The backlog is in the spool: every sink has all of them pending.
-    for sink in ["bus", "queue", "stream"] {
-        let labels = format!("sink=\"{sink}\"");
-        let pending = metric(&client, &address, "recordhook_pending_deliveries", &labels).await;
-        assert_eq!(pending, 5_500, "{sink}");
-        let delivered = metric(
-            &client,
-            &address,
-            "recordhook_deliveries_total",
-            &format!("{labels},outcome=\"delivered\""),
-        )
-        .await;
-        assert_eq!(delivered, 0, "{sink}: delivered to a broker that is down");
+    for sink in SINKS {
+        let pending = format!("recordhook_pending_deliveries{{sink=\"{sink}\"}}");
+        assert_eq!(metric_at(&address, &pending).await, 5_500.0, "{sink}");
+        let delivered =
+            format!("recordhook_deliveries_total{{sink=\"{sink}\",outcome=\"delivered\"}}");
+        assert_eq!(
+            metric_at(&address, &delivered).await,
+            0.0,
+            "{sink}: delivered to a broker that is down"
+        );
     }
     let grown = server.rss_kib().saturating_sub(rss_before);
     assert!(grown < 8 * 1024, "resident memory grew by {grown} KiB");
     // And the retries keep going (the workers are alive, not stuck).
     let later = eventually(Duration::from_secs(20), || async {
-        metric(
-            &client,
-            &address,
-            "recordhook_deliveries_total",
-            "outcome=\"retried\"",
-        )
-        .await
-            > retried
+        retried(&address).await > retried_before
     })
     .await;
     assert!(later, "no retries after the load");
