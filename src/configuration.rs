@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::http::{HEALTH_PATH, METRICS_PATH, READY_PATH};
 use crate::protocol::{Authenticator, EventTypes, RECORDING_EVENT_TYPE, TimeWindow};
+use crate::secret_url::SecretUrl;
 use crate::sinks::{SinkKind, SinkSettings};
 
 /// Kept here too, where the server's settings are, so existing paths still work.
@@ -340,7 +341,85 @@ pub struct SpoolSettings {
     /// limit callbacks get 503 (CSS retries them), as on a full disk; set it
     /// below the free space of the volume so the spool fills before the disk.
     /// Unbounded: it is only compared with, so no value can hurt at run time.
+    /// SQLite only: PostgreSQL's size is its operator's to manage.
     pub max_bytes: u64,
+    /// Where the spool lives: `sqlite` (the embedded default, one process)
+    /// or `postgres` (shared by several replicas; see `[spool.postgres]`).
+    pub backend: SpoolBackend,
+    /// The PostgreSQL database, used when `backend = "postgres"`.
+    pub postgres: PostgresSettings,
+}
+
+/// Which store holds the spool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpoolBackend {
+    /// An embedded SQLite file (`spool.path`): one recordhook process.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database shared by every replica.
+    Postgres,
+}
+
+/// Longest `spool.postgres.lease_secs`: one hour.
+pub const MAX_LEASE_SECS: u64 = 3_600;
+/// Most `spool.postgres.max_connections`.
+pub const MAX_POSTGRES_CONNECTIONS: u64 = 1_000;
+
+/// `[spool.postgres]`: the shared database of a replicated deployment.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresSettings {
+    /// `postgres://user:password@host:port/database`; the password is a
+    /// secret (redacted in output). Also `RECORDHOOK__SPOOL__POSTGRES__URL`.
+    pub url: Option<SecretUrl>,
+    /// Connections this replica may open, at most
+    /// [`MAX_POSTGRES_CONNECTIONS`]; the database must allow this many per
+    /// replica plus some for admin commands.
+    pub max_connections: u64,
+    /// How long, in seconds, a replica holds the deliveries it claimed (and a
+    /// single-writer sink such as `file`) without renewing; renewed every
+    /// third of it while work goes on. A replica that dies or stalls longer
+    /// loses its claims to another. At most [`MAX_LEASE_SECS`].
+    pub lease_secs: u64,
+}
+
+impl Default for PostgresSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_connections: 10,
+            lease_secs: 30,
+        }
+    }
+}
+
+impl SpoolSettings {
+    /// How to open the spool these settings describe.
+    pub fn options(&self) -> crate::spool::SpoolOptions {
+        crate::spool::SpoolOptions {
+            path: self.path.clone(),
+            postgres: match (self.backend, &self.postgres.url) {
+                (SpoolBackend::Postgres, Some(url)) => Some(crate::spool::PostgresOptions {
+                    url: url.clone(),
+                    max_connections: usize::try_from(self.postgres.max_connections)
+                        .unwrap_or(usize::MAX),
+                    lease: std::time::Duration::from_secs(self.postgres.lease_secs),
+                }),
+                _ => None,
+            },
+            dedup_window: std::time::Duration::from_secs(self.dedup_window_secs),
+            max_bytes: self.max_bytes,
+        }
+    }
+
+    /// Where the spool is, for messages: the file, or the URL without its password.
+    pub fn location(&self) -> String {
+        match (self.backend, &self.postgres.url) {
+            (SpoolBackend::Postgres, Some(url)) => url.redacted().to_owned(),
+            _ => self.path.display().to_string(),
+        }
+    }
 }
 
 impl Default for SpoolSettings {
@@ -350,6 +429,8 @@ impl Default for SpoolSettings {
             dedup_window_secs: 604_800,
             retention_secs: 86_400,
             max_bytes: 0,
+            backend: SpoolBackend::Sqlite,
+            postgres: PostgresSettings::default(),
         }
     }
 }
@@ -490,6 +571,18 @@ impl Settings {
                 0,
                 MAX_SPOOL_WINDOW_SECS,
             ),
+            (
+                "spool.postgres.max_connections",
+                spool.postgres.max_connections,
+                2,
+                MAX_POSTGRES_CONNECTIONS,
+            ),
+            (
+                "spool.postgres.lease_secs",
+                spool.postgres.lease_secs,
+                1,
+                MAX_LEASE_SECS,
+            ),
         ] {
             if value < min || value > max {
                 return Err(ConfigError::Invalid {
@@ -507,8 +600,27 @@ impl Settings {
         auth.validate_unsigned()?;
         // Key presence is checked by `AuthSettings::authenticator` when the
         // server starts, so admin commands work without the key.
-        if self.spool.path.as_os_str().is_empty() {
-            return Err(invalid("spool.path", "must name a file"));
+        match self.spool.backend {
+            SpoolBackend::Sqlite if self.spool.path.as_os_str().is_empty() => {
+                return Err(invalid("spool.path", "must name a file"));
+            }
+            SpoolBackend::Postgres => match &self.spool.postgres.url {
+                None => {
+                    return Err(invalid(
+                        "spool.postgres.url",
+                        "is needed with spool.backend = \"postgres\" \
+                         (or set RECORDHOOK__SPOOL__POSTGRES__URL)",
+                    ));
+                }
+                Some(url) if !["postgres", "postgresql"].contains(&url.scheme()) => {
+                    return Err(invalid(
+                        "spool.postgres.url",
+                        "must be a postgres:// or postgresql:// URL",
+                    ));
+                }
+                Some(_) => {}
+            },
+            SpoolBackend::Sqlite => {}
         }
         if self.sinks.is_empty() {
             return Err(invalid("sinks", "at least one sink is needed"));
@@ -1041,9 +1153,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         crate::spool::Spool::open(&crate::spool::SpoolOptions {
             path: dir.path().join("spool.db"),
-            dedup_window: Duration::from_secs(settings.spool.dedup_window_secs),
-            max_bytes: settings.spool.max_bytes,
+            ..settings.spool.options()
         })
+        .await
         .unwrap();
         // A sink's retries: the longest delay (even when the target asks for
         // more), added to now, as the delivery worker does.

@@ -152,7 +152,7 @@ pub async fn run(
             // round instead of retrying it in a tight loop.
             if claim.makes_progress() {
                 match spool.settle(name, claim.receipt, Vec::new(), now).await {
-                    Ok(()) => continue,
+                    Ok(_) => continue,
                     Err(err) => tracing::error!(
                         sink = name, error = %err, "could not move the delivery cursor"
                     ),
@@ -182,7 +182,8 @@ pub async fn run(
             })
             .unzip();
         let span = tracing::info_span!("delivery", sink = name, records = records.len());
-        let results = sink.sink.deliver_batch(&records).instrument(span).await;
+        let attempt = sink.sink.deliver_batch(&records).instrument(span);
+        let results = spool.hold_while(name, &receipt, attempt).await;
         let results = one_result_per_record(results, records.len());
         let finished = SystemTime::now();
         let outcomes: Vec<Outcome> = positions
@@ -212,12 +213,25 @@ pub async fn run(
                 }
             })
             .collect();
-        if let Err(err) = spool.settle(name, receipt, outcomes, finished).await {
-            // The attempts will be made again: at-least-once, never lost.
-            tracing::error!(sink = name, error = %err, "could not record delivery outcomes");
-            tokio::select! {
-                () = tokio::time::sleep(POLL) => {}
-                () = shutdown.cancelled() => break,
+        match spool.settle(name, receipt, outcomes, finished).await {
+            Ok(0) => {}
+            Ok(refused) => {
+                // Another replica took these over when this claim's lease ran
+                // out (this process was paused or cut off); it attempts them.
+                tracing::warn!(
+                    sink = name,
+                    refused,
+                    "late outcomes refused: the claim had passed to another replica"
+                );
+                metrics.observe_refused_settlements(name, refused);
+            }
+            Err(err) => {
+                // The attempts will be made again: at-least-once, never lost.
+                tracing::error!(sink = name, error = %err, "could not record delivery outcomes");
+                tokio::select! {
+                    () = tokio::time::sleep(POLL) => {}
+                    () = shutdown.cancelled() => break,
+                }
             }
         }
     }

@@ -8,7 +8,8 @@
 //! targets), [`delivery`] (per-sink workers and retries), [`http`] (the
 //! endpoints), [`startup`] (building and running the service), [`supervisor`]
 //! (restarting workers that panic),
-//! [`telemetry`] (logs), [`cli`] (the command line).
+//! [`telemetry`] (logs), [`cli`] (the command line), [`redact`] and
+//! [`secret_url`] (keeping secrets out of output).
 
 pub mod cli;
 pub mod configuration;
@@ -18,6 +19,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod record;
 pub mod redact;
+pub mod secret_url;
 pub mod sinks;
 pub mod spool;
 pub mod startup;

@@ -67,6 +67,7 @@ pub struct Metrics {
     spool_bytes: Gauge,
     dedup_entries: Gauge,
     worker_restarts: Family<WorkerLabels, Counter>,
+    refused_settlements: Family<SinkLabels, Counter>,
 }
 
 /// Label: a background worker (`delivery:<sink>` or `maintenance`).
@@ -147,9 +148,17 @@ impl Metrics {
             "Background workers restarted after a panic, by worker",
             worker_restarts.clone(),
         );
+        let refused_settlements = Family::<SinkLabels, Counter>::default();
+        registry.register(
+            "refused_settlements",
+            "Delivery outcomes refused because the claim had passed to another replica \
+             (its lease ran out while this one was paused or cut off), by sink",
+            refused_settlements.clone(),
+        );
         Arc::new(Self {
             registry,
             worker_restarts,
+            refused_settlements,
             callbacks,
             callback_seconds,
             events,
@@ -215,6 +224,16 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts `count` outcomes on `sink` refused because their claim had
+    /// passed to another replica.
+    pub fn observe_refused_settlements(&self, sink: &str, count: usize) {
+        self.refused_settlements
+            .get_or_create(&SinkLabels {
+                sink: sink.to_owned(),
+            })
+            .inc_by(u64::try_from(count).unwrap_or(u64::MAX));
+    }
+
     /// Reads the spool gauges and renders everything in the text format.
     pub async fn render(&self, spool: &Spool, sinks: &[(String, EventTypes)]) -> String {
         for (sink, event_types) in sinks {
@@ -262,9 +281,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(&crate::spool::SpoolOptions {
             path: dir.path().join("s.db"),
+            postgres: None,
             dedup_window: Duration::from_secs(1),
             max_bytes: 0,
         })
+        .await
         .unwrap();
         let metrics = Metrics::new();
         metrics.observe_callback("accepted", Duration::from_millis(2));

@@ -18,7 +18,7 @@ use crate::http::{self, AppState, ServeOptions, SinkRoute};
 use crate::metrics::Metrics;
 use crate::protocol::Authenticator;
 use crate::sinks::{self, ConfiguredSink, SinkBuildError};
-use crate::spool::{Spool, SpoolError, SpoolOptions, unix_ms};
+use crate::spool::{SinkRegistration, Spool, SpoolError, unix_ms};
 use crate::supervisor::{WorkerHealth, supervise};
 use crate::tls::{self, TlsError};
 
@@ -83,11 +83,7 @@ impl Application {
             .as_ref()
             .map(tls::acceptor)
             .transpose()?;
-        let spool = Spool::open(&SpoolOptions {
-            path: settings.spool.path.clone(),
-            dedup_window: Duration::from_secs(settings.spool.dedup_window_secs),
-            max_bytes: settings.spool.max_bytes,
-        })?;
+        let spool = Spool::open(&settings.spool.options()).await?;
         let sinks: Vec<(Arc<ConfiguredSink>, Arc<Notify>)> = sinks::build(&settings.sinks)?
             .into_iter()
             .map(|sink| (Arc::new(sink), Arc::new(Notify::new())))
@@ -102,7 +98,11 @@ impl Application {
             .collect();
         let registered = sinks
             .iter()
-            .map(|(sink, _)| (sink.name.clone(), sink.event_types.clone()))
+            .map(|(sink, _)| SinkRegistration {
+                name: sink.name.clone(),
+                event_types: sink.event_types.clone(),
+                single_writer: sink.sink.single_writer(),
+            })
             .collect();
         for (sink, count) in spool.register_sinks(registered, SystemTime::now()).await? {
             tracing::warn!(
@@ -126,7 +126,7 @@ impl Application {
             %address,
             tls = tls.is_some(),
             callback_path = %settings.server.callback_path,
-            spool = %settings.spool.path.display(),
+            spool = %settings.spool.location(),
             keys = authenticator.key_count(),
             path_secret = settings.auth.path_secret.is_some(),
             unsigned_event_types = ?settings.auth.unsigned_event_types,

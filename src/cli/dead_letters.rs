@@ -49,14 +49,14 @@ pub struct Selection {
 /// Opens the configured spool for a command the light way (see
 /// [`Spool::open_for_admin`]): never creating, migrating or checkpointing it,
 /// so a running server beside it is not held up.
-fn open_existing_spool(config: Option<&Path>) -> anyhow::Result<Spool> {
+async fn open_existing_spool(config: Option<&Path>) -> anyhow::Result<Spool> {
     let settings = load_for_file(config)?;
-    Ok(Spool::open_for_admin(&settings.spool.path)?)
+    Ok(Spool::open_for_admin(&settings.spool.options()).await?)
 }
 
 /// Runs a dead-letter command against the configured spool.
 pub async fn run(config: Option<&Path>, command: DeadLetterCommand) -> anyhow::Result<ExitCode> {
-    let spool = open_existing_spool(config)?;
+    let spool = open_existing_spool(config).await?;
     let result = match command {
         DeadLetterCommand::List { sink } => {
             let mut out = std::io::stdout().lock();

@@ -76,7 +76,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cli.config).await,
         Command::DeadLetters(command) => dead_letters::run(cli.config.as_deref(), command).await,
-        Command::CheckConfig => tools::check_config(cli.config.as_deref()),
+        Command::CheckConfig => tools::check_config(cli.config.as_deref()).await,
         Command::Sign { key, t } => tools::sign(&key, t),
         Command::SendTest(args) => tools::send_test(args).await,
         Command::Healthcheck { url } => tools::healthcheck(cli.config.as_deref(), url).await,

@@ -43,7 +43,8 @@ fn unix_now() -> i64 {
 
 /// `check-config`: validate everything the server would check at start-up
 /// (keys present and readable, TLS files, sinks buildable) and print the result.
-pub fn check_config(config: Option<&Path>) -> anyhow::Result<ExitCode> {
+/// With a PostgreSQL spool, also connect and report on its schema.
+pub async fn check_config(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let settings = load_for_file(config)?;
     let authenticator = settings.auth.authenticator()?;
     if let Some(tls) = &settings.server.tls {
@@ -51,6 +52,9 @@ pub fn check_config(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     }
     sinks::build(&settings.sinks)?;
     print!("{}", settings.to_redacted_toml()?);
+    if let Some(postgres) = settings.spool.options().postgres {
+        eprintln!("{}", crate::spool::check_postgres(&postgres).await?);
+    }
     if authenticator.is_signed() {
         eprintln!(
             "configuration is valid ({} callback key(s))",

@@ -400,6 +400,12 @@ impl Sink for FileSink {
     fn reopen(&self) {
         self.inner.reopen.store(true, Ordering::SeqCst);
     }
+
+    /// The file is on this host: two replicas appending "the same" file on
+    /// two disks would split it, so one replica at a time writes.
+    fn single_writer(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

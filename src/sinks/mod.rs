@@ -12,7 +12,6 @@ mod log;
 mod nats;
 mod rabbitmq;
 mod redis;
-mod secret_url;
 mod settings;
 mod webhook;
 
@@ -31,9 +30,9 @@ pub use self::log::LogSink;
 pub use self::nats::{NatsSink, NatsSinkSettings};
 pub use self::rabbitmq::{RabbitMqSink, RabbitMqSinkSettings};
 pub use self::redis::{RedisSink, RedisSinkSettings};
-pub use self::secret_url::SecretUrl;
 pub use self::settings::{InvalidSetting, MAX_ATTEMPTS, MAX_RETRY_MS, SinkKind, SinkSettings};
 pub use self::webhook::{WebhookSigner, webhook_key};
+pub use crate::secret_url::SecretUrl;
 
 /// A boxed future, so sinks can be trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -79,6 +78,13 @@ pub trait Sink: Send + Sync {
 
     /// Reopens any file the sink holds (SIGHUP); most sinks hold none.
     fn reopen(&self) {}
+
+    /// Whether only one process at a time may deliver to it: true for a sink
+    /// that writes a file on its host. With several replicas on one
+    /// PostgreSQL spool, one replica at a time holds such a sink.
+    fn single_writer(&self) -> bool {
+        false
+    }
 }
 
 /// Runs CPU-heavy synchronous work (serialising or logging a whole batch)

@@ -23,10 +23,10 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OnceCell, watch};
 
-use super::secret_url::SecretUrl;
 use super::settings::{InvalidSetting, check_range};
 use super::{BoxFuture, DeliveryError, Sink};
 use crate::record::StoredRecord;
+use crate::secret_url::SecretUrl;
 
 /// Where a NATS sink connects when no `url` is given: a local server on the
 /// NATS default port, as every NATS client assumes.

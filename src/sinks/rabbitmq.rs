@@ -29,10 +29,10 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProper
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::secret_url::SecretUrl;
 use super::settings::{InvalidSetting, check_range};
 use super::{BoxFuture, DeliveryError, Sink};
 use crate::record::StoredRecord;
+use crate::secret_url::SecretUrl;
 
 /// Default routing key; `{event_type}` becomes the record's type number.
 pub const DEFAULT_ROUTING_KEY: &str = "css.{event_type}";

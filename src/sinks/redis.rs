@@ -30,10 +30,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::secret_url::SecretUrl;
 use super::settings::{InvalidSetting, check_range};
 use super::{BoxFuture, DeliveryError, Sink};
 use crate::record::StoredRecord;
+use crate::secret_url::SecretUrl;
 
 /// Default stream every record is added to.
 pub const DEFAULT_STREAM: &str = "recordhook:events";

@@ -1,8 +1,8 @@
 //! The spool: the durable store of accepted callbacks and of their delivery
 //! state per sink. Everything the HTTP layer, the delivery workers,
 //! maintenance and the CLI need from storage goes through [`Spool`]; which
-//! backend runs behind it (today the embedded SQLite one, [`sqlite`]) is
-//! known only here.
+//! backend runs behind it (the embedded SQLite one, [`sqlite`], or the
+//! PostgreSQL one shared by replicas, [`postgres`]) is known only here.
 //!
 //! # The contract every backend keeps
 //!
@@ -35,13 +35,22 @@
 //! writers (PostgreSQL) must not rely on that (a sequence is handed out at
 //! insert, not at commit) and claims per delivery instead.
 //!
+//! **Several replicas** (PostgreSQL). Each delivery is claimed by one
+//! replica at a time under a lease, which [`Spool::hold_while`] renews while
+//! the sink works; a claim whose lease ran out may be taken by another
+//! replica, and then the first one's [`Spool::settle`] is refused for it (and
+//! counted). A single-writer sink ([`SinkRegistration::single_writer`]) is
+//! driven by one replica at a time.
+//!
 //! **Retention.** A record leaves the spool only once every sink has handled
 //! it (delivered, or dead-lettered and that dead letter purged) and it is
 //! older than the retention period. Dead letters stay until purged.
 
+mod postgres;
 mod sqlite;
 
-use std::path::{Path, PathBuf};
+use std::future::Future;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -49,26 +58,28 @@ use serde::Serialize;
 use crate::protocol::EventTypes;
 use crate::record::{Record, StoredRecord};
 
+pub use postgres::{PostgresOptions, check as check_postgres};
+
 /// Why the spool could not do what was asked.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SpoolError {
     /// The store could not be opened or migrated.
-    #[error("spool `{path}` could not be opened: {reason}")]
+    #[error("spool `{location}` could not be opened: {reason}")]
     Open {
-        /// The configured location.
-        path: PathBuf,
+        /// The configured location (a file, or a URL without its password).
+        location: String,
         /// What went wrong.
         reason: String,
     },
     /// The store's schema is not the one this recordhook uses, and it was
     /// opened for administration, which never migrates.
     #[error(
-        "spool `{path}` has schema version {found}, this recordhook uses {expected}: \
+        "spool `{location}` has schema version {found}, this recordhook uses {expected}: \
          run the recordhook version that matches the server"
     )]
     SchemaMismatch {
-        /// The configured location.
-        path: PathBuf,
+        /// The configured location (a file, or a URL without its password).
+        location: String,
         /// The version found.
         found: i64,
         /// The version this build uses.
@@ -166,11 +177,29 @@ pub struct Claim {
 }
 
 /// The backend's bookkeeping for one claim; opaque outside the spool.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClaimReceipt {
     /// SQLite: the last seq looked at (of any event type), where the sink's
     /// cursor moves once the claim is settled.
     scanned_to: Option<i64>,
+    /// PostgreSQL: the token the claimed rows carry while leased to it.
+    token: Option<i64>,
+    /// PostgreSQL, single-writer sinks: the sink lease's fence number.
+    fence: Option<i64>,
+    /// PostgreSQL: the claimed records' seqs, to renew their lease by key.
+    claimed: Vec<i64>,
+}
+
+/// A sink as the spool knows it.
+#[derive(Debug, Clone)]
+pub struct SinkRegistration {
+    /// Its configured name.
+    pub name: String,
+    /// The event types it takes.
+    pub event_types: EventTypes,
+    /// Whether only one process at a time may drive it (the file sink: its
+    /// file is local to one host). With several replicas, one holds it.
+    pub single_writer: bool,
 }
 
 impl Claim {
@@ -206,7 +235,10 @@ pub struct SinkCounts {
 #[derive(Debug, Clone)]
 pub struct SpoolOptions {
     /// The embedded database file; its directory is created when missing.
+    /// Unused when `postgres` is set.
     pub path: PathBuf,
+    /// The shared PostgreSQL database to use instead of the file.
+    pub postgres: Option<PostgresOptions>,
     /// How long an event id is remembered for deduplication.
     pub dedup_window: Duration,
     /// Largest size of the store in bytes; 0: no limit.
@@ -222,6 +254,7 @@ pub struct Spool {
 #[derive(Clone)]
 enum Backend {
     Sqlite(sqlite::SqliteSpool),
+    Postgres(postgres::PgSpool),
 }
 
 /// Runs `$body` with `$spool` bound to the backend in use.
@@ -229,6 +262,7 @@ macro_rules! with_backend {
     ($self:ident, $spool:ident => $body:expr) => {
         match &$self.backend {
             Backend::Sqlite($spool) => $body,
+            Backend::Postgres($spool) => $body,
         }
     };
 }
@@ -236,25 +270,30 @@ macro_rules! with_backend {
 impl Spool {
     /// Opens (creating when missing, migrating when older) the spool the
     /// server runs on, with its dedup memory loaded.
-    pub fn open(options: &SpoolOptions) -> Result<Self, SpoolError> {
-        let spool = sqlite::SqliteSpool::open_limited(
-            &options.path,
-            options.dedup_window,
-            options.max_bytes,
-        )?;
-        Ok(Self {
-            backend: Backend::Sqlite(spool),
-        })
+    pub async fn open(options: &SpoolOptions) -> Result<Self, SpoolError> {
+        let backend = match &options.postgres {
+            Some(postgres) => {
+                Backend::Postgres(postgres::PgSpool::open(postgres, options.dedup_window).await?)
+            }
+            None => Backend::Sqlite(sqlite::SqliteSpool::open_limited(
+                &options.path,
+                options.dedup_window,
+                options.max_bytes,
+            )?),
+        };
+        Ok(Self { backend })
     }
 
     /// Opens an existing spool for the admin commands, beside a running
     /// server without disturbing it: no dedup memory is loaded, nothing is
     /// migrated (a spool of another schema version is refused), and closing
     /// does not checkpoint. Such a handle refuses [`Spool::accept`].
-    pub fn open_for_admin(path: &Path) -> Result<Self, SpoolError> {
-        Ok(Self {
-            backend: Backend::Sqlite(sqlite::SqliteSpool::open_for_admin(path)?),
-        })
+    pub async fn open_for_admin(options: &SpoolOptions) -> Result<Self, SpoolError> {
+        let backend = match &options.postgres {
+            Some(postgres) => Backend::Postgres(postgres::PgSpool::open_for_admin(postgres).await?),
+            None => Backend::Sqlite(sqlite::SqliteSpool::open_for_admin(&options.path)?),
+        };
+        Ok(Self { backend })
     }
 
     /// Stores `record`, unless its event id was accepted within the dedup
@@ -274,10 +313,19 @@ impl Spool {
     /// sink with its number of dead letters.
     pub async fn register_sinks(
         &self,
-        sinks: Vec<(String, EventTypes)>,
+        sinks: Vec<SinkRegistration>,
         now: SystemTime,
     ) -> Result<Vec<(String, usize)>, SpoolError> {
-        with_backend!(self, spool => spool.register_sinks(sinks, now).await)
+        match &self.backend {
+            Backend::Sqlite(spool) => {
+                let sinks = sinks
+                    .into_iter()
+                    .map(|sink| (sink.name, sink.event_types))
+                    .collect();
+                spool.register_sinks(sinks, now).await
+            }
+            Backend::Postgres(spool) => spool.register_sinks(sinks, now).await,
+        }
     }
 
     /// Up to `limit` deliveries for `sink` (which takes `event_types`): due
@@ -289,18 +337,43 @@ impl Spool {
         now: SystemTime,
         limit: usize,
     ) -> Result<Claim, SpoolError> {
-        with_backend!(self, spool => spool.claim(sink, event_types, now, limit).await)
+        match &self.backend {
+            Backend::Sqlite(spool) => spool.claim(sink, event_types, now, limit).await,
+            Backend::Postgres(spool) => spool.claim(sink, now, limit).await,
+        }
+    }
+
+    /// Runs `work`, the attempt at a claim's deliveries, keeping the claim
+    /// (renewing its lease) until it ends.
+    pub async fn hold_while<F: Future>(
+        &self,
+        sink: &str,
+        receipt: &ClaimReceipt,
+        work: F,
+    ) -> F::Output {
+        match &self.backend {
+            Backend::Sqlite(_) => work.await,
+            Backend::Postgres(spool) => spool.hold_while(sink, receipt, work).await,
+        }
     }
 
     /// Writes back the outcomes of a claim's attempts, in one transaction.
+    /// Returns how many outcomes were refused because the claim had passed
+    /// to another replica meanwhile (that replica makes the attempt again).
     pub async fn settle(
         &self,
         sink: &str,
         receipt: ClaimReceipt,
         outcomes: Vec<Outcome>,
         now: SystemTime,
-    ) -> Result<(), SpoolError> {
-        with_backend!(self, spool => spool.settle(sink, outcomes, receipt.scanned_to, now).await)
+    ) -> Result<usize, SpoolError> {
+        match &self.backend {
+            Backend::Sqlite(spool) => spool
+                .settle(sink, outcomes, receipt.scanned_to, now)
+                .await
+                .map(|()| 0),
+            Backend::Postgres(spool) => spool.settle(sink, &receipt, outcomes, now).await,
+        }
     }
 
     /// When the next retry to `sink` falls due (Unix ms), if any is waiting.
@@ -342,7 +415,10 @@ impl Spool {
         sink: &str,
         event_types: &EventTypes,
     ) -> Result<Option<DeliveryState>, SpoolError> {
-        with_backend!(self, spool => spool.delivery_state(event_id, sink, event_types).await)
+        match &self.backend {
+            Backend::Sqlite(spool) => spool.delivery_state(event_id, sink, event_types).await,
+            Backend::Postgres(spool) => spool.delivery_state(event_id, sink).await,
+        }
     }
 
     /// Delivery counts of `sink`, which takes `event_types`.
@@ -351,7 +427,10 @@ impl Spool {
         sink: &str,
         event_types: &EventTypes,
     ) -> Result<SinkCounts, SpoolError> {
-        with_backend!(self, spool => spool.counts(sink, event_types).await)
+        match &self.backend {
+            Backend::Sqlite(spool) => spool.counts(sink, event_types).await,
+            Backend::Postgres(spool) => spool.counts(sink).await,
+        }
     }
 
     /// Every stored record, oldest first (for tests and small spools).
@@ -378,7 +457,11 @@ impl Spool {
 
     /// Bytes available on the spool's filesystem, if known and local.
     pub fn free_bytes(&self) -> Option<u64> {
-        with_backend!(self, spool => spool.free_bytes())
+        match &self.backend {
+            Backend::Sqlite(spool) => spool.free_bytes(),
+            // Not a local filesystem: PostgreSQL's space is its operator's.
+            Backend::Postgres(_) => None,
+        }
     }
 
     /// Size of the spool on disk, in bytes.

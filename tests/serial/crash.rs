@@ -165,7 +165,14 @@ async fn every_callback_answered_200_is_delivered_after_a_sigkill_and_restart() 
     );
 
     // Each is in the spool exactly once; nothing that was never sent is.
-    let spool = recordhook::spool::Spool::open_for_admin(&dir.path().join("spool.db")).unwrap();
+    let spool = recordhook::spool::Spool::open_for_admin(&recordhook::spool::SpoolOptions {
+        path: dir.path().join("spool.db"),
+        postgres: None,
+        dedup_window: std::time::Duration::from_secs(1),
+        max_bytes: 0,
+    })
+    .await
+    .unwrap();
     let mut stored: HashMap<String, usize> = HashMap::new();
     for record in spool.records().await.unwrap() {
         *stored

@@ -146,6 +146,7 @@ impl SqliteSpool {
             deliveries: retries,
             receipt: ClaimReceipt {
                 scanned_to: fresh.scanned_to,
+                ..ClaimReceipt::default()
             },
         })
     }

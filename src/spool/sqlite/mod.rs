@@ -83,7 +83,7 @@ impl SqliteSpool {
         max_bytes: u64,
     ) -> Result<Self, SpoolError> {
         let open_error = |reason: String| SpoolError::Open {
-            path: path.to_path_buf(),
+            location: path.display().to_string(),
             reason,
         };
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -117,7 +117,7 @@ impl SqliteSpool {
     /// commits under).
     pub fn open_for_admin(path: &Path) -> Result<Self, SpoolError> {
         let open_error = |reason: String| SpoolError::Open {
-            path: path.to_path_buf(),
+            location: path.display().to_string(),
             reason,
         };
         if !path.exists() {
@@ -131,7 +131,7 @@ impl SqliteSpool {
         let expected = schema::CURRENT_VERSION;
         if found != expected {
             return Err(SpoolError::SchemaMismatch {
-                path: path.to_path_buf(),
+                location: path.display().to_string(),
                 found,
                 expected,
             });
@@ -148,7 +148,7 @@ impl SqliteSpool {
         admin: bool,
     ) -> Result<Self, SpoolError> {
         let open_error = |reason: String| SpoolError::Open {
-            path: path.to_path_buf(),
+            location: path.display().to_string(),
             reason,
         };
         let reader = open_connection(path).map_err(|err| open_error(err.to_string()))?;

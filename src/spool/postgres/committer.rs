@@ -1,0 +1,133 @@
+//! Group commit for the PostgreSQL spool: concurrent callbacks are stored by
+//! one statement, which is one transaction and one round trip, however many
+//! records it holds. A few committers run at once, each on its own
+//! connection, so one batch's commit (the WAL flush) overlaps the next
+//! batch's gathering.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::spool::{Acceptance, SpoolError};
+
+/// Most records one statement stores.
+pub(super) const MAX_BATCH: usize = 512;
+
+/// Stores a batch: remembers each event id in `accepted_ids` (or refreshes an
+/// entry older than the dedup window), and for the ids that were new there
+/// inserts the record and its deliveries, one per sink that takes its type.
+/// `ON CONFLICT` on the primary key makes the dedup atomic: a concurrent
+/// insert of the same id by another replica waits for that one to commit,
+/// then counts as a duplicate.
+const STORE: &str = "
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[])
+        WITH ORDINALITY AS i (event_id, event_type, received_at_ms, body, position)
+), fresh AS (
+    INSERT INTO accepted_ids AS a (event_id, accepted_at_ms)
+    SELECT event_id, received_at_ms FROM input
+    ON CONFLICT (event_id) DO UPDATE SET accepted_at_ms = excluded.accepted_at_ms
+        WHERE a.accepted_at_ms < excluded.accepted_at_ms - $5
+    RETURNING a.event_id
+), stored AS (
+    INSERT INTO records (event_id, event_type, received_at_ms, body)
+    SELECT i.event_id, i.event_type, i.received_at_ms, i.body
+    FROM input i JOIN fresh f ON f.event_id = i.event_id
+    ORDER BY i.position
+    RETURNING seq, event_id, event_type
+), fanned_out AS (
+    INSERT INTO deliveries (seq, sink)
+    SELECT r.seq, s.sink FROM stored r
+    JOIN sinks s ON s.event_types IS NULL OR r.event_type = ANY (s.event_types)
+)
+SELECT seq, event_id FROM stored";
+
+/// One callback waiting to be stored.
+pub(super) struct Job {
+    /// Its event id.
+    pub event_id: String,
+    /// Its event type.
+    pub event_type: i64,
+    /// When it was accepted, database-clock Unix ms.
+    pub at_ms: i64,
+    /// The record as sinks receive it.
+    pub body: String,
+    /// Where the outcome goes.
+    pub reply: oneshot::Sender<Result<Acceptance, SpoolError>>,
+}
+
+/// Runs a committer until every sender of `jobs` is gone and the queue is
+/// empty: takes what is waiting (up to [`MAX_BATCH`]) and stores it.
+pub(super) async fn run(pool: Pool, jobs: Arc<Mutex<mpsc::Receiver<Job>>>, window_ms: i64) {
+    loop {
+        let mut batch = Vec::new();
+        {
+            let mut queue = jobs.lock().await;
+            if queue.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                return;
+            }
+        }
+        commit(&pool, batch, window_ms).await;
+    }
+}
+
+/// Stores `batch` and answers every job in it.
+async fn commit(pool: &Pool, batch: Vec<Job>, window_ms: i64) {
+    // An id twice in one batch goes to the statement once (ON CONFLICT DO
+    // UPDATE may not touch a row twice); the later copies are duplicates.
+    let mut seen = HashSet::with_capacity(batch.len());
+    let unique: Vec<&Job> = batch
+        .iter()
+        .filter(|job| seen.insert(job.event_id.as_str()))
+        .collect();
+    let ids: Vec<&str> = unique.iter().map(|job| job.event_id.as_str()).collect();
+    let types: Vec<i64> = unique.iter().map(|job| job.event_type).collect();
+    let times: Vec<i64> = unique.iter().map(|job| job.at_ms).collect();
+    let bodies: Vec<&str> = unique.iter().map(|job| job.body.as_str()).collect();
+    let result = store(pool, &ids, &types, &times, &bodies, window_ms).await;
+    match result {
+        Ok(mut stored) => {
+            for job in batch {
+                // The first copy of an id takes the row's seq; any later
+                // copy in the batch is a duplicate of it.
+                let outcome = match stored.remove(&job.event_id) {
+                    Some(seq) => Acceptance::Stored { seq },
+                    None => Acceptance::Duplicate,
+                };
+                let _ = job.reply.send(Ok(outcome));
+            }
+        }
+        Err(err) => {
+            for job in batch {
+                let _ = job.reply.send(Err(err.clone()));
+            }
+        }
+    }
+}
+
+/// Runs [`STORE`]; returns the seq of each event id that was stored.
+async fn store(
+    pool: &Pool,
+    ids: &[&str],
+    types: &[i64],
+    times: &[i64],
+    bodies: &[&str],
+    window_ms: i64,
+) -> Result<HashMap<String, i64>, SpoolError> {
+    let write = |err: String| SpoolError::Write(err);
+    let client = pool.get().await.map_err(|err| write(err.to_string()))?;
+    let statement = client
+        .prepare_cached(STORE)
+        .await
+        .map_err(|err| write(super::describe(&err)))?;
+    let rows = client
+        .query(&statement, &[&ids, &types, &times, &bodies, &window_ms])
+        .await
+        .map_err(|err| write(super::describe(&err)))?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.get::<_, String>(1), row.get::<_, i64>(0)))
+        .collect())
+}

@@ -1,0 +1,530 @@
+//! The PostgreSQL backend of the spool: one database shared by every
+//! replica, so what one replica acknowledged survives the loss of that
+//! replica, deduplication holds across replicas, and any replica delivers.
+//!
+//! - Accepting: concurrent callbacks are stored together by one statement
+//!   ([`committer`]) with `synchronous_commit = on`; the dedup is the
+//!   primary key of `accepted_ids`, so it is atomic across replicas.
+//! - Delivering ([`deliveries`]): every (record, sink) has its own row,
+//!   claimed with `FOR UPDATE SKIP LOCKED` under a lease and a claim token.
+//!   There is no "seq > cursor" scan, so a record that commits late (its seq
+//!   was handed out before another's that committed first) is never skipped.
+//! - Times that replicas compare (retry due times, leases) are on the
+//!   database's clock: each replica measures its offset to it ([`Clock`]).
+
+mod committer;
+mod deliveries;
+mod schema;
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_postgres::NoTls;
+
+use super::{Acceptance, SpoolError, unix_ms};
+use crate::record::Record;
+use crate::secret_url::SecretUrl;
+
+/// Callbacks that may wait for a committer before callers are slowed down.
+const WRITE_QUEUE: usize = 4_096;
+
+/// Committers running at once (each holds one connection while it commits).
+const COMMITTERS: usize = 4;
+
+/// How long to wait for a pooled connection, or to open one, before the
+/// operation fails (and a callback gets 503).
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Key of the transaction advisory lock maintenance takes, so one replica at
+/// a time purges ("rhookmnt" in ASCII).
+const MAINTENANCE_LOCK: i64 = 0x7268_6f6f_6b6d_6e74;
+
+/// How to reach the database.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// The database URL (with its password, kept secret).
+    pub url: SecretUrl,
+    /// Connections this replica may hold.
+    pub max_connections: usize,
+    /// How long a claim (and a single-writer sink) is held without renewal.
+    pub lease: Duration,
+}
+
+/// An error's text with PostgreSQL's own message, code and detail (the
+/// client's `Display` says only "db error").
+pub(super) fn describe(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
+        None => err.to_string(),
+    }
+}
+
+/// The offset from this host's clock to the database's, so times replicas
+/// compare are all on one clock.
+#[derive(Debug, Default)]
+pub(super) struct Clock {
+    offset_ms: AtomicI64,
+}
+
+impl Clock {
+    /// `time` (on this host's clock) on the database's clock, in Unix ms.
+    pub fn db_ms(&self, time: SystemTime) -> i64 {
+        self.to_db(unix_ms(time))
+    }
+
+    /// This host's Unix ms on the database's clock.
+    pub fn to_db(&self, local_ms: i64) -> i64 {
+        local_ms.saturating_add(self.offset_ms.load(Ordering::Relaxed))
+    }
+
+    /// Database-clock Unix ms on this host's clock.
+    pub fn local_ms(&self, db_ms: i64) -> i64 {
+        db_ms.saturating_sub(self.offset_ms.load(Ordering::Relaxed))
+    }
+
+    /// Measures the offset again (half the round trip is the error bound).
+    async fn measure(&self, client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+        let before = Instant::now();
+        let sent = unix_ms(SystemTime::now());
+        let row = client.query_one(&format!("SELECT {NOW_MS}"), &[]).await?;
+        let round_trip = i64::try_from(before.elapsed().as_millis()).unwrap_or(0);
+        let db: i64 = row.get(0);
+        self.offset_ms
+            .store(db - (sent + round_trip / 2), Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// The database's current time as Unix ms, in SQL.
+pub(super) const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+/// Handle to the PostgreSQL spool; cheap to clone.
+#[derive(Clone)]
+pub(super) struct PgSpool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The URL without its password, for messages.
+    shown: String,
+    pool: Pool,
+    clock: Clock,
+    /// This process, as it appears in leases and `replicas`.
+    replica: String,
+    lease: Duration,
+    /// Sinks that one replica at a time drives (see [`deliveries`]).
+    single_writers: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Opened by an admin command: it must not accept.
+    admin: bool,
+    /// `None` once closing has begun.
+    jobs: RwLock<Option<mpsc::Sender<committer::Job>>>,
+    committers: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// Refreshed by maintenance: `accepted_ids`' estimated rows and the
+    /// database's size.
+    dedup_entries: AtomicU64,
+    database_bytes: AtomicU64,
+    closed: AtomicBool,
+}
+
+/// Builds the connection pool: `synchronous_commit = on` for every session,
+/// whatever the database's default, so a commit is on disk (and on any
+/// synchronous standby) before a callback is answered.
+fn pool(options: &PostgresOptions) -> Result<Pool, String> {
+    let mut config: tokio_postgres::Config = options
+        .url
+        .expose()
+        .parse()
+        .map_err(|err: tokio_postgres::Error| format!("not a valid PostgreSQL URL: {err}"))?;
+    let session = format!(
+        "{} -c synchronous_commit=on",
+        config.get_options().unwrap_or_default()
+    );
+    config.options(session.trim());
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECTION_TIMEOUT);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("recordhook");
+    }
+    config.keepalives(true);
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(options.max_connections)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(CONNECTION_TIMEOUT))
+        .create_timeout(Some(CONNECTION_TIMEOUT))
+        .recycle_timeout(Some(CONNECTION_TIMEOUT))
+        .build()
+        .map_err(|err| err.to_string())
+}
+
+/// A name for this process that is unique among replicas.
+fn replica_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "recordhook".to_owned());
+    format!("{host}:{}:{:08x}", std::process::id(), fastrand::u32(..))
+}
+
+/// For `check-config`: whether the database is reachable and its schema
+/// current, in a sentence; an error when it cannot be reached.
+pub async fn check(options: &PostgresOptions) -> Result<String, SpoolError> {
+    let shown = options.url.redacted().to_owned();
+    let pool = pool(options).map_err(|reason| SpoolError::Open {
+        location: shown.clone(),
+        reason,
+    })?;
+    let client = pool.get().await.map_err(|err| SpoolError::Open {
+        location: shown.clone(),
+        reason: format!("cannot connect: {err}"),
+    })?;
+    let found = schema::found(&client)
+        .await
+        .map_err(|err| SpoolError::Read(describe(&err)))?;
+    let current = schema::CURRENT_VERSION;
+    Ok(match found.version {
+        0 => format!(
+            "PostgreSQL at {shown} is reachable; its recordhook schema is not created yet \
+             (the server creates it, version {current}, when it starts)"
+        ),
+        version if version == current => {
+            format!("PostgreSQL at {shown} is reachable; its schema is current (version {current})")
+        }
+        version if version < current => format!(
+            "PostgreSQL at {shown} is reachable; its schema (version {version}) is older than \
+             this recordhook's ({current}) and is migrated when the server starts"
+        ),
+        version if found.runs_here() => format!(
+            "PostgreSQL at {shown} is reachable; its schema (version {version}) is newer than \
+             this recordhook's ({current}) and compatible with it"
+        ),
+        version => {
+            return Err(SpoolError::SchemaMismatch {
+                location: shown,
+                found: i64::from(version),
+                expected: i64::from(current),
+            });
+        }
+    })
+}
+
+impl PgSpool {
+    /// Connects, migrates (under the advisory lock) and starts the committers.
+    pub async fn open(
+        options: &PostgresOptions,
+        dedup_window: Duration,
+    ) -> Result<Self, SpoolError> {
+        let shown = options.url.redacted().to_owned();
+        let open_error = |reason: String| SpoolError::Open {
+            location: shown.clone(),
+            reason,
+        };
+        let pool = pool(options).map_err(open_error)?;
+        {
+            let mut client = pool
+                .get()
+                .await
+                .map_err(|err| open_error(format!("cannot connect: {err}")))?;
+            schema::migrate(&mut client).await.map_err(open_error)?;
+        }
+        let spool = Self::start(options, pool, false);
+        let client = spool.client().await?;
+        spool
+            .inner
+            .clock
+            .measure(&client)
+            .await
+            .map_err(|err| open_error(describe(&err)))?;
+        drop(client);
+        let window_ms = i64::try_from(dedup_window.as_millis()).unwrap_or(i64::MAX);
+        let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let handles = (0..COMMITTERS)
+            .map(|_| {
+                tokio::spawn(committer::run(
+                    spool.inner.pool.clone(),
+                    Arc::clone(&receiver),
+                    window_ms,
+                ))
+            })
+            .collect();
+        *spool.inner.jobs.write().map_err(|_| SpoolError::Closed)? = Some(sender);
+        *spool
+            .inner
+            .committers
+            .lock()
+            .map_err(|_| SpoolError::Closed)? = handles;
+        Ok(spool)
+    }
+
+    /// Connects for an admin command: no migration (a schema this build
+    /// cannot run on is refused), no committers; it never accepts.
+    pub async fn open_for_admin(options: &PostgresOptions) -> Result<Self, SpoolError> {
+        let shown = options.url.redacted().to_owned();
+        let open_error = |reason: String| SpoolError::Open {
+            location: shown.clone(),
+            reason,
+        };
+        let pool = pool(options).map_err(open_error)?;
+        let found = {
+            let client = pool
+                .get()
+                .await
+                .map_err(|err| open_error(format!("cannot connect: {err}")))?;
+            schema::found(&client)
+                .await
+                .map_err(|err| open_error(describe(&err)))?
+        };
+        if !found.runs_here() {
+            return Err(SpoolError::SchemaMismatch {
+                location: shown,
+                found: i64::from(found.version),
+                expected: i64::from(schema::CURRENT_VERSION),
+            });
+        }
+        let spool = Self::start(options, pool, true);
+        let client = spool.client().await?;
+        spool
+            .inner
+            .clock
+            .measure(&client)
+            .await
+            .map_err(|err| SpoolError::Read(describe(&err)))?;
+        drop(client);
+        Ok(spool)
+    }
+
+    fn start(options: &PostgresOptions, pool: Pool, admin: bool) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                shown: options.url.redacted().to_owned(),
+                pool,
+                clock: Clock::default(),
+                replica: replica_name(),
+                lease: options.lease,
+                single_writers: std::sync::Mutex::default(),
+                admin,
+                jobs: RwLock::new(None),
+                committers: std::sync::Mutex::default(),
+                dedup_entries: AtomicU64::new(0),
+                database_bytes: AtomicU64::new(0),
+                closed: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// A pooled connection; an error when none can be had in time.
+    async fn client(&self) -> Result<deadpool_postgres::Object, SpoolError> {
+        if self.inner.closed.load(Ordering::Relaxed) {
+            return Err(SpoolError::Closed);
+        }
+        self.inner.pool.get().await.map_err(|err| {
+            SpoolError::Write(format!(
+                "no connection to PostgreSQL ({}): {err}",
+                self.inner.shown
+            ))
+        })
+    }
+
+    /// Stores `record`, unless its event id was accepted within the dedup
+    /// window (by any replica). Returns once the commit is durable.
+    pub async fn accept(&self, record: &Record, now: SystemTime) -> Result<Acceptance, SpoolError> {
+        if self.inner.admin {
+            return Err(SpoolError::Write(
+                "this spool handle was opened for administration and does not accept".to_owned(),
+            ));
+        }
+        let body =
+            serde_json::to_string(record).map_err(|err| SpoolError::Write(err.to_string()))?;
+        let sender = self
+            .inner
+            .jobs
+            .read()
+            .map_err(|_| SpoolError::Closed)?
+            .clone()
+            .ok_or(SpoolError::Closed)?;
+        let (reply, outcome) = oneshot::channel();
+        sender
+            .send(committer::Job {
+                event_id: record.id.clone(),
+                event_type: record.event_type,
+                at_ms: self.inner.clock.db_ms(now),
+                body,
+                reply,
+            })
+            .await
+            .map_err(|_| SpoolError::Closed)?;
+        outcome.await.map_err(|_| SpoolError::Closed)?
+    }
+
+    /// Proves the database takes a write right now (for `/readyz`), and
+    /// measures the clock offset again while at it.
+    pub async fn check_writable(&self) -> Result<(), SpoolError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO replicas (replica, seen_ms) VALUES ($1, {NOW_MS})
+                     ON CONFLICT (replica) DO UPDATE SET seen_ms = excluded.seen_ms"
+                ),
+                &[&self.inner.replica],
+            )
+            .await
+            .map_err(|err| SpoolError::Write(describe(&err)))?;
+        self.inner
+            .clock
+            .measure(&client)
+            .await
+            .map_err(|err| SpoolError::Read(describe(&err)))
+    }
+
+    /// Every stored record, oldest first.
+    pub async fn records(&self) -> Result<Vec<Record>, SpoolError> {
+        let rows = self
+            .client()
+            .await?
+            .query("SELECT body FROM records ORDER BY seq", &[])
+            .await
+            .map_err(|err| SpoolError::Read(describe(&err)))?;
+        rows.iter()
+            .map(|row| {
+                serde_json::from_str(row.get::<_, &str>(0))
+                    .map_err(|err| SpoolError::Read(format!("stored record is unreadable: {err}")))
+            })
+            .collect()
+    }
+
+    /// Runs `delete` (a statement with `$1` = a time bound and `$2` = a row
+    /// limit) under the maintenance lock, so one replica at a time does it;
+    /// 0 when another replica holds the lock.
+    async fn maintain(
+        &self,
+        delete: &str,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<usize, SpoolError> {
+        let write = |err: tokio_postgres::Error| SpoolError::Write(describe(&err));
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(write)?;
+        let locked: bool = tx
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&MAINTENANCE_LOCK])
+            .await
+            .map_err(write)?
+            .get(0);
+        if !locked {
+            return Ok(0);
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let count = tx
+            .execute(delete, &[&before_ms, &limit])
+            .await
+            .map_err(write)?;
+        tx.commit().await.map_err(write)?;
+        Ok(usize::try_from(count).unwrap_or(usize::MAX))
+    }
+
+    /// Removes up to `limit` records received before `before_ms` that every
+    /// sink has handled (no delivery of them pending or dead).
+    pub async fn purge_delivered(&self, before_ms: i64, limit: usize) -> Result<usize, SpoolError> {
+        let before_ms = self.inner.clock.to_db(before_ms);
+        self.maintain(
+            "DELETE FROM records WHERE seq IN (
+                 SELECT r.seq FROM records r WHERE r.received_at_ms < $1
+                 AND NOT EXISTS (SELECT 1 FROM deliveries d
+                                 WHERE d.seq = r.seq AND d.state IN ('pending', 'dead'))
+                 ORDER BY r.seq LIMIT $2)",
+            before_ms,
+            limit,
+        )
+        .await
+    }
+
+    /// Forgets up to `limit` event ids accepted before `before_ms`, and
+    /// refreshes the size figures metrics show.
+    pub async fn prune_seen(&self, before_ms: i64, limit: usize) -> Result<usize, SpoolError> {
+        let before_ms = self.inner.clock.to_db(before_ms);
+        let pruned = self
+            .maintain(
+                "DELETE FROM accepted_ids WHERE event_id IN (
+                     SELECT event_id FROM accepted_ids WHERE accepted_at_ms < $1
+                     ORDER BY accepted_at_ms LIMIT $2)",
+                before_ms,
+                limit,
+            )
+            .await?;
+        if let Ok(row) = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT GREATEST(reltuples, 0)::bigint, pg_database_size(current_database())
+                 FROM pg_class WHERE oid = 'accepted_ids'::regclass",
+                &[],
+            )
+            .await
+        {
+            let count = |n: i64| u64::try_from(n).unwrap_or(0);
+            self.inner
+                .dedup_entries
+                .store(count(row.get(0)), Ordering::Relaxed);
+            self.inner
+                .database_bytes
+                .store(count(row.get(1)), Ordering::Relaxed);
+        }
+        Ok(pruned)
+    }
+
+    /// Event ids remembered for deduplication (PostgreSQL's estimate, as of
+    /// the last maintenance round).
+    pub fn dedup_entries(&self) -> usize {
+        usize::try_from(self.inner.dedup_entries.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
+    }
+
+    /// Size of the whole database (as of the last maintenance round).
+    pub fn disk_bytes(&self) -> u64 {
+        self.inner.database_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Stops accepting, lets the committers store what is queued, and
+    /// closes the pool.
+    pub async fn close(&self) {
+        if let Ok(mut jobs) = self.inner.jobs.write() {
+            jobs.take();
+        }
+        let committers = self
+            .inner
+            .committers
+            .lock()
+            .map(|mut handles| std::mem::take(&mut *handles))
+            .unwrap_or_default();
+        for committer in committers {
+            if committer.await.is_err() {
+                tracing::error!("spool committer ended abnormally");
+            }
+        }
+        if !self.inner.admin {
+            // Hand single-writer sinks over at once rather than when the
+            // lease runs out: draining a replica then pauses nothing.
+            if let Ok(client) = self.client().await {
+                let released = client
+                    .execute(
+                        "UPDATE sinks SET holder = NULL, lease_until_ms = NULL WHERE holder = $1",
+                        &[&self.inner.replica],
+                    )
+                    .await;
+                if let Err(err) = released {
+                    tracing::warn!(error = %describe(&err), "could not release sink leases");
+                }
+            }
+        }
+        self.inner.closed.store(true, Ordering::Relaxed);
+        self.inner.pool.close();
+    }
+}

@@ -1,0 +1,235 @@
+//! The PostgreSQL spool's tables and their migrations, applied at start-up
+//! under an advisory lock so replicas started together migrate once.
+//!
+//! Each migration says from which schema version on this recordhook's code
+//! can still run against it (`compatible_from`). A replica finding a newer
+//! schema runs on when the newer schema says it is compatible with it: that
+//! is what lets an old and a new replica run side by side during a rolling
+//! upgrade. A migration that breaks old code raises `compatible_from`, and
+//! then old replicas refuse to start (and must be stopped first).
+
+use tokio_postgres::Client;
+
+/// Key of the session advisory lock held while migrating; any fixed number
+/// no other application on the database uses ("rhookmig" in ASCII).
+const MIGRATION_LOCK: i64 = 0x7268_6f6f_6b6d_6967;
+
+/// One schema version: its SQL and the oldest code version that runs on it.
+struct Migration {
+    sql: &'static str,
+    compatible_from: i32,
+}
+
+/// Each entry upgrades the schema by one version; never edit a shipped one.
+const MIGRATIONS: &[Migration] = &[Migration {
+    compatible_from: 1,
+    sql: r"
+    -- One row per accepted callback; `body` is the record as sinks receive it.
+    -- Times are Unix ms on the database's clock (see `Clock`).
+    CREATE TABLE records (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        event_id TEXT NOT NULL,
+        event_type BIGINT NOT NULL,
+        received_at_ms BIGINT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX records_by_event_id ON records (event_id);
+
+    -- Event ids accepted within the dedup window. The primary key makes
+    -- deduplication atomic across replicas: two inserts of one id cannot
+    -- both succeed, whichever replica they come from.
+    CREATE TABLE accepted_ids (
+        event_id TEXT PRIMARY KEY,
+        accepted_at_ms BIGINT NOT NULL
+    );
+    CREATE INDEX accepted_ids_by_time ON accepted_ids (accepted_at_ms);
+
+    -- The configured sinks. `event_types` NULL: every type. A single-writer
+    -- sink (the file sink) is driven by the replica holding its lease;
+    -- `fence` grows each time the lease changes hands.
+    CREATE TABLE sinks (
+        sink TEXT PRIMARY KEY,
+        event_types BIGINT[],
+        single_writer BOOLEAN NOT NULL DEFAULT FALSE,
+        holder TEXT,
+        fence BIGINT NOT NULL DEFAULT 0,
+        lease_until_ms BIGINT
+    );
+
+    -- One row per (record, sink that takes its type), written with the
+    -- record. `last_attempt_ms` NULL: not tried yet (fresh). A claimed row
+    -- carries its claim's token until its lease ends; settling needs the
+    -- token, so a replica whose claim was taken over cannot settle.
+    CREATE TABLE deliveries (
+        seq BIGINT NOT NULL REFERENCES records (seq) ON DELETE CASCADE,
+        sink TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending'
+            CHECK (state IN ('pending', 'delivered', 'dead', 'purged')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ms BIGINT NOT NULL DEFAULT 0,
+        last_attempt_ms BIGINT,
+        last_error TEXT,
+        claim_token BIGINT,
+        lease_until_ms BIGINT,
+        PRIMARY KEY (seq, sink)
+    );
+    CREATE INDEX deliveries_fresh ON deliveries (sink, seq)
+        WHERE state = 'pending' AND last_attempt_ms IS NULL;
+    CREATE INDEX deliveries_due ON deliveries (sink, next_attempt_ms)
+        WHERE state = 'pending' AND last_attempt_ms IS NOT NULL;
+    CREATE INDEX deliveries_dead ON deliveries (sink, seq) WHERE state = 'dead';
+
+    -- Each replica's last successful readiness write.
+    CREATE TABLE replicas (
+        replica TEXT PRIMARY KEY,
+        seen_ms BIGINT NOT NULL
+    );
+",
+}];
+
+/// The schema version this build creates and expects.
+pub(super) const CURRENT_VERSION: i32 = MIGRATIONS.len() as i32;
+
+/// The schema found in a database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Found {
+    /// Its version (0: none yet).
+    pub version: i32,
+    /// The oldest code version that runs on it.
+    pub compatible_from: i32,
+}
+
+impl Found {
+    /// Whether this build can run on it (without migrating).
+    pub fn runs_here(self) -> bool {
+        self.version == CURRENT_VERSION
+            || (self.version > CURRENT_VERSION && self.compatible_from <= CURRENT_VERSION)
+    }
+}
+
+/// The schema version of the database `client` is connected to.
+pub(super) async fn found(client: &Client) -> Result<Found, tokio_postgres::Error> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('recordhook_schema') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(Found {
+            version: 0,
+            compatible_from: 0,
+        });
+    }
+    let row = client
+        .query_opt(
+            "SELECT version, compatible_from FROM recordhook_schema",
+            &[],
+        )
+        .await?;
+    Ok(row.map_or(
+        Found {
+            version: 0,
+            compatible_from: 0,
+        },
+        |row| Found {
+            version: row.get(0),
+            compatible_from: row.get(1),
+        },
+    ))
+}
+
+/// Brings the schema up to date, holding the migration lock meanwhile (on
+/// `client`'s session: released when that connection closes, even if this
+/// process dies mid-way). A schema too new for this build is refused.
+pub(super) async fn migrate(client: &mut Client) -> Result<Found, String> {
+    migrate_to(client, MIGRATIONS.len()).await
+}
+
+async fn migrate_to(client: &mut Client, target: usize) -> Result<Found, String> {
+    let text = |err: tokio_postgres::Error| err.to_string();
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(text)?;
+    let outcome = apply(client, target).await;
+    // Released on disconnect anyway; unlock now so a long-lived session
+    // (the tests') does not keep others waiting.
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    outcome
+}
+
+async fn apply(client: &mut Client, target: usize) -> Result<Found, String> {
+    let text = |err: tokio_postgres::Error| err.to_string();
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS recordhook_schema (
+                 version INTEGER NOT NULL,
+                 compatible_from INTEGER NOT NULL
+             )",
+        )
+        .await
+        .map_err(text)?;
+    let mut found = found(client).await.map_err(text)?;
+    if found.version > CURRENT_VERSION {
+        return if found.runs_here() {
+            Ok(found)
+        } else {
+            Err(format!(
+                "the database's schema version {} needs recordhook code of schema version {} \
+                 or later; this recordhook has {CURRENT_VERSION}: upgrade it",
+                found.version, found.compatible_from
+            ))
+        };
+    }
+    let start = usize::try_from(found.version).unwrap_or(0);
+    for (index, migration) in MIGRATIONS.iter().enumerate().take(target).skip(start) {
+        let version = i32::try_from(index + 1).unwrap_or(i32::MAX);
+        let tx = client.transaction().await.map_err(text)?;
+        tx.batch_execute(migration.sql).await.map_err(text)?;
+        tx.execute("DELETE FROM recordhook_schema", &[])
+            .await
+            .map_err(text)?;
+        tx.execute(
+            "INSERT INTO recordhook_schema (version, compatible_from) VALUES ($1, $2)",
+            &[&version, &migration.compatible_from],
+        )
+        .await
+        .map_err(text)?;
+        tx.commit().await.map_err(text)?;
+        found = Found {
+            version,
+            compatible_from: migration.compatible_from,
+        };
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newer_schema_runs_here_only_when_it_says_it_is_compatible() {
+        let newer = |compatible_from| Found {
+            version: CURRENT_VERSION + 1,
+            compatible_from,
+        };
+        assert!(newer(CURRENT_VERSION).runs_here());
+        assert!(!newer(CURRENT_VERSION + 1).runs_here());
+        assert!(
+            Found {
+                version: CURRENT_VERSION,
+                compatible_from: 1
+            }
+            .runs_here()
+        );
+        assert!(
+            !Found {
+                version: 0,
+                compatible_from: 0
+            }
+            .runs_here()
+        );
+    }
+}
