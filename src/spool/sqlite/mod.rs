@@ -375,7 +375,6 @@ fn decode(body: &str) -> Result<Record, SpoolError> {
 pub(crate) mod tests {
     use super::*;
     use crate::protocol::{Authenticator, TimeWindow, UnverifiedCallback};
-    use crate::spool::{Outcome, Settlement};
     use std::time::UNIX_EPOCH;
 
     const WINDOW: TimeWindow = TimeWindow {
@@ -404,30 +403,6 @@ pub(crate) mod tests {
 
     pub(crate) fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)
-    }
-
-    #[tokio::test]
-    async fn concurrent_accepts_all_commit_and_duplicates_in_one_batch_are_caught() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = open(&dir);
-        let mut tasks = Vec::new();
-        for n in 0..200 {
-            let spool = spool.clone();
-            // Every file id is sent twice, concurrently, so pairs share a batch.
-            let record = record(&format!("f{}", n / 2));
-            tasks.push(tokio::spawn(async move {
-                spool.accept(&record, at(1_000)).await.unwrap()
-            }));
-        }
-        let mut stored = 0;
-        for task in tasks {
-            if matches!(task.await.unwrap(), Acceptance::Stored { .. }) {
-                stored += 1;
-            }
-        }
-        assert_eq!(stored, 100);
-        assert_eq!(spool.records().await.unwrap().len(), 100);
-        spool.close().await;
     }
 
     #[tokio::test]
@@ -486,112 +461,6 @@ pub(crate) mod tests {
             matches!(err, SpoolError::SchemaMismatch { found: 1, .. }),
             "{err}"
         );
-    }
-
-    #[tokio::test]
-    async fn a_duplicate_outside_the_window_is_stored_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = open(&dir);
-        let r = record("f");
-        assert!(matches!(
-            spool.accept(&r, at(1_000)).await.unwrap(),
-            Acceptance::Stored { .. }
-        ));
-        assert_eq!(
-            spool.accept(&r, at(1_060)).await.unwrap(),
-            Acceptance::Duplicate
-        );
-        assert!(matches!(
-            spool.accept(&r, at(1_061)).await.unwrap(),
-            Acceptance::Stored { .. }
-        ));
-        // The window restarts from the latest acceptance.
-        assert_eq!(
-            spool.accept(&r, at(1_100)).await.unwrap(),
-            Acceptance::Duplicate
-        );
-    }
-
-    #[tokio::test]
-    async fn retention_removes_only_old_records_that_every_sink_has_handled() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = open(&dir);
-        spool
-            .register_sinks(
-                vec![
-                    ("a".into(), vec![100].into()),
-                    ("b".into(), vec![100].into()),
-                ],
-                at(0),
-            )
-            .await
-            .unwrap();
-        let mut seqs = Vec::new();
-        for (n, received) in [1_000, 1_000, 1_000, 5_000].into_iter().enumerate() {
-            let Acceptance::Stored { seq } = spool
-                .accept(&record(&format!("f{n}")), at(received))
-                .await
-                .unwrap()
-            else {
-                panic!("not stored")
-            };
-            seqs.push(seq);
-        }
-        // `a` handled everything, one of them as a dead letter; `b` only the first two.
-        let dead = Outcome {
-            seq: seqs[1],
-            attempts: 1,
-            settlement: Settlement::Dead { error: "no".into() },
-        };
-        spool
-            .settle("a", vec![dead], Some(seqs[3]), at(1_001))
-            .await
-            .unwrap();
-        spool
-            .settle("b", vec![], Some(seqs[1]), at(1_001))
-            .await
-            .unwrap();
-        // Too young: nothing goes.
-        assert_eq!(
-            spool
-                .purge_delivered(unix_ms(at(1_000)), 100)
-                .await
-                .unwrap(),
-            0
-        );
-        // Old enough: only f0 (behind both cursors, no dead letter) goes.
-        assert_eq!(
-            spool
-                .purge_delivered(unix_ms(at(2_000)), 100)
-                .await
-                .unwrap(),
-            1
-        );
-        let left: Vec<String> = spool
-            .records()
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.event["file_id"].to_string())
-            .collect();
-        assert_eq!(left, ["\"f1\"", "\"f2\"", "\"f3\""]);
-        // Purging the dead letter, and `b` catching up, lets f1 and f2 go; f3 is too young.
-        assert_eq!(spool.purge_dead(Some("a".into()), None).await.unwrap(), 1);
-        spool
-            .settle("b", vec![], Some(seqs[3]), at(5_001))
-            .await
-            .unwrap();
-        assert_eq!(
-            spool
-                .purge_delivered(unix_ms(at(2_000)), 100)
-                .await
-                .unwrap(),
-            2
-        );
-        assert_eq!(spool.records().await.unwrap().len(), 1);
-        // Dedup memory is pruned separately.
-        assert_eq!(spool.prune_seen(unix_ms(at(2_000)), 2).await.unwrap(), 2);
-        assert_eq!(spool.prune_seen(unix_ms(at(2_000)), 2).await.unwrap(), 1);
     }
 
     #[tokio::test]

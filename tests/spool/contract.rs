@@ -1,0 +1,527 @@
+//! What every spool backend promises (the contract at the top of
+//! `src/spool/mod.rs`), tested through the public [`Spool`] interface alone,
+//! once on SQLite and once on PostgreSQL.
+
+use std::time::UNIX_EPOCH;
+
+use recordhook::protocol::{Authenticator, EventTypes, TimeWindow, UnverifiedCallback};
+use recordhook::record::Record;
+use recordhook::spool::{
+    Acceptance, Claim, DeadLetter, Outcome, Settlement, SinkCounts, SinkRegistration, Spool,
+    SpoolError, unix_ms,
+};
+
+use crate::contract_test;
+use crate::harness::{Backend, ContractTest};
+use crate::postgres::{TestSpool, at};
+
+pub fn tests() -> Vec<ContractTest> {
+    vec![
+        contract_test!(a_sink_gets_only_its_event_types_in_acceptance_order),
+        contract_test!(a_sink_of_every_type_gets_every_record_and_keeps_them_when_retired),
+        contract_test!(a_new_sink_receives_only_what_arrives_after_it),
+        contract_test!(failures_move_from_retry_to_dead_and_back),
+        contract_test!(due_retries_get_half_of_a_claim_and_the_rest_when_nothing_fresh_waits),
+        contract_test!(a_sink_removed_from_the_configuration_leaves_dead_letters),
+        contract_test!(a_duplicate_within_the_window_is_not_stored_and_one_outside_is),
+        contract_test!(concurrent_copies_of_one_callback_are_stored_once),
+        contract_test!(retention_removes_only_old_records_that_every_sink_has_handled),
+        contract_test!(a_closed_spool_refuses_writes),
+    ]
+}
+
+const WINDOW: TimeWindow = TimeWindow {
+    clock_skew_secs: 0,
+    max_validity_secs: 1,
+    expiry_grace_secs: 0,
+};
+
+/// A record of `event_type` with this file id.
+fn record_of(event_type: i64, file_id: &str) -> Record {
+    let body = format!(r#"{{"event_type":{event_type},"file_id":"{file_id}","stream_id":"s"}}"#);
+    let verified = Authenticator::unsigned(WINDOW)
+        .verify(UnverifiedCallback::parse(body.as_bytes()).unwrap(), 0)
+        .unwrap();
+    Record::from_verified(verified, UNIX_EPOCH).unwrap()
+}
+
+fn record(file_id: &str) -> Record {
+    record_of(100, file_id)
+}
+
+fn sink(name: &str, event_types: EventTypes) -> SinkRegistration {
+    SinkRegistration {
+        name: name.to_owned(),
+        event_types,
+        single_writer: false,
+    }
+}
+
+fn recordings() -> EventTypes {
+    vec![100].into()
+}
+
+async fn accept(spool: &Spool, record: &Record) -> i64 {
+    match spool.accept(record, at(1_000)).await.unwrap() {
+        Acceptance::Stored { seq } => seq,
+        Acceptance::Duplicate => panic!("duplicate"),
+    }
+}
+
+fn seqs(claim: &Claim) -> Vec<i64> {
+    claim.deliveries.iter().map(|d| d.seq).collect()
+}
+
+/// Settles every delivery of `claim` the same way.
+async fn settle_all(spool: &Spool, sink: &str, claim: Claim, settlement: Settlement, now: u64) {
+    let outcomes = claim
+        .deliveries
+        .iter()
+        .map(|d| Outcome {
+            seq: d.seq,
+            attempts: d.attempts + 1,
+            settlement: settlement.clone(),
+        })
+        .collect();
+    let refused = spool
+        .settle(sink, claim.receipt, outcomes, at(now))
+        .await
+        .unwrap();
+    assert_eq!(refused, 0);
+}
+
+async fn state(spool: &Spool, record: &Record, sink: &str, types: &EventTypes) -> Option<String> {
+    spool
+        .delivery_state(&record.id, sink, types)
+        .await
+        .unwrap()
+        .map(|state| state.state)
+}
+
+async fn a_sink_gets_only_its_event_types_in_acceptance_order(backend: Backend) {
+    let test = TestSpool::open(backend).await;
+    let spool = &test.spool;
+    spool
+        .register_sinks(vec![sink("a", recordings())], at(0))
+        .await
+        .unwrap();
+    let first = accept(spool, &record("r1")).await;
+    accept(spool, &record_of(1, "s1")).await;
+    let last = accept(spool, &record("r2")).await;
+    let claim = spool
+        .claim("a", &recordings(), at(1_001), 10)
+        .await
+        .unwrap();
+    assert_eq!(seqs(&claim), [first, last]);
+    assert_eq!(
+        spool.counts("a", &recordings()).await.unwrap(),
+        SinkCounts {
+            pending: 2,
+            dead: 0
+        }
+    );
+    settle_all(spool, "a", claim, Settlement::Delivered, 1_001).await;
+    let after = spool
+        .claim("a", &recordings(), at(1_002), 10)
+        .await
+        .unwrap();
+    assert!(after.deliveries.is_empty());
+    assert_eq!(
+        spool.counts("a", &recordings()).await.unwrap(),
+        SinkCounts::default()
+    );
+    assert_eq!(
+        state(spool, &record("r1"), "a", &recordings())
+            .await
+            .as_deref(),
+        Some("delivered")
+    );
+    assert_eq!(
+        state(spool, &record_of(1, "s1"), "a", &recordings()).await,
+        None
+    );
+}
+
+async fn a_sink_of_every_type_gets_every_record_and_keeps_them_when_retired(backend: Backend) {
+    let test = TestSpool::open(backend).await;
+    let spool = &test.spool;
+    spool
+        .register_sinks(vec![sink("all", EventTypes::All)], at(0))
+        .await
+        .unwrap();
+    let stored = [
+        accept(spool, &record("r1")).await,
+        accept(spool, &record_of(1, "s1")).await,
+        accept(spool, &record_of(9_999, "x1")).await,
+    ];
+    assert_eq!(
+        spool.counts("all", &EventTypes::All).await.unwrap().pending,
+        3
+    );
+    assert_eq!(
+        state(spool, &record_of(9_999, "x1"), "all", &EventTypes::All)
+            .await
+            .as_deref(),
+        Some("pending")
+    );
+    let claim = spool
+        .claim("all", &EventTypes::All, at(1_001), 10)
+        .await
+        .unwrap();
+    assert_eq!(seqs(&claim), stored);
+    settle_all(
+        spool,
+        "all",
+        claim,
+        Settlement::Retry {
+            at_ms: unix_ms(at(2_000)),
+            error: "503".into(),
+        },
+        1_001,
+    )
+    .await;
+    // Retired with every record waiting for a retry: all become dead letters.
+    let retired = spool.register_sinks(Vec::new(), at(1_002)).await.unwrap();
+    assert_eq!(retired, [("all".to_owned(), 3)]);
+    assert_eq!(
+        spool.dead_letters(Some("all".into())).await.unwrap().len(),
+        3
+    );
+}
+
+async fn a_new_sink_receives_only_what_arrives_after_it(backend: Backend) {
+    let test = TestSpool::open(backend).await;
+    let spool = &test.spool;
+    spool
+        .register_sinks(vec![sink("early", recordings())], at(0))
+        .await
+        .unwrap();
+    accept(spool, &record("before")).await;
+    spool
+        .register_sinks(
+            vec![sink("early", recordings()), sink("late", recordings())],
+            at(0),
+        )
+        .await
+        .unwrap();
+    assert!(
+        spool
+            .claim("late", &recordings(), at(1_001), 10)
+            .await
+            .unwrap()
+            .deliveries
+            .is_empty()
+    );
+    let after = accept(spool, &record("after")).await;
+    let claim = spool
+        .claim("late", &recordings(), at(1_001), 10)
+        .await
+        .unwrap();
+    assert_eq!(seqs(&claim), [after]);
+}
+
+async fn failures_move_from_retry_to_dead_and_back(backend: Backend) {
+    let test = TestSpool::open(backend).await;
+    let spool = &test.spool;
+    spool
+        .register_sinks(vec![sink("a", recordings())], at(0))
+        .await
+        .unwrap();
+    let r = record("f");
+    accept(spool, &r).await;
+    let claim = spool
+        .claim("a", &recordings(), at(1_001), 10)
+        .await
+        .unwrap();
+    settle_all(
+        spool,
+        "a",
+        claim,
+        Settlement::Retry {
+            at_ms: unix_ms(at(2_000)),
+            error: "503".into(),
+        },
+        1_001,
+    )
+    .await;
+    assert!(
+        spool
+            .claim("a", &recordings(), at(1_999), 10)
+            .await
+            .unwrap()
+            .deliveries
+            .is_empty()
+    );
+    assert_eq!(
+        spool.next_retry_ms("a").await.unwrap(),
+        Some(unix_ms(at(2_000)))
+    );
+    let due = spool
+        .claim("a", &recordings(), at(2_000), 10)
+        .await
+        .unwrap();
+    assert_eq!(due.deliveries.len(), 1);
+    assert_eq!(due.deliveries[0].attempts, 1);
+    assert_eq!(due.deliveries[0].record.parse().unwrap(), r);
+    settle_all(
+        spool,
+        "a",
+        due,
+        Settlement::Dead {
+            error: "400 Bad Request".into(),
+        },
+        2_001,
+    )
+    .await;
+    assert_eq!(
+        spool.dead_letters(None).await.unwrap(),
+        [DeadLetter {
+            id: r.id.clone(),
+            sink: "a".into(),
+            attempts: 2,
+            last_error: "400 Bad Request".into(),
+            last_attempt_at: "1970-01-01T00:33:21.000Z".into(),
+        }]
+    );
+    assert_eq!(
+        spool.counts("a", &recordings()).await.unwrap(),
+        SinkCounts {
+            pending: 0,
+            dead: 1
+        }
+    );
+    let requeue = |sink: Option<&str>, id: Option<&str>| {
+        spool.requeue_dead(sink.map(str::to_owned), id.map(str::to_owned), at(3_000))
+    };
+    assert_eq!(requeue(Some("b"), None).await.unwrap(), 0);
+    assert_eq!(requeue(None, Some("other")).await.unwrap(), 0);
+    assert_eq!(requeue(Some("a"), Some(&r.id)).await.unwrap(), 1);
+    let again = spool
+        .claim("a", &recordings(), at(3_000), 10)
+        .await
+        .unwrap();
+    assert_eq!(again.deliveries.len(), 1);
+    assert_eq!(again.deliveries[0].attempts, 0);
+    settle_all(spool, "a", again, Settlement::Delivered, 3_001).await;
+    assert_eq!(
+        state(spool, &r, "a", &recordings()).await.as_deref(),
+        Some("delivered")
+    );
+    assert!(spool.dead_letters(None).await.unwrap().is_empty());
+}
+
+async fn due_retries_get_half_of_a_claim_and_the_rest_when_nothing_fresh_waits(backend: Backend) {
+    let test = TestSpool::open(backend).await;
+    let spool = &test.spool;
+    spool
+        .register_sinks(vec![sink("a", recordings())], at(0))
+        .await
+        .unwrap();
+    let retry_now = Settlement::Retry {
+        at_ms: 0,
+        error: "503".into(),
+    };
+    for n in 0..6 {
+        accept(spool, &record(&format!("old{n}"))).await;
+    }
+    let claim = spool.claim("a", &recordings(), at(1_000), 6).await.unwrap();
+    settle_all(spool, "a", claim, retry_now.clone(), 1_000).await;
+    // Nothing fresh waits: retries may fill the claim.
+    let claim = spool.claim("a", &recordings(), at(2_000), 8).await.unwrap();
+    assert_eq!(claim.deliveries.len(), 6);
+    assert!(claim.deliveries.iter().all(|d| d.attempts == 1));
+    settle_all(spool, "a", claim, retry_now, 2_000).await;
+    // Twenty fresh records arrive behind the six due retries: half each.
+    for n in 0..20 {
+        accept(spool, &record(&format!("new{n}"))).await;
+    }
+    let claim = spool.claim("a", &recordings(), at(3_000), 8).await.unwrap();
+    let retried = claim.deliveries.iter().filter(|d| d.attempts > 0).count();
+    assert_eq!((claim.deliveries.len(), retried), (8, 4));
+}
+
+async fn a_sink_removed_from_the_configuration_leaves_dead_letters(backend: Backend) {
+    let test = TestSpool::open(backend).await;
+    let spool = &test.spool;
+    spool
+        .register_sinks(
+            vec![sink("kept", recordings()), sink("gone", recordings())],
+            at(0),
+        )
+        .await
+        .unwrap();
+    accept(spool, &record("f1")).await;
+    accept(spool, &record("f2")).await;
+    accept(spool, &record_of(1, "start")).await;
+    // `gone` had one retry waiting and one record it never tried.
+    let claim = spool
+        .claim("gone", &recordings(), at(1_001), 1)
+        .await
+        .unwrap();
+    settle_all(
+        spool,
+        "gone",
+        claim,
+        Settlement::Retry {
+            at_ms: 0,
+            error: "503".into(),
+        },
+        1_001,
+    )
+    .await;
+    let retired = spool
+        .register_sinks(vec![sink("kept", recordings())], at(1_002))
+        .await
+        .unwrap();
+    assert_eq!(retired, [("gone".to_owned(), 2)]);
+    let dead = spool.dead_letters(Some("gone".into())).await.unwrap();
+    assert_eq!(dead.len(), 2);
+    assert!(
+        dead.iter()
+            .all(|d| d.last_error == "sink `gone` is no longer configured")
+    );
+    assert_eq!(
+        spool.counts("kept", &recordings()).await.unwrap().pending,
+        2
+    );
+}
+
+async fn a_duplicate_within_the_window_is_not_stored_and_one_outside_is(backend: Backend) {
+    let test = TestSpool::open(backend).await;
+    let spool = &test.spool;
+    let r = record("f");
+    let stored = |acceptance| matches!(acceptance, Acceptance::Stored { .. });
+    assert!(stored(spool.accept(&r, at(1_000)).await.unwrap()));
+    assert_eq!(
+        spool.accept(&r, at(1_060)).await.unwrap(),
+        Acceptance::Duplicate
+    );
+    assert!(stored(spool.accept(&r, at(1_061)).await.unwrap()));
+    // The window restarts from the latest acceptance.
+    assert_eq!(
+        spool.accept(&r, at(1_100)).await.unwrap(),
+        Acceptance::Duplicate
+    );
+    assert_eq!(spool.records().await.unwrap().len(), 2);
+}
+
+async fn concurrent_copies_of_one_callback_are_stored_once(backend: Backend) {
+    let test = TestSpool::open(backend).await;
+    let mut tasks = Vec::new();
+    for n in 0..200 {
+        let spool = test.spool.clone();
+        // Every file id is sent twice at once, so copies share a batch or race.
+        let record = record(&format!("f{}", n / 2));
+        tasks.push(tokio::spawn(async move {
+            spool.accept(&record, at(1_000)).await.unwrap()
+        }));
+    }
+    let mut stored = 0;
+    for task in tasks {
+        if matches!(task.await.unwrap(), Acceptance::Stored { .. }) {
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, 100);
+    assert_eq!(test.spool.records().await.unwrap().len(), 100);
+}
+
+async fn retention_removes_only_old_records_that_every_sink_has_handled(backend: Backend) {
+    let test = TestSpool::open(backend).await;
+    let spool = &test.spool;
+    spool
+        .register_sinks(
+            vec![sink("a", recordings()), sink("b", recordings())],
+            at(0),
+        )
+        .await
+        .unwrap();
+    for (n, received) in [1_000, 1_000, 1_000, 5_000].into_iter().enumerate() {
+        let acceptance = spool
+            .accept(&record(&format!("f{n}")), at(received))
+            .await
+            .unwrap();
+        assert!(matches!(acceptance, Acceptance::Stored { .. }));
+    }
+    // `a` handles everything, f1 as a dead letter; `b` only the first two.
+    let mut claim = spool
+        .claim("a", &recordings(), at(5_001), 10)
+        .await
+        .unwrap();
+    let f1 = claim.deliveries.remove(1);
+    let mut outcomes: Vec<Outcome> = claim
+        .deliveries
+        .iter()
+        .map(|d| Outcome {
+            seq: d.seq,
+            attempts: 1,
+            settlement: Settlement::Delivered,
+        })
+        .collect();
+    outcomes.push(Outcome {
+        seq: f1.seq,
+        attempts: 1,
+        settlement: Settlement::Dead { error: "no".into() },
+    });
+    assert_eq!(
+        spool
+            .settle("a", claim.receipt, outcomes, at(5_001))
+            .await
+            .unwrap(),
+        0
+    );
+    let claim = spool.claim("b", &recordings(), at(5_001), 2).await.unwrap();
+    settle_all(spool, "b", claim, Settlement::Delivered, 5_001).await;
+    // Too young: nothing goes.
+    assert_eq!(
+        spool
+            .purge_delivered(unix_ms(at(1_000)), 100)
+            .await
+            .unwrap(),
+        0
+    );
+    // Old enough: only f0 (handled by both, no dead letter) goes.
+    assert_eq!(
+        spool
+            .purge_delivered(unix_ms(at(2_000)), 100)
+            .await
+            .unwrap(),
+        1
+    );
+    let left: Vec<String> = spool
+        .records()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.event["file_id"].to_string())
+        .collect();
+    assert_eq!(left, ["\"f1\"", "\"f2\"", "\"f3\""]);
+    // Purging the dead letter, and `b` catching up, lets f1 and f2 go; f3 is too young.
+    assert_eq!(spool.purge_dead(Some("a".into()), None).await.unwrap(), 1);
+    let claim = spool
+        .claim("b", &recordings(), at(5_002), 10)
+        .await
+        .unwrap();
+    settle_all(spool, "b", claim, Settlement::Delivered, 5_002).await;
+    assert_eq!(
+        spool
+            .purge_delivered(unix_ms(at(2_000)), 100)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(spool.records().await.unwrap().len(), 1);
+    // Dedup memory is pruned separately, in bounded batches.
+    assert_eq!(spool.prune_seen(unix_ms(at(2_000)), 2).await.unwrap(), 2);
+    assert_eq!(spool.prune_seen(unix_ms(at(2_000)), 2).await.unwrap(), 1);
+}
+
+async fn a_closed_spool_refuses_writes(backend: Backend) {
+    let test = TestSpool::open(backend).await;
+    test.spool.accept(&record("f"), at(1)).await.unwrap();
+    test.spool.close().await;
+    assert!(matches!(
+        test.spool.accept(&record("g"), at(1)).await,
+        Err(SpoolError::Closed)
+    ));
+}

@@ -1,0 +1,150 @@
+//! A database of its own for each test, on the machine's PostgreSQL, dropped
+//! when the test ends (passing or failing); and spools opened on either
+//! backend.
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use recordhook::secret_url::SecretUrl;
+use recordhook::spool::{PostgresOptions, Spool, SpoolOptions};
+use tempfile::TempDir;
+
+use crate::harness::Backend;
+
+/// Where the machine's PostgreSQL listens.
+pub const ADDRESS: &str = "127.0.0.1:5432";
+
+/// Whether PostgreSQL accepts TCP connections.
+pub fn reachable() -> bool {
+    let address: SocketAddr = ADDRESS.parse().unwrap();
+    TcpStream::connect_timeout(&address, Duration::from_secs(2)).is_ok()
+}
+
+/// A fresh database, dropped (with its connections) on drop.
+pub struct Database {
+    pub name: String,
+}
+
+impl Database {
+    /// Creates `recordhook_test_<unique>`.
+    pub async fn create() -> Self {
+        let name = format!(
+            "recordhook_test_{}_{:08x}",
+            std::process::id(),
+            fastrand::u32(..)
+        );
+        admin(&format!("CREATE DATABASE {name}")).await;
+        Self { name }
+    }
+
+    /// Its URL, through `address` (e.g. a proxy) instead of [`ADDRESS`].
+    pub fn url_via(&self, address: &str) -> String {
+        format!("postgres://postgres@{address}/{}", self.name)
+    }
+
+    pub fn url(&self) -> String {
+        self.url_via(ADDRESS)
+    }
+
+    /// A plain client on it, for looking inside.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        connect(&self.url()).await
+    }
+
+    /// Spool options for it, with `lease`.
+    pub fn options(&self, dedup_window: Duration, lease: Duration) -> SpoolOptions {
+        options_for(&self.url(), dedup_window, lease)
+    }
+}
+
+/// Spool options for the database at `url`.
+pub fn options_for(url: &str, dedup_window: Duration, lease: Duration) -> SpoolOptions {
+    SpoolOptions {
+        path: "unused".into(),
+        postgres: Some(PostgresOptions {
+            url: SecretUrl::parse(url).unwrap(),
+            max_connections: 8,
+            lease,
+        }),
+        dedup_window,
+        max_bytes: 0,
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        // Drop runs inside the test's runtime: do the async work on a thread of its own.
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(admin(&statement));
+        })
+        .join();
+        if dropped.is_err() {
+            eprintln!("could not drop test database {}", self.name);
+        }
+    }
+}
+
+/// Connects to `url`, driving the connection in the background.
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|err| panic!("cannot connect to {url}: {err}"));
+    tokio::spawn(connection);
+    client
+}
+
+/// Runs `statement` on the `postgres` database.
+async fn admin(statement: &str) {
+    let client = connect(&format!("postgres://postgres@{ADDRESS}/postgres")).await;
+    client.batch_execute(statement).await.unwrap();
+}
+
+/// A spool for a test on `backend`, with what keeps it alive.
+pub struct TestSpool {
+    pub spool: Spool,
+    /// Dropped (with the database) when the test ends.
+    pub _database: Option<Database>,
+    _dir: TempDir,
+}
+
+/// Dedup window of test spools: 60 s.
+pub const WINDOW: Duration = Duration::from_secs(60);
+
+impl TestSpool {
+    pub async fn open(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (options, database) = match backend {
+            Backend::Sqlite => (
+                SpoolOptions {
+                    path: dir.path().join("nested/spool.db"),
+                    postgres: None,
+                    dedup_window: WINDOW,
+                    max_bytes: 0,
+                },
+                None,
+            ),
+            Backend::Postgres => {
+                let database = Database::create().await;
+                (
+                    database.options(WINDOW, Duration::from_secs(30)),
+                    Some(database),
+                )
+            }
+        };
+        Self {
+            spool: Spool::open(&options).await.unwrap(),
+            _database: database,
+            _dir: dir,
+        }
+    }
+}
+
+/// `secs` after the Unix epoch: the injected "now" of behaviour tests.
+pub fn at(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}

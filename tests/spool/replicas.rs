@@ -1,0 +1,468 @@
+//! What only a spool shared by several replicas does: claims that never
+//! overlap, leases that pass on when a replica stalls, late outcomes that
+//! are refused, a single-writer sink held by one replica, no record skipped
+//! when it commits late, migrations that run once, and an outage that turns
+//! into errors, never acceptances.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use recordhook::protocol::EventTypes;
+use recordhook::spool::{Acceptance, Outcome, Settlement, SinkRegistration, Spool};
+
+use crate::harness::Test;
+use crate::helpers::eventually;
+use crate::postgres::{Database, WINDOW, at, options_for};
+use crate::proxy::Proxy;
+use crate::test;
+
+pub fn tests() -> Vec<Test> {
+    vec![
+        test!(two_replicas_claiming_at_once_never_get_the_same_delivery),
+        test!(
+            a_claim_whose_lease_ran_out_passes_to_another_replica_and_its_late_outcomes_are_refused
+        ),
+        test!(a_claim_held_while_its_sink_works_is_not_taken_over),
+        test!(a_single_writer_sink_is_driven_by_one_replica_and_fenced_when_its_lease_moves),
+        test!(the_same_callback_sent_to_two_replicas_at_once_is_stored_once),
+        test!(a_record_that_commits_late_is_still_delivered),
+        test!(replicas_started_together_migrate_once),
+        test!(a_newer_schema_runs_only_when_it_says_it_is_compatible),
+        test!(an_unreachable_database_fails_acceptance_and_recovers_by_itself),
+    ]
+}
+
+const SHORT_LEASE: Duration = Duration::from_secs(1);
+
+fn record(file_id: &str) -> recordhook::record::Record {
+    let body = format!(r#"{{"event_type":100,"file_id":"{file_id}","stream_id":"s"}}"#);
+    let verified =
+        recordhook::protocol::Authenticator::unsigned(recordhook::protocol::TimeWindow {
+            clock_skew_secs: 0,
+            max_validity_secs: 1,
+            expiry_grace_secs: 0,
+        })
+        .verify(
+            recordhook::protocol::UnverifiedCallback::parse(body.as_bytes()).unwrap(),
+            0,
+        )
+        .unwrap();
+    recordhook::record::Record::from_verified(verified, std::time::UNIX_EPOCH).unwrap()
+}
+
+fn sinks(single_writer: bool) -> Vec<SinkRegistration> {
+    vec![SinkRegistration {
+        name: "a".into(),
+        event_types: EventTypes::All,
+        single_writer,
+    }]
+}
+
+/// `count` replicas (spool handles) on `database`, each with `lease`.
+async fn replicas(
+    database: &Database,
+    count: usize,
+    lease: Duration,
+    single_writer: bool,
+) -> Vec<Spool> {
+    let mut spools = Vec::new();
+    for _ in 0..count {
+        let spool = Spool::open(&database.options(WINDOW, lease)).await.unwrap();
+        spool
+            .register_sinks(sinks(single_writer), at(0))
+            .await
+            .unwrap();
+        spools.push(spool);
+    }
+    spools
+}
+
+fn delivered(claim: &recordhook::spool::Claim) -> Vec<Outcome> {
+    claim
+        .deliveries
+        .iter()
+        .map(|d| Outcome {
+            seq: d.seq,
+            attempts: 1,
+            settlement: Settlement::Delivered,
+        })
+        .collect()
+}
+
+/// The first claim of sink `a` by `spool` that holds anything, trying
+/// every 100 ms for up to `within`.
+async fn first_claim(spool: &Spool, within: Duration) -> recordhook::spool::Claim {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let claim = spool
+            .claim("a", &EventTypes::All, at(1_001), 10)
+            .await
+            .unwrap();
+        if !claim.deliveries.is_empty() {
+            return claim;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no claim within {within:?}: the lease never passed on"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn count(database: &Database, sql: &str) -> i64 {
+    database
+        .client()
+        .await
+        .query_one(sql, &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn two_replicas_claiming_at_once_never_get_the_same_delivery() {
+    let database = Database::create().await;
+    let spools = replicas(&database, 2, Duration::from_secs(30), false).await;
+    for n in 0..300 {
+        spools[n % 2]
+            .accept(&record(&format!("f{n}")), at(1_000))
+            .await
+            .unwrap();
+    }
+    let mut seen = HashSet::new();
+    let mut rounds = 0;
+    while seen.len() < 300 {
+        rounds += 1;
+        assert!(
+            rounds < 100,
+            "claims stopped making progress at {}",
+            seen.len()
+        );
+        let (first, second) = tokio::join!(
+            spools[0].claim("a", &EventTypes::All, at(1_001), 40),
+            spools[1].claim("a", &EventTypes::All, at(1_001), 40),
+        );
+        for claim in [first.unwrap(), second.unwrap()] {
+            for delivery in &claim.deliveries {
+                assert!(
+                    seen.insert(delivery.seq),
+                    "seq {} claimed twice",
+                    delivery.seq
+                );
+            }
+            let outcomes = delivered(&claim);
+            assert_eq!(
+                spools[0]
+                    .settle("a", claim.receipt, outcomes, at(1_001))
+                    .await
+                    .unwrap(),
+                0
+            );
+        }
+    }
+    assert_eq!(
+        count(
+            &database,
+            "SELECT COUNT(*) FROM deliveries WHERE state <> 'delivered'"
+        )
+        .await,
+        0
+    );
+}
+
+async fn a_claim_whose_lease_ran_out_passes_to_another_replica_and_its_late_outcomes_are_refused() {
+    let database = Database::create().await;
+    let spools = replicas(&database, 2, SHORT_LEASE, false).await;
+    for n in 0..5 {
+        spools[0]
+            .accept(&record(&format!("f{n}")), at(1_000))
+            .await
+            .unwrap();
+    }
+    // Replica 0 claims and then stalls (it never renews).
+    let stalled = spools[0]
+        .claim("a", &EventTypes::All, at(1_001), 10)
+        .await
+        .unwrap();
+    assert_eq!(stalled.deliveries.len(), 5);
+    // Replica 1 gets them once the lease has run out.
+    let taken = first_claim(&spools[1], Duration::from_secs(10)).await;
+    assert_eq!(taken.deliveries.len(), 5);
+    // The stalled replica comes back: every one of its outcomes is refused.
+    let late = delivered(&stalled);
+    assert_eq!(
+        spools[0]
+            .settle("a", stalled.receipt, late, at(1_002))
+            .await
+            .unwrap(),
+        5
+    );
+    let dead: Vec<Outcome> = taken
+        .deliveries
+        .iter()
+        .map(|d| Outcome {
+            seq: d.seq,
+            attempts: 1,
+            settlement: Settlement::Dead {
+                error: "kept".into(),
+            },
+        })
+        .collect();
+    assert_eq!(
+        spools[1]
+            .settle("a", taken.receipt, dead, at(1_002))
+            .await
+            .unwrap(),
+        0
+    );
+    // What stands is the new holder's outcome, not the late one.
+    assert_eq!(spools[0].dead_letters(None).await.unwrap().len(), 5);
+}
+
+async fn a_claim_held_while_its_sink_works_is_not_taken_over() {
+    let database = Database::create().await;
+    let spools = replicas(&database, 2, SHORT_LEASE, false).await;
+    spools[0].accept(&record("f"), at(1_000)).await.unwrap();
+    let claim = spools[0]
+        .claim("a", &EventTypes::All, at(1_001), 10)
+        .await
+        .unwrap();
+    assert_eq!(claim.deliveries.len(), 1);
+    // The sink works for three leases; the other replica keeps trying to claim meanwhile.
+    let other = spools[1].clone();
+    let work = async {
+        let mut stolen = 0;
+        let until = tokio::time::Instant::now() + 3 * SHORT_LEASE;
+        while tokio::time::Instant::now() < until {
+            stolen += other
+                .claim("a", &EventTypes::All, at(1_001), 10)
+                .await
+                .unwrap()
+                .deliveries
+                .len();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        stolen
+    };
+    let stolen = spools[0].hold_while("a", &claim.receipt, work).await;
+    assert_eq!(
+        stolen, 0,
+        "another replica took a claim that was being renewed"
+    );
+    let outcomes = delivered(&claim);
+    assert_eq!(
+        spools[0]
+            .settle("a", claim.receipt, outcomes, at(1_002))
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+async fn a_single_writer_sink_is_driven_by_one_replica_and_fenced_when_its_lease_moves() {
+    let database = Database::create().await;
+    let spools = replicas(&database, 2, SHORT_LEASE, true).await;
+    for n in 0..4 {
+        spools[1]
+            .accept(&record(&format!("f{n}")), at(1_000))
+            .await
+            .unwrap();
+    }
+    let held = spools[0]
+        .claim("a", &EventTypes::All, at(1_001), 2)
+        .await
+        .unwrap();
+    assert_eq!(held.deliveries.len(), 2);
+    // While replica 0 holds the sink, replica 1 gets nothing of it, not even
+    // the records replica 0 did not claim.
+    assert!(
+        spools[1]
+            .claim("a", &EventTypes::All, at(1_001), 10)
+            .await
+            .unwrap()
+            .deliveries
+            .is_empty()
+    );
+    let fence: i64 = database
+        .client()
+        .await
+        .query_one("SELECT fence FROM sinks WHERE sink = 'a'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // Replica 0 stalls; once its lease runs out, replica 1 takes the sink over.
+    let taken = first_claim(&spools[1], Duration::from_secs(10)).await;
+    assert_eq!(taken.deliveries.len(), 4);
+    let moved: i64 = database
+        .client()
+        .await
+        .query_one("SELECT fence FROM sinks WHERE sink = 'a'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(moved, fence + 1);
+    let late = delivered(&held);
+    assert_eq!(
+        spools[0]
+            .settle("a", held.receipt, late, at(1_002))
+            .await
+            .unwrap(),
+        2
+    );
+}
+
+async fn the_same_callback_sent_to_two_replicas_at_once_is_stored_once() {
+    let database = Database::create().await;
+    let spools = replicas(&database, 2, Duration::from_secs(30), false).await;
+    let mut tasks = Vec::new();
+    for n in 0..200 {
+        for spool in &spools {
+            let (spool, record) = (spool.clone(), record(&format!("f{n}")));
+            tasks.push(tokio::spawn(async move {
+                spool.accept(&record, at(1_000)).await.unwrap()
+            }));
+        }
+    }
+    let mut stored = 0;
+    for task in tasks {
+        if matches!(task.await.unwrap(), Acceptance::Stored { .. }) {
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, 200);
+    assert_eq!(count(&database, "SELECT COUNT(*) FROM records").await, 200);
+    assert_eq!(
+        count(&database, "SELECT COUNT(DISTINCT event_id) FROM records").await,
+        200
+    );
+}
+
+async fn a_record_that_commits_late_is_still_delivered() {
+    let database = Database::create().await;
+    let spools = replicas(&database, 1, Duration::from_secs(30), false).await;
+    let spool = &spools[0];
+    // A writer takes a seq and holds its transaction open…
+    let mut late_writer = database.client().await;
+    let tx = late_writer.transaction().await.unwrap();
+    let late_seq: i64 = tx
+        .query_one(
+            "INSERT INTO records (event_id, event_type, received_at_ms, body)
+             VALUES ('late', 100, 0, $1) RETURNING seq",
+            &[&serde_json::to_string(&record("late")).unwrap()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    tx.execute(
+        "INSERT INTO deliveries (seq, sink) VALUES ($1, 'a')",
+        &[&late_seq],
+    )
+    .await
+    .unwrap();
+    // …while a record with a higher seq commits and is delivered.
+    let Acceptance::Stored { seq } = spool.accept(&record("early"), at(1_000)).await.unwrap()
+    else {
+        panic!("not stored");
+    };
+    assert!(seq > late_seq);
+    let claim = spool
+        .claim("a", &EventTypes::All, at(1_001), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        claim.deliveries.iter().map(|d| d.seq).collect::<Vec<_>>(),
+        [seq]
+    );
+    let outcomes = delivered(&claim);
+    spool
+        .settle("a", claim.receipt, outcomes, at(1_001))
+        .await
+        .unwrap();
+    // The late one commits: it is offered, not skipped.
+    tx.commit().await.unwrap();
+    let claim = spool
+        .claim("a", &EventTypes::All, at(1_002), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        claim.deliveries.iter().map(|d| d.seq).collect::<Vec<_>>(),
+        [late_seq]
+    );
+}
+
+async fn replicas_started_together_migrate_once() {
+    let database = Database::create().await;
+    let options = database.options(WINDOW, Duration::from_secs(30));
+    let opened = futures_util::future::join_all((0..4).map(|_| Spool::open(&options))).await;
+    for spool in opened {
+        spool.unwrap();
+    }
+    let rows = database
+        .client()
+        .await
+        .query("SELECT version FROM recordhook_schema", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, i32>(0), 1);
+}
+
+async fn a_newer_schema_runs_only_when_it_says_it_is_compatible() {
+    let database = Database::create().await;
+    let options = database.options(WINDOW, Duration::from_secs(30));
+    Spool::open(&options).await.unwrap().close().await;
+    let client = database.client().await;
+    // A newer recordhook migrated, and says code of version 1 still runs on it.
+    client
+        .execute(
+            "UPDATE recordhook_schema SET version = 2, compatible_from = 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    Spool::open(&options).await.unwrap().close().await;
+    Spool::open_for_admin(&options).await.unwrap().close().await;
+    // One that breaks version 1: refused, by the server and the admin commands.
+    client
+        .execute("UPDATE recordhook_schema SET compatible_from = 2", &[])
+        .await
+        .unwrap();
+    let refused = Spool::open(&options).await.err().unwrap().to_string();
+    assert!(refused.contains("upgrade"), "{refused}");
+    assert!(Spool::open_for_admin(&options).await.is_err());
+}
+
+async fn an_unreachable_database_fails_acceptance_and_recovers_by_itself() {
+    let database = Database::create().await;
+    let proxy = Proxy::start(crate::postgres::ADDRESS.parse().unwrap()).await;
+    let url = database.url_via(&proxy.address().to_string());
+    let spool = Spool::open(&options_for(&url, WINDOW, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    spool.register_sinks(sinks(false), at(0)).await.unwrap();
+    assert!(matches!(
+        spool.accept(&record("before"), at(1_000)).await.unwrap(),
+        Acceptance::Stored { .. }
+    ));
+    proxy.cut().await;
+    for n in 0..20 {
+        let accepted = spool.accept(&record(&format!("down{n}")), at(1_000)).await;
+        assert!(
+            accepted.is_err(),
+            "accepted while the database was unreachable: {accepted:?}"
+        );
+    }
+    assert!(spool.check_writable().await.is_err());
+    proxy.restore();
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            spool.check_writable().await.is_ok()
+        })
+        .await,
+        "the spool did not recover"
+    );
+    assert!(matches!(
+        spool.accept(&record("after"), at(1_000)).await.unwrap(),
+        Acceptance::Stored { .. }
+    ));
+    assert_eq!(count(&database, "SELECT COUNT(*) FROM records").await, 2);
+}
