@@ -38,6 +38,8 @@ struct Script {
     default: u16,
     /// Answer nothing, ever.
     hang: bool,
+    /// Wait this long before answering (a slow target keeps deliveries in flight).
+    delay: std::time::Duration,
     received: Vec<Received>,
 }
 
@@ -77,6 +79,11 @@ impl Target {
         self.script.lock().unwrap().default = status;
     }
 
+    #[allow(dead_code)] // used by tests/spool
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.script.lock().unwrap().delay = delay;
+    }
+
     pub fn hang(&self, hang: bool) {
         self.script.lock().unwrap().hang = hang;
     }
@@ -99,7 +106,7 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
-    let (status, hang) = {
+    let (status, hang, delay) = {
         let mut script = script.lock().unwrap();
         script.received.push(Received {
             headers,
@@ -107,8 +114,11 @@ async fn receive(
             at: std::time::Instant::now(),
         });
         let status = script.queued.pop_front().unwrap_or(script.default);
-        (status, script.hang)
+        (status, script.hang, script.delay)
     };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     if hang {
         std::future::pending::<()>().await;
     }
