@@ -1,7 +1,8 @@
 //! The spool's behaviour, over both backends: one suite of behaviour tests
 //! that runs on SQLite and on PostgreSQL (`contract`), tests of what only a
 //! shared PostgreSQL spool does (`replicas`: claims, leases, fencing,
-//! migrations, outages), and process-level tests with several recordhook
+//! migrations, outages), the command line on PostgreSQL (`commands`), and
+//! process-level tests with several recordhook
 //! replicas on one database (`processes`).
 //!
 //! A custom harness (libtest-mimic), so that whether PostgreSQL can be
@@ -16,6 +17,7 @@
 #[allow(dead_code)]
 #[path = "../api/binary.rs"]
 mod binary;
+mod commands;
 mod contract;
 mod harness;
 #[allow(dead_code)]
@@ -35,6 +37,7 @@ fn main() -> std::process::ExitCode {
     let args = libtest_mimic::Arguments::from_args();
     let mut trials = harness::on_both_backends(contract::tests());
     trials.extend(harness::on_postgres("replicas", replicas::tests()));
+    trials.extend(harness::on_postgres("commands", commands::tests()));
     trials.extend(harness::on_postgres("processes", processes::tests()));
     libtest_mimic::run(&args, trials).exit_code()
 }
