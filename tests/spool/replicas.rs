@@ -29,6 +29,7 @@ pub fn tests() -> Vec<Test> {
         test!(replicas_started_together_migrate_once),
         test!(a_newer_schema_runs_only_when_it_says_it_is_compatible),
         test!(an_unreachable_database_fails_acceptance_and_recovers_by_itself),
+        test!(maintenance_runs_on_one_replica_at_a_time),
     ]
 }
 
@@ -465,4 +466,33 @@ async fn an_unreachable_database_fails_acceptance_and_recovers_by_itself() {
         Acceptance::Stored { .. }
     ));
     assert_eq!(count(&database, "SELECT COUNT(*) FROM records").await, 2);
+}
+
+async fn maintenance_runs_on_one_replica_at_a_time() {
+    let database = Database::create().await;
+    let spools = replicas(&database, 1, Duration::from_secs(30), false).await;
+    for n in 0..3 {
+        spools[0]
+            .accept(&record(&format!("f{n}")), at(1_000))
+            .await
+            .unwrap();
+    }
+    let before = recordhook::spool::unix_ms(at(2_000));
+    // Another replica is maintaining: it holds the maintenance lock.
+    let mut other = database.client().await;
+    let tx = other.transaction().await.unwrap();
+    let locked: bool = tx
+        .query_one(
+            "SELECT pg_try_advisory_xact_lock(x'72686f6f6b6d6e74'::bigint)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(locked);
+    assert_eq!(spools[0].prune_seen(before, 10).await.unwrap(), 0);
+    tx.rollback().await.unwrap();
+    // Its turn now, in bounded batches.
+    assert_eq!(spools[0].prune_seen(before, 2).await.unwrap(), 2);
+    assert_eq!(spools[0].prune_seen(before, 2).await.unwrap(), 1);
 }
