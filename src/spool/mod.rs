@@ -46,6 +46,7 @@
 //! it (delivered, or dead-lettered and that dead letter purged) and it is
 //! older than the retention period. Dead letters stay until purged.
 
+pub mod browse;
 mod postgres;
 mod sqlite;
 
@@ -431,6 +432,20 @@ impl Spool {
             Backend::Sqlite(spool) => spool.counts(sink, event_types).await,
             Backend::Postgres(spool) => spool.counts(sink).await,
         }
+    }
+
+    /// A page of records matching `query`, newest first, each with where it
+    /// stands with every sink (for the admin API).
+    pub async fn events(
+        &self,
+        query: browse::EventQuery,
+    ) -> Result<Vec<browse::EventSummary>, SpoolError> {
+        with_backend!(self, spool => spool.events(query).await)
+    }
+
+    /// The latest record with event id `id`, whole, with its deliveries.
+    pub async fn event(&self, id: &str) -> Result<Option<browse::EventDetail>, SpoolError> {
+        with_backend!(self, spool => spool.event(id).await)
     }
 
     /// Every stored record, oldest first (for tests and small spools).

@@ -6,6 +6,7 @@ use std::time::UNIX_EPOCH;
 
 use recordhook::protocol::{Authenticator, EventTypes, TimeWindow, UnverifiedCallback};
 use recordhook::record::Record;
+use recordhook::spool::browse::{DeliveryStatus, EventQuery};
 use recordhook::spool::{
     Acceptance, Claim, DeadLetter, Outcome, Settlement, SinkCounts, SinkRegistration, Spool,
     SpoolError, unix_ms,
@@ -27,6 +28,7 @@ pub fn tests() -> Vec<ContractTest> {
         contract_test!(concurrent_copies_of_one_callback_are_stored_once),
         contract_test!(retention_removes_only_old_records_that_every_sink_has_handled),
         contract_test!(a_closed_spool_refuses_writes),
+        contract_test!(pages_of_events_come_newest_first_filtered_with_each_sinks_status),
     ]
 }
 
@@ -524,4 +526,140 @@ async fn a_closed_spool_refuses_writes(backend: Backend) {
         test.spool.accept(&record("g"), at(1)).await,
         Err(SpoolError::Closed)
     ));
+}
+
+async fn pages_of_events_come_newest_first_filtered_with_each_sinks_status(backend: Backend) {
+    let test = TestSpool::open(backend).await;
+    let spool = &test.spool;
+    spool
+        .register_sinks(
+            vec![sink("a", recordings()), sink("b", EventTypes::All)],
+            at(0),
+        )
+        .await
+        .unwrap();
+    let mut seqs = Vec::new();
+    for n in 0..4 {
+        seqs.push(accept(spool, &record(&format!("f{n}"))).await);
+    }
+    let other_type = accept(spool, &record_of(1, "s1")).await;
+    // `a`: f0 delivered, f1 dead, f2 waiting for a retry, f3 not tried. `b`: all delivered.
+    let claim = spool.claim("a", &recordings(), at(1_001), 3).await.unwrap();
+    let outcomes = claim
+        .deliveries
+        .iter()
+        .zip([
+            Settlement::Delivered,
+            Settlement::Dead {
+                error: "400".into(),
+            },
+            Settlement::Retry {
+                at_ms: unix_ms(at(5_000)),
+                error: "503".into(),
+            },
+        ])
+        .map(|(d, settlement)| Outcome {
+            seq: d.seq,
+            attempts: 1,
+            settlement,
+        })
+        .collect();
+    spool
+        .settle("a", claim.receipt, outcomes, at(1_001))
+        .await
+        .unwrap();
+    let claim = spool
+        .claim("b", &EventTypes::All, at(1_001), 10)
+        .await
+        .unwrap();
+    settle_all(spool, "b", claim, Settlement::Delivered, 1_001).await;
+    let page = |query: EventQuery| async move {
+        spool
+            .events(EventQuery { limit: 10, ..query })
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect::<Vec<_>>()
+    };
+    // Newest first, two at a time, the cursor taking up where a page ended.
+    let first = spool
+        .events(EventQuery {
+            limit: 2,
+            ..EventQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        first.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [other_type, seqs[3]]
+    );
+    let next = page(EventQuery {
+        before_seq: Some(seqs[3]),
+        ..EventQuery::default()
+    })
+    .await;
+    assert_eq!(next, [seqs[2], seqs[1], seqs[0]]);
+    let status = |status| EventQuery {
+        status: Some(status),
+        ..EventQuery::default()
+    };
+    assert_eq!(page(status(DeliveryStatus::Dead)).await, [seqs[1]]);
+    assert_eq!(
+        page(status(DeliveryStatus::Pending)).await,
+        [seqs[3], seqs[2]]
+    );
+    assert_eq!(
+        page(status(DeliveryStatus::Delivered)).await,
+        [other_type, seqs[0]]
+    );
+    let file = page(EventQuery {
+        file_id: Some("f2".into()),
+        ..EventQuery::default()
+    })
+    .await;
+    assert_eq!(file, [seqs[2]]);
+    let of_type = page(EventQuery {
+        event_type: Some(1),
+        stream_id: Some("s".into()),
+        ..EventQuery::default()
+    })
+    .await;
+    assert_eq!(of_type, [other_type]);
+    let elsewhere = page(EventQuery {
+        stream_id: Some("other".into()),
+        ..EventQuery::default()
+    })
+    .await;
+    assert!(elsewhere.is_empty());
+    let received = |since: u64, until: u64| EventQuery {
+        since_ms: Some(unix_ms(at(since))),
+        until_ms: Some(unix_ms(at(until))),
+        ..EventQuery::default()
+    };
+    assert_eq!(page(received(1_000, 1_001)).await.len(), 5);
+    assert!(page(received(1_001, 2_000)).await.is_empty());
+    // One record whole: its body and each sink's state.
+    let r1 = record("f1");
+    let detail = spool.event(&r1.id).await.unwrap().unwrap();
+    assert_eq!(detail.summary.seq, seqs[1]);
+    assert_eq!(detail.summary.file_id.as_deref(), Some("f1"));
+    assert_eq!(detail.summary.stream_id.as_deref(), Some("s"));
+    assert!(detail.body.contains("\"f1\""));
+    let a = detail.summary.sinks.iter().find(|s| s.sink == "a").unwrap();
+    assert_eq!(
+        (a.status, a.attempts, a.last_error.as_deref()),
+        (DeliveryStatus::Dead, 1, Some("400"))
+    );
+    let waiting = spool.event(&record("f2").id).await.unwrap().unwrap();
+    let a = waiting
+        .summary
+        .sinks
+        .iter()
+        .find(|s| s.sink == "a")
+        .unwrap();
+    assert_eq!(a.next_attempt_ms, Some(unix_ms(at(5_000))));
+    let b = detail.summary.sinks.iter().find(|s| s.sink == "b").unwrap();
+    assert_eq!(b.status, DeliveryStatus::Delivered);
+    assert!(spool.event("unknown").await.unwrap().is_none());
 }

@@ -23,8 +23,10 @@ pub(super) const MAX_BATCH: usize = 512;
 /// then counts as a duplicate.
 const STORE: &str = "
 WITH input AS (
-    SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[])
-        WITH ORDINALITY AS i (event_id, event_type, received_at_ms, body, position)
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $6::text[],
+                         $7::text[])
+        WITH ORDINALITY AS i (event_id, event_type, received_at_ms, body, stream_id, file_id,
+                              position)
 ), fresh AS (
     INSERT INTO accepted_ids AS a (event_id, accepted_at_ms)
     SELECT event_id, received_at_ms FROM input
@@ -32,8 +34,8 @@ WITH input AS (
         WHERE a.accepted_at_ms < excluded.accepted_at_ms - $5
     RETURNING a.event_id
 ), stored AS (
-    INSERT INTO records (event_id, event_type, received_at_ms, body)
-    SELECT i.event_id, i.event_type, i.received_at_ms, i.body
+    INSERT INTO records (event_id, event_type, received_at_ms, body, stream_id, file_id)
+    SELECT i.event_id, i.event_type, i.received_at_ms, i.body, i.stream_id, i.file_id
     FROM input i JOIN fresh f ON f.event_id = i.event_id
     ORDER BY i.position
     RETURNING seq, event_id, event_type
@@ -54,6 +56,10 @@ pub(super) struct Job {
     pub at_ms: i64,
     /// The record as sinks receive it.
     pub body: String,
+    /// Its stream, when known (for the admin API's filters).
+    pub stream_id: Option<String>,
+    /// Its VOD file id, when known.
+    pub file_id: Option<String>,
     /// Where the outcome goes.
     pub reply: oneshot::Sender<Result<Acceptance, SpoolError>>,
 }
@@ -86,7 +92,17 @@ async fn commit(pool: &Pool, batch: Vec<Job>, window_ms: i64) {
     let types: Vec<i64> = unique.iter().map(|job| job.event_type).collect();
     let times: Vec<i64> = unique.iter().map(|job| job.at_ms).collect();
     let bodies: Vec<&str> = unique.iter().map(|job| job.body.as_str()).collect();
-    let result = store(pool, &ids, &types, &times, &bodies, window_ms).await;
+    let streams: Vec<Option<&str>> = unique.iter().map(|job| job.stream_id.as_deref()).collect();
+    let files: Vec<Option<&str>> = unique.iter().map(|job| job.file_id.as_deref()).collect();
+    let columns = Columns {
+        ids: &ids,
+        types: &types,
+        times: &times,
+        bodies: &bodies,
+        streams: &streams,
+        files: &files,
+    };
+    let result = store(pool, &columns, window_ms).await;
     match result {
         Ok(mut stored) => {
             for job in batch {
@@ -107,13 +123,20 @@ async fn commit(pool: &Pool, batch: Vec<Job>, window_ms: i64) {
     }
 }
 
+/// A batch as the arrays [`STORE`] takes, one element per record.
+struct Columns<'a> {
+    ids: &'a [&'a str],
+    types: &'a [i64],
+    times: &'a [i64],
+    bodies: &'a [&'a str],
+    streams: &'a [Option<&'a str>],
+    files: &'a [Option<&'a str>],
+}
+
 /// Runs [`STORE`]; returns the seq of each event id that was stored.
 async fn store(
     pool: &Pool,
-    ids: &[&str],
-    types: &[i64],
-    times: &[i64],
-    bodies: &[&str],
+    columns: &Columns<'_>,
     window_ms: i64,
 ) -> Result<HashMap<String, i64>, SpoolError> {
     let write = |err: String| SpoolError::Write(err);
@@ -123,7 +146,18 @@ async fn store(
         .await
         .map_err(|err| write(super::describe(&err)))?;
     let rows = client
-        .query(&statement, &[&ids, &types, &times, &bodies, &window_ms])
+        .query(
+            &statement,
+            &[
+                &columns.ids,
+                &columns.types,
+                &columns.times,
+                &columns.bodies,
+                &window_ms,
+                &columns.streams,
+                &columns.files,
+            ],
+        )
         .await
         .map_err(|err| write(super::describe(&err)))?;
     Ok(rows

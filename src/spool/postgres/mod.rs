@@ -12,6 +12,7 @@
 //! - Times that replicas compare (retry due times, leases) are on the
 //!   database's clock: each replica measures its offset to it ([`Clock`]).
 
+mod browse;
 mod committer;
 mod deliveries;
 mod schema;
@@ -358,6 +359,8 @@ impl PgSpool {
                 event_type: record.event_type,
                 at_ms: self.inner.clock.db_ms(now),
                 body,
+                stream_id: record.stream_id().map(str::to_owned),
+                file_id: record.file_id().map(str::to_owned),
                 reply,
             })
             .await

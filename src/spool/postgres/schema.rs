@@ -21,9 +21,10 @@ struct Migration {
 }
 
 /// Each entry upgrades the schema by one version; never edit a shipped one.
-const MIGRATIONS: &[Migration] = &[Migration {
-    compatible_from: 1,
-    sql: r"
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        compatible_from: 1,
+        sql: r"
     -- One row per accepted callback; `body` is the record as sinks receive it.
     -- Times are Unix ms on the database's clock (see `Clock`).
     CREATE TABLE records (
@@ -85,7 +86,23 @@ const MIGRATIONS: &[Migration] = &[Migration {
         seen_ms BIGINT NOT NULL
     );
 ",
-}];
+    },
+    Migration {
+        // Nullable columns: version 1's code still inserts without them.
+        compatible_from: 1,
+        sql: r"
+    -- What the admin API filters on, as indexed columns; existing rows are
+    -- filled from their bodies.
+    ALTER TABLE records ADD COLUMN stream_id TEXT, ADD COLUMN file_id TEXT;
+    UPDATE records SET stream_id = body::json -> 'stream' ->> 'stream_id',
+                       file_id = body::json -> 'recording' ->> 'file_id';
+    CREATE INDEX records_by_stream ON records (stream_id, seq);
+    CREATE INDEX records_by_file ON records (file_id, seq);
+    CREATE INDEX records_by_type ON records (event_type, seq);
+    CREATE INDEX records_by_received ON records (received_at_ms);
+",
+    },
+];
 
 /// The schema version this build creates and expects.
 pub(super) const CURRENT_VERSION: i32 = MIGRATIONS.len() as i32;

@@ -7,6 +7,7 @@
 //! seq order, a per-sink cursor ("handled up to seq N") never skips a record
 //! that commits late (see the contract in [`crate::spool`]).
 
+mod browse;
 mod dedup;
 mod deliveries;
 mod schema;
@@ -228,6 +229,8 @@ impl SqliteSpool {
             serde_json::to_string(record).map_err(|err| SpoolError::Write(err.to_string()))?;
         let event_id = record.id.clone();
         let event_type = record.event_type;
+        let stream_id = record.stream_id().map(str::to_owned);
+        let file_id = record.file_id().map(str::to_owned);
         let now_ms = unix_ms(now);
         if self.inner.admin {
             return Err(SpoolError::Write(
@@ -241,9 +244,10 @@ impl SqliteSpool {
             }
             dedup.record(conn, &event_id, now_ms)?;
             conn.prepare_cached(
-                "INSERT INTO records (event_id, event_type, received_at_ms, body) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO records (event_id, event_type, received_at_ms, body, stream_id, file_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
-            .execute(params![event_id, event_type, now_ms, body])?;
+            .execute(params![event_id, event_type, now_ms, body, stream_id, file_id])?;
             Ok(Acceptance::Stored {
                 seq: conn.last_insert_rowid(),
             })
