@@ -732,6 +732,30 @@ mod tests {
     }
 
     #[test]
+    fn the_replicas_config_loads_with_the_database_url_from_the_environment() {
+        let settings = Settings::load(Sources {
+            repo_default: None,
+            file: Some(PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/config/replicas.toml"
+            ))),
+            environment: env(&[
+                ("RECORDHOOK__AUTH__KEYS", "k"),
+                (
+                    "RECORDHOOK__SPOOL__POSTGRES__URL",
+                    "postgres://recordhook:pw@db:5432/recordhook",
+                ),
+            ]),
+        })
+        .unwrap();
+        assert_eq!(settings.spool.backend, SpoolBackend::Postgres);
+        assert_eq!(
+            settings.spool.location(),
+            "postgres://recordhook:[redacted]@db:5432/recordhook"
+        );
+    }
+
+    #[test]
     fn environment_variables_override_files_and_split_key_lists() {
         let settings = load_toml(
             "[server]\nlisten = \"127.0.0.1:1\"\n",
