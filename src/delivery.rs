@@ -169,6 +169,11 @@ pub async fn run(
             }
             continue;
         }
+        if claim.sink_taken_over() {
+            // Another replica may have written the sink's file meanwhile
+            // (a shared volume): start from the file as it is now.
+            sink.sink.reopen();
+        }
         let receipt = claim.receipt;
         // The records move into the batch; what settling needs stays beside it.
         let (positions, records): (Vec<_>, Vec<StoredRecord>) = claim

@@ -133,13 +133,15 @@ impl Metrics {
         let spool_bytes = Gauge::default();
         registry.register(
             "spool_size_bytes",
-            "Size of the spool database and its WAL on disk",
+            "Size of the spool on disk: the SQLite database and its WAL, or the whole \
+             PostgreSQL database (as of the last maintenance round)",
             spool_bytes.clone(),
         );
         let dedup_entries = Gauge::default();
         registry.register(
             "dedup_index_entries",
-            "Event ids held in memory for deduplication (accepted within the dedup window)",
+            "Event ids remembered for deduplication (accepted within the dedup window): held \
+             in memory with SQLite, PostgreSQL's row estimate with PostgreSQL",
             dedup_entries.clone(),
         );
         let worker_restarts = Family::<WorkerLabels, Counter>::default();

@@ -30,7 +30,9 @@ impl SecretUrl {
         let mut shown = url.clone();
         if shown.password().is_some() {
             let _ = shown.set_password(Some(REDACTED));
-        } else if !shown.username().is_empty() && url.scheme() != "amqp" {
+        } else if !shown.username().is_empty()
+            && !["amqp", "postgres", "postgresql"].contains(&url.scheme())
+        {
             // `redis://token@host` and `nats://token@host` put the secret in
             // the user part.
             let _ = shown.set_username(REDACTED);
@@ -150,5 +152,19 @@ mod tests {
     #[test]
     fn the_scheme_is_kept_for_validation() {
         assert_eq!(SecretUrl::parse("REDIS://h").unwrap().scheme(), "redis");
+    }
+
+    #[test]
+    fn a_postgres_user_name_is_shown_and_its_password_hidden() {
+        let plain = SecretUrl::parse("postgres://recordhook@db.internal/recordhook").unwrap();
+        assert_eq!(
+            plain.redacted(),
+            "postgres://recordhook@db.internal/recordhook"
+        );
+        let secret = SecretUrl::parse("postgresql://recordhook:pw@db.internal/recordhook").unwrap();
+        assert_eq!(
+            secret.redacted(),
+            "postgresql://recordhook:[redacted]@db.internal/recordhook"
+        );
     }
 }

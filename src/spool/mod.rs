@@ -189,6 +189,10 @@ pub struct ClaimReceipt {
     fence: Option<i64>,
     /// PostgreSQL: the claimed records' seqs, to renew their lease by key.
     claimed: Vec<i64>,
+    /// PostgreSQL, single-writer sinks: this process has (re)gained the
+    /// sink's lease since its last claim, so another replica may have
+    /// written meanwhile.
+    took_over: bool,
 }
 
 /// A sink as the spool knows it.
@@ -208,6 +212,13 @@ impl Claim {
     /// (it moved past records of other event types).
     pub fn makes_progress(&self) -> bool {
         !self.deliveries.is_empty() || self.receipt.scanned_to.is_some()
+    }
+
+    /// Whether this process has just (re)gained a single-writer sink's
+    /// lease: what it knew of the sink's output (an open file and its size)
+    /// may be stale, so the sink should reopen before writing.
+    pub fn sink_taken_over(&self) -> bool {
+        self.receipt.took_over
     }
 }
 

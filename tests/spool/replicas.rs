@@ -273,6 +273,10 @@ async fn a_single_writer_sink_is_driven_by_one_replica_and_fenced_when_its_lease
         .await
         .unwrap();
     assert_eq!(held.deliveries.len(), 2);
+    assert!(
+        held.sink_taken_over(),
+        "a first hold is a takeover: the sink reopens"
+    );
     // While replica 0 holds the sink, replica 1 gets nothing of it, not even
     // the records replica 0 did not claim.
     assert!(
@@ -293,6 +297,7 @@ async fn a_single_writer_sink_is_driven_by_one_replica_and_fenced_when_its_lease
     // Replica 0 stalls; once its lease runs out, replica 1 takes the sink over.
     let taken = first_claim(&spools[1], Duration::from_secs(10)).await;
     assert_eq!(taken.deliveries.len(), 4);
+    assert!(taken.sink_taken_over());
     let moved: i64 = database
         .client()
         .await
@@ -309,6 +314,17 @@ async fn a_single_writer_sink_is_driven_by_one_replica_and_fenced_when_its_lease
             .unwrap(),
         2
     );
+    // The new holder's next claim is no takeover.
+    let outcomes = delivered(&taken);
+    let refused = spools[1]
+        .settle("a", taken.receipt, outcomes, at(1_002))
+        .await;
+    assert_eq!(refused.unwrap(), 0);
+    spools[0].accept(&record("f4"), at(1_000)).await.unwrap();
+    let next = spools[1].claim("a", &EventTypes::All, at(1_003), 10).await;
+    let next = next.unwrap();
+    assert_eq!(next.deliveries.len(), 1);
+    assert!(!next.sink_taken_over());
 }
 
 async fn the_same_callback_sent_to_two_replicas_at_once_is_stored_once() {

@@ -9,8 +9,31 @@ use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_postgres::error::SqlState;
 
 use crate::spool::{Acceptance, SpoolError};
+
+/// Times a batch is tried again after PostgreSQL aborted it to resolve a
+/// conflict (a deadlock or serialization failure), before its callbacks get
+/// 503: such an abort says nothing about the batch itself.
+const RETRIES: usize = 3;
+
+/// Why a batch was not stored.
+enum StoreError {
+    /// PostgreSQL aborted it to resolve a conflict; trying again may work.
+    Transient(String),
+    /// Anything else.
+    Failed(SpoolError),
+}
+
+impl From<StoreError> for SpoolError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Transient(reason) => SpoolError::Write(reason),
+            StoreError::Failed(err) => err,
+        }
+    }
+}
 
 /// Most records one statement stores.
 pub(super) const MAX_BATCH: usize = 512;
@@ -20,7 +43,10 @@ pub(super) const MAX_BATCH: usize = 512;
 /// inserts the record and its deliveries, one per sink that takes its type.
 /// `ON CONFLICT` on the primary key makes the dedup atomic: a concurrent
 /// insert of the same id by another replica waits for that one to commit,
-/// then counts as a duplicate.
+/// then counts as a duplicate. Ids are inserted in sorted order, so two
+/// batches sharing ids wait for each other in one direction only: inserted
+/// in arrival order, batches [a, b] and [b, a] deadlocked (found by
+/// `the_same_callback_sent_to_two_replicas_at_once_is_stored_once`).
 const STORE: &str = "
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $6::text[],
@@ -29,7 +55,7 @@ WITH input AS (
                               position)
 ), fresh AS (
     INSERT INTO accepted_ids AS a (event_id, accepted_at_ms)
-    SELECT event_id, received_at_ms FROM input
+    SELECT event_id, received_at_ms FROM input ORDER BY event_id
     ON CONFLICT (event_id) DO UPDATE SET accepted_at_ms = excluded.accepted_at_ms
         WHERE a.accepted_at_ms < excluded.accepted_at_ms - $5
     RETURNING a.event_id
@@ -102,7 +128,14 @@ async fn commit(pool: &Pool, batch: Vec<Job>, window_ms: i64) {
         streams: &streams,
         files: &files,
     };
-    let result = store(pool, &columns, window_ms).await;
+    let mut result = store(pool, &columns, window_ms).await;
+    for _ in 0..RETRIES {
+        match &result {
+            Err(StoreError::Transient(_)) => result = store(pool, &columns, window_ms).await,
+            _ => break,
+        }
+    }
+    let result = result.map_err(SpoolError::from);
     match result {
         Ok(mut stored) => {
             for job in batch {
@@ -138,13 +171,30 @@ async fn store(
     pool: &Pool,
     columns: &Columns<'_>,
     window_ms: i64,
-) -> Result<HashMap<String, i64>, SpoolError> {
-    let write = |err: String| SpoolError::Write(err);
-    let client = pool.get().await.map_err(|err| write(err.to_string()))?;
+) -> Result<HashMap<String, i64>, StoreError> {
+    let write = |err: &tokio_postgres::Error| {
+        let reason = super::describe(err);
+        let transient = err.code().is_some_and(|code| {
+            [
+                SqlState::T_R_DEADLOCK_DETECTED,
+                SqlState::T_R_SERIALIZATION_FAILURE,
+            ]
+            .contains(code)
+        });
+        if transient {
+            StoreError::Transient(reason)
+        } else {
+            StoreError::Failed(SpoolError::Write(reason))
+        }
+    };
+    let client = pool
+        .get()
+        .await
+        .map_err(|err| StoreError::Failed(SpoolError::Write(super::describe_pool(&err))))?;
     let statement = client
         .prepare_cached(STORE)
         .await
-        .map_err(|err| write(super::describe(&err)))?;
+        .map_err(|err| write(&err))?;
     let rows = client
         .query(
             &statement,
@@ -159,7 +209,7 @@ async fn store(
             ],
         )
         .await
-        .map_err(|err| write(super::describe(&err)))?;
+        .map_err(|err| write(&err))?;
     Ok(rows
         .into_iter()
         .map(|row| (row.get::<_, String>(1), row.get::<_, i64>(0)))

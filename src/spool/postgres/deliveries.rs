@@ -227,12 +227,19 @@ impl PgSpool {
         if deliveries.is_empty() {
             return Ok(Claim::default());
         }
+        let took_over = fence.is_some_and(|fence| {
+            self.inner
+                .fences
+                .lock()
+                .is_ok_and(|mut fences| fences.insert(sink.to_owned(), fence) != Some(fence))
+        });
         Ok(Claim {
             receipt: ClaimReceipt {
                 scanned_to: None,
                 token: Some(token),
                 fence,
                 claimed: deliveries.iter().map(|d| d.seq).collect(),
+                took_over,
             },
             deliveries,
         })

@@ -55,6 +55,15 @@ pub struct PostgresOptions {
     pub lease: Duration,
 }
 
+/// A pool error's text, with PostgreSQL's own reason when it gave one (a
+/// wrong password, an unknown database).
+pub(super) fn describe_pool(err: &deadpool_postgres::PoolError) -> String {
+    match err {
+        deadpool_postgres::PoolError::Backend(err) => describe(err),
+        other => other.to_string(),
+    }
+}
+
 /// An error's text with PostgreSQL's own message, code and detail (the
 /// client's `Display` says only "db error").
 pub(super) fn describe(err: &tokio_postgres::Error) -> String {
@@ -119,6 +128,9 @@ struct Inner {
     lease: Duration,
     /// Sinks that one replica at a time drives (see [`deliveries`]).
     single_writers: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The fence of each single-writer sink's lease as of this process's
+    /// last claim on it.
+    fences: std::sync::Mutex<std::collections::HashMap<String, i64>>,
     /// Opened by an admin command: it must not accept.
     admin: bool,
     /// `None` once closing has begun.
@@ -185,7 +197,7 @@ pub async fn check(options: &PostgresOptions) -> Result<String, SpoolError> {
     })?;
     let client = pool.get().await.map_err(|err| SpoolError::Open {
         location: shown.clone(),
-        reason: format!("cannot connect: {err}"),
+        reason: format!("cannot connect: {}", describe_pool(&err)),
     })?;
     let found = schema::found(&client)
         .await
@@ -233,7 +245,7 @@ impl PgSpool {
             let mut client = pool
                 .get()
                 .await
-                .map_err(|err| open_error(format!("cannot connect: {err}")))?;
+                .map_err(|err| open_error(format!("cannot connect: {}", describe_pool(&err))))?;
             schema::migrate(&mut client).await.map_err(open_error)?;
         }
         let spool = Self::start(options, pool, false);
@@ -279,11 +291,16 @@ impl PgSpool {
             let client = pool
                 .get()
                 .await
-                .map_err(|err| open_error(format!("cannot connect: {err}")))?;
+                .map_err(|err| open_error(format!("cannot connect: {}", describe_pool(&err))))?;
             schema::found(&client)
                 .await
                 .map_err(|err| open_error(describe(&err)))?
         };
+        if found.version == 0 {
+            return Err(open_error(
+                "it holds no recordhook spool yet: start the server on it once".to_owned(),
+            ));
+        }
         if !found.runs_here() {
             return Err(SpoolError::SchemaMismatch {
                 location: shown,
@@ -312,6 +329,7 @@ impl PgSpool {
                 replica: replica_name(),
                 lease: options.lease,
                 single_writers: std::sync::Mutex::default(),
+                fences: std::sync::Mutex::default(),
                 admin,
                 jobs: RwLock::new(None),
                 committers: std::sync::Mutex::default(),
@@ -329,8 +347,9 @@ impl PgSpool {
         }
         self.inner.pool.get().await.map_err(|err| {
             SpoolError::Write(format!(
-                "no connection to PostgreSQL ({}): {err}",
-                self.inner.shown
+                "no connection to PostgreSQL ({}): {}",
+                self.inner.shown,
+                describe_pool(&err)
             ))
         })
     }
@@ -525,6 +544,12 @@ impl PgSpool {
                 if let Err(err) = released {
                     tracing::warn!(error = %describe(&err), "could not release sink leases");
                 }
+                let _ = client
+                    .execute(
+                        "DELETE FROM replicas WHERE replica = $1",
+                        &[&self.inner.replica],
+                    )
+                    .await;
             }
         }
         self.inner.closed.store(true, Ordering::Relaxed);
