@@ -96,6 +96,9 @@ pub struct Settings {
     /// Log output.
     #[serde(default)]
     pub log: LogSettings,
+    /// The admin listener: API and web console, and `/metrics`.
+    #[serde(default)]
+    pub admin: AdminSettings,
     /// Where accepted records are delivered. Defaults to one `log` sink named `console`.
     #[serde(default = "default_sinks")]
     pub sinks: Vec<SinkSettings>,
@@ -140,6 +143,76 @@ impl Default for ServerSettings {
             request_timeout_secs: 30,
             tls: None,
         }
+    }
+}
+
+/// `[admin]`: a second listener, off the public callback port, serving the
+/// admin API, the web console and `/metrics`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// Address and port of the admin listener, e.g. `127.0.0.1:9090`; empty
+    /// (the default): no admin listener, and `/metrics` stays on the
+    /// callback port.
+    pub listen: String,
+    /// Bearer tokens that open `/api/` (any one of them), each at least 16
+    /// characters. From the environment: `RECORDHOOK__ADMIN__TOKENS=t1,t2`.
+    #[serde(
+        deserialize_with = "list_or_comma_separated",
+        serialize_with = "crate::redact::list"
+    )]
+    pub tokens: Vec<SecretString>,
+    /// Serve the API without a token. Allowed only when `listen` is a
+    /// loopback address, and only when set explicitly.
+    pub allow_loopback_without_token: bool,
+}
+
+/// A setting that is not valid, and why.
+fn invalid_setting(key: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+impl AdminSettings {
+    /// The admin listener's address; `None` when there is none.
+    pub fn address(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.listen.trim().is_empty() {
+            return Ok(None);
+        }
+        self.listen.trim().parse().map(Some).map_err(|_| {
+            invalid_setting(
+                "admin.listen",
+                "must be an address and port such as 127.0.0.1:9090, or empty",
+            )
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let Some(address) = self.address()? else {
+            return Ok(());
+        };
+        if self
+            .tokens
+            .iter()
+            .any(|token| token.expose_secret().trim().len() < 16)
+        {
+            return Err(invalid_setting(
+                "admin.tokens",
+                "each token must be at least 16 characters (generate one: openssl rand -hex 32)",
+            ));
+        }
+        if self.tokens.is_empty()
+            && !(self.allow_loopback_without_token && address.ip().is_loopback())
+        {
+            return Err(invalid_setting(
+                "admin.tokens",
+                "an admin listener needs at least one token (or, on a loopback address only, \
+                 admin.allow_loopback_without_token = true)",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -598,6 +671,7 @@ impl Settings {
             ));
         }
         auth.validate_unsigned()?;
+        self.admin.validate()?;
         // Key presence is checked by `AuthSettings::authenticator` when the
         // server starts, so admin commands work without the key.
         match self.spool.backend {
@@ -1255,5 +1329,39 @@ mod tests {
     fn secrets_do_not_appear_in_debug_output() {
         let settings = load_toml("[auth]\nkeys = [\"super-secret-key\"]\n", &[]).unwrap();
         assert!(!format!("{settings:?}").contains("super-secret-key"));
+    }
+
+    #[test]
+    fn an_admin_listener_needs_tokens_unless_loopback_is_explicitly_allowed() {
+        let load =
+            |admin: &str| load_toml(&format!("[auth]\nkeys = [\"k\"]\n[admin]\n{admin}"), &[]);
+        let key = |admin: &str| match load(admin) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("{admin}: {other:?}"),
+        };
+        assert!(load("").unwrap().admin.address().unwrap().is_none());
+        assert_eq!(key("listen = \"127.0.0.1:9090\""), "admin.tokens");
+        assert_eq!(
+            key("listen = \"0.0.0.0:9090\"\nallow_loopback_without_token = true"),
+            "admin.tokens"
+        );
+        assert_eq!(
+            key("listen = \"127.0.0.1:9090\"\ntokens = [\"short\"]"),
+            "admin.tokens"
+        );
+        assert_eq!(key("listen = \"nowhere\""), "admin.listen");
+        let loopback = load("listen = \"127.0.0.1:9090\"\nallow_loopback_without_token = true");
+        assert!(loopback.is_ok());
+        let tokens = load_toml(
+            "[auth]\nkeys = [\"k\"]\n[admin]\nlisten = \"0.0.0.0:9090\"\n",
+            &[(
+                "RECORDHOOK__ADMIN__TOKENS",
+                "0123456789abcdef0,0123456789abcdef1",
+            )],
+        )
+        .unwrap();
+        assert_eq!(tokens.admin.tokens.len(), 2);
+        let shown = tokens.to_redacted_toml().unwrap();
+        assert!(!shown.contains("0123456789abcdef0"), "{shown}");
     }
 }

@@ -198,6 +198,13 @@ pub async fn run(
             .map(|(((seq, attempts, received_at_ms), record), result)| {
                 let settlement = settlement(&sink, attempts, result, finished);
                 log_outcome(name, record, attempts, &settlement);
+                let finished_ms = unix_ms(finished);
+                match &settlement {
+                    Settlement::Delivered => metrics.observe_success(name, finished_ms),
+                    Settlement::Retry { error, .. } | Settlement::Dead { error } => {
+                        metrics.observe_failure(name, finished_ms, error);
+                    }
+                }
                 let label = match &settlement {
                     Settlement::Delivered => {
                         let lag = unix_ms(finished).saturating_sub(received_at_ms);

@@ -11,6 +11,7 @@
 //! [`telemetry`] (logs), [`cli`] (the command line), [`redact`] and
 //! [`secret_url`] (keeping secrets out of output).
 
+pub mod admin;
 pub mod cli;
 pub mod configuration;
 pub mod delivery;

@@ -68,6 +68,21 @@ pub struct Metrics {
     dedup_entries: Gauge,
     worker_restarts: Family<WorkerLabels, Counter>,
     refused_settlements: Family<SinkLabels, Counter>,
+    last_success: Family<SinkLabels, Gauge>,
+    last_failure: Family<SinkLabels, Gauge>,
+    /// Each sink's last success and last failure, for the admin API.
+    activity: std::sync::Mutex<std::collections::HashMap<String, SinkActivity>>,
+}
+
+/// What a sink did last, as this process saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SinkActivity {
+    /// When a delivery last succeeded (Unix ms).
+    pub last_success_ms: Option<i64>,
+    /// When an attempt last failed (Unix ms).
+    pub last_failure_ms: Option<i64>,
+    /// Why it failed.
+    pub last_error: Option<String>,
 }
 
 /// Label: a background worker (`delivery:<sink>` or `maintenance`).
@@ -157,10 +172,25 @@ impl Metrics {
              (its lease ran out while this one was paused or cut off), by sink",
             refused_settlements.clone(),
         );
+        let last_success = Family::<SinkLabels, Gauge>::default();
+        registry.register(
+            "sink_last_success_timestamp_seconds",
+            "When a delivery to the sink last succeeded, Unix seconds (this process's deliveries)",
+            last_success.clone(),
+        );
+        let last_failure = Family::<SinkLabels, Gauge>::default();
+        registry.register(
+            "sink_last_failure_timestamp_seconds",
+            "When a delivery attempt on the sink last failed, Unix seconds (this process's)",
+            last_failure.clone(),
+        );
         Arc::new(Self {
             registry,
             worker_restarts,
             refused_settlements,
+            last_success,
+            last_failure,
+            activity: std::sync::Mutex::default(),
             callbacks,
             callback_seconds,
             events,
@@ -224,6 +254,41 @@ impl Metrics {
                 worker: worker.to_owned(),
             })
             .inc();
+    }
+
+    /// Notes a delivery to `sink` that succeeded at `at_ms`.
+    pub fn observe_success(&self, sink: &str, at_ms: i64) {
+        self.last_success
+            .get_or_create(&SinkLabels {
+                sink: sink.to_owned(),
+            })
+            .set(at_ms / 1000);
+        if let Ok(mut activity) = self.activity.lock() {
+            activity.entry(sink.to_owned()).or_default().last_success_ms = Some(at_ms);
+        }
+    }
+
+    /// Notes an attempt on `sink` that failed at `at_ms` with `error`.
+    pub fn observe_failure(&self, sink: &str, at_ms: i64, error: &str) {
+        self.last_failure
+            .get_or_create(&SinkLabels {
+                sink: sink.to_owned(),
+            })
+            .set(at_ms / 1000);
+        if let Ok(mut activity) = self.activity.lock() {
+            let entry = activity.entry(sink.to_owned()).or_default();
+            entry.last_failure_ms = Some(at_ms);
+            entry.last_error = Some(error.to_owned());
+        }
+    }
+
+    /// What `sink` did last, as this process saw it.
+    pub fn sink_activity(&self, sink: &str) -> SinkActivity {
+        self.activity
+            .lock()
+            .ok()
+            .and_then(|activity| activity.get(sink).cloned())
+            .unwrap_or_default()
     }
 
     /// Counts `count` outcomes on `sink` refused because their claim had

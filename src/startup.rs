@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin;
 use crate::configuration::{ConfigError, Settings};
 use crate::delivery;
 use crate::http::{self, AppState, ServeOptions, SinkRoute};
@@ -28,6 +29,9 @@ const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
 /// Rows removed per maintenance transaction (records: about 20 ms of the
 /// writer's time each), so callbacks queued behind a large purge wait little.
 const PURGE_BATCH: usize = 1_000;
+
+/// Connections the admin listener serves at once: a few operators and a scraper.
+const ADMIN_CONNECTIONS: usize = 64;
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +65,8 @@ pub type KeyReloader = Box<dyn Fn() -> Result<Authenticator, ConfigError> + Send
 pub struct Application {
     listener: TcpListener,
     address: SocketAddr,
+    /// The admin listener and its bound address, when configured.
+    admin: Option<(TcpListener, SocketAddr)>,
     state: AppState,
     sinks: Vec<(Arc<ConfiguredSink>, Arc<Notify>)>,
     serve_options: ServeOptions,
@@ -122,6 +128,19 @@ impl Application {
             address: settings.server.listen,
             source,
         })?;
+        let admin = match settings.admin.address()? {
+            None => None,
+            Some(wanted) => {
+                let bind_error = |source| StartupError::Bind {
+                    address: wanted,
+                    source,
+                };
+                let listener = TcpListener::bind(wanted).await.map_err(bind_error)?;
+                let bound = listener.local_addr().map_err(bind_error)?;
+                tracing::info!(address = %bound, "admin listener (API, console, /metrics)");
+                Some((listener, bound))
+            }
+        };
         tracing::info!(
             %address,
             tls = tls.is_some(),
@@ -153,6 +172,7 @@ impl Application {
         Ok(Self {
             listener,
             address,
+            admin,
             state,
             sinks,
             serve_options,
@@ -174,6 +194,11 @@ impl Application {
         self.address
     }
 
+    /// The admin listener's bound address, when there is one.
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(_, address)| *address)
+    }
+
     /// The bound port.
     pub fn port(&self) -> u16 {
         self.address.port()
@@ -191,6 +216,7 @@ impl Application {
     {
         let Self {
             listener,
+            admin,
             state,
             sinks,
             serve_options,
@@ -253,7 +279,47 @@ impl Application {
                 }),
             ));
         }
-        let router = http::router(state.clone(), &settings.server.callback_path);
+        let admin_server = admin.map(|(listener, _)| {
+            let backlog = Arc::new(admin::Backlog::default());
+            let sink_infos: Vec<admin::SinkInfo> = settings
+                .sinks
+                .iter()
+                .map(|sink| admin::SinkInfo {
+                    name: sink.name.clone(),
+                    kind: sink.kind.type_name(),
+                    event_types: sink.event_types.clone(),
+                })
+                .collect();
+            let sampler = tokio::spawn(admin::sample_backlog(
+                state.spool.clone(),
+                state.sinks(),
+                Arc::clone(&backlog),
+                stop.child_token(),
+            ));
+            let admin_state = admin::AdminState::new(
+                state.clone(),
+                settings.admin.tokens.clone(),
+                sink_infos,
+                backlog,
+            );
+            let server = tokio::spawn(http::serve(
+                listener,
+                admin::router(admin_state),
+                ServeOptions {
+                    max_connections: ADMIN_CONNECTIONS,
+                    tls: None,
+                    ..serve_options.clone()
+                },
+                stop.clone(),
+                grace,
+            ));
+            (server, sampler)
+        });
+        let router = http::router(
+            state.clone(),
+            &settings.server.callback_path,
+            admin_server.is_some(),
+        );
         let server = tokio::spawn(http::serve(
             listener,
             router,
@@ -272,6 +338,12 @@ impl Application {
         stop.cancel();
         if server.await.is_err() {
             tracing::error!("the server task failed");
+        }
+        if let Some((admin_server, sampler)) = admin_server {
+            if admin_server.await.is_err() {
+                tracing::error!("the admin server task failed");
+            }
+            let _ = sampler.await;
         }
         let _ = hangups.await;
         let all_workers = futures_util::future::join_all(workers.iter_mut());

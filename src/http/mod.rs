@@ -131,6 +131,11 @@ impl AppState {
         *current = Arc::new(authenticator);
     }
 
+    /// Wakes every sink's worker (dead letters were queued again).
+    pub fn wake_all_sinks(&self) {
+        self.routes.iter().for_each(|route| route.wake.notify_one());
+    }
+
     /// Wakes the workers of the sinks that receive `event_type`.
     pub fn wake_sinks(&self, event_type: i64) {
         self.routes
@@ -140,10 +145,38 @@ impl AppState {
     }
 }
 
+/// `/healthz`, `/readyz` and `/metrics`, for a listener of any kind.
+pub fn probes<S: Clone + Send + Sync + 'static>(state: AppState) -> Router<S> {
+    probe_routes(state, true)
+}
+
+fn probe_routes<S: Clone + Send + Sync + 'static>(state: AppState, metrics: bool) -> Router<S> {
+    let router = Router::new()
+        .route(
+            HEALTH_PATH,
+            get(health::healthz).fallback(|| async { ApiError::MethodNotAllowed { allow: "GET" } }),
+        )
+        .route(
+            READY_PATH,
+            get(health::readyz).fallback(|| async { ApiError::MethodNotAllowed { allow: "GET" } }),
+        );
+    let router = if metrics {
+        router.route(
+            METRICS_PATH,
+            get(health::metrics).fallback(|| async { ApiError::MethodNotAllowed { allow: "GET" } }),
+        )
+    } else {
+        router
+    };
+    router.with_state(state)
+}
+
 /// The service's routes, callable from tests without a listener. With a path
 /// secret, `POST {callback_path}/{anything}` is served too: the secret there
 /// accepts unsigned callbacks of the allowed types, anything else is 401.
-pub fn router(state: AppState, callback_path: &str) -> Router {
+/// `/metrics` is served here unless `metrics_elsewhere` (the admin listener
+/// has it).
+pub fn router(state: AppState, callback_path: &str, metrics_elsewhere: bool) -> Router {
     let secret = state.path_secret.clone();
     let secret_route = format!("{}/{{secret}}", callback_path.trim_end_matches('/'));
     let mut router = Router::new().route(
@@ -159,20 +192,9 @@ pub fn router(state: AppState, callback_path: &str) -> Router {
     }
     let prefix = format!("{}/", callback_path.trim_end_matches('/'));
     router
-        .route(
-            HEALTH_PATH,
-            get(health::healthz).fallback(|| async { ApiError::MethodNotAllowed { allow: "GET" } }),
-        )
-        .route(
-            READY_PATH,
-            get(health::readyz).fallback(|| async { ApiError::MethodNotAllowed { allow: "GET" } }),
-        )
-        .route(
-            METRICS_PATH,
-            get(health::metrics).fallback(|| async { ApiError::MethodNotAllowed { allow: "GET" } }),
-        )
         .fallback(|| async { ApiError::NotFound })
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(probe_routes(state, !metrics_elsewhere))
         .layer(
             tower::ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

@@ -115,6 +115,7 @@ impl Server {
     }
 
     /// Kills the process outright (SIGKILL), as a crash would.
+    #[allow(dead_code)] // used by tests/serial and tests/spool
     pub fn kill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();

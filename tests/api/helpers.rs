@@ -22,6 +22,8 @@ pub const KEY: &str = "test-callback-key";
 pub struct TestApp {
     /// `http://127.0.0.1:PORT`.
     pub address: String,
+    /// `http://127.0.0.1:PORT` of the admin listener, when configured.
+    pub admin_address: Option<String>,
     /// Handler state; its spool is the real one the server writes.
     pub state: AppState,
     /// Settings the server was built with.
@@ -131,6 +133,9 @@ pub async fn spawn_app_in(dir: TempDir, settings: Settings) -> TestApp {
     init_test_logging();
     let application = Application::build(settings.clone()).await.unwrap();
     let address = format!("http://{}", application.address());
+    let admin_address = application
+        .admin_address()
+        .map(|admin| format!("http://{admin}"));
     let state = application.state();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(application.run_until_stopped(async move {
@@ -138,6 +143,7 @@ pub async fn spawn_app_in(dir: TempDir, settings: Settings) -> TestApp {
     }));
     TestApp {
         address,
+        admin_address,
         state,
         settings,
         dir,

@@ -7,6 +7,7 @@
 
 // Shared with tests/serial, which uses other parts of it.
 #[allow(dead_code)]
+mod admin;
 mod binary;
 mod callback;
 mod commands;

@@ -1,0 +1,132 @@
+//! The admin listener: the admin API (`/api/v1/…`), the web console (`/`)
+//! and `/metrics`, on an address of their own so none of it is reachable on
+//! the public callback port. `/healthz` and `/readyz` are served here too.
+//!
+//! Every `/api/` request needs `Authorization: Bearer <token>`, compared in
+//! constant time with each configured token. The page itself and its assets
+//! hold no data and are served without one; the page asks the operator for
+//! a token and keeps it in the tab's session storage.
+
+mod api;
+mod backlog;
+mod page;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::http::{AppState, HEALTH_PATH, METRICS_PATH, READY_PATH};
+use crate::protocol::EventTypes;
+
+pub use backlog::{Backlog, sample_backlog};
+
+/// A configured sink as the console shows it.
+#[derive(Debug, Clone)]
+pub struct SinkInfo {
+    /// Its name.
+    pub name: String,
+    /// Its type (`file`, `forward`, …).
+    pub kind: &'static str,
+    /// The event types it takes.
+    pub event_types: EventTypes,
+}
+
+/// What the admin handlers can reach.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The service's state: spool, metrics, readiness.
+    pub app: AppState,
+    /// Tokens that open the API; empty: no token needed (loopback only,
+    /// checked by the configuration).
+    tokens: Arc<Vec<SecretString>>,
+    /// The configured sinks.
+    sinks: Arc<Vec<SinkInfo>>,
+    /// Each sink's backlog over the last hour.
+    backlog: Arc<Backlog>,
+}
+
+impl AdminState {
+    /// State for the admin listener.
+    pub fn new(
+        app: AppState,
+        tokens: Vec<SecretString>,
+        sinks: Vec<SinkInfo>,
+        backlog: Arc<Backlog>,
+    ) -> Self {
+        Self {
+            app,
+            tokens: Arc::new(tokens),
+            sinks: Arc::new(sinks),
+            backlog,
+        }
+    }
+
+    /// Whether `presented` is one of the tokens, compared in constant time
+    /// (every token is compared, so the timing says nothing about which).
+    fn admits(&self, presented: Option<&str>) -> bool {
+        if self.tokens.is_empty() {
+            return true;
+        }
+        let Some(presented) = presented else {
+            return false;
+        };
+        self.tokens.iter().fold(false, |found, token| {
+            found | bool::from(token.expose_secret().as_bytes().ct_eq(presented.as_bytes()))
+        })
+    }
+}
+
+/// 401 unless the request carries a valid bearer token.
+async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    if state.admits(presented) {
+        return next.run(request).await;
+    }
+    tracing::warn!(path = %request.uri().path(), "admin API request without a valid token");
+    (
+        axum::http::StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        axum::Json(json!({
+            "code": 4018,
+            "message": "the admin API needs `Authorization: Bearer <token>` with a configured admin token",
+        })),
+    )
+        .into_response()
+}
+
+/// The admin listener's routes.
+pub fn router(state: AdminState) -> Router {
+    let api = Router::new()
+        .route("/api/v1/events", get(api::events))
+        .route("/api/v1/events/{id}", get(api::event))
+        .route("/api/v1/sinks", get(api::sinks))
+        .route("/api/v1/dead-letters/retry", post(api::retry))
+        .route("/api/v1/dead-letters/purge", post(api::purge))
+        .fallback(api::not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let app = state.app.clone();
+    Router::new()
+        .merge(api)
+        .route("/", get(page::index))
+        .route("/assets/{file}", get(page::asset))
+        .with_state(state)
+        .merge(crate::http::probes(app))
+        .route_layer(middleware::from_fn(page::no_store))
+        .fallback(api::not_found)
+}
+
+/// Paths the admin listener serves besides the API, for the README.
+pub const PROBES: [&str; 3] = [HEALTH_PATH, READY_PATH, METRICS_PATH];
