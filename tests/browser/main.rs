@@ -1,0 +1,320 @@
+//! The web console in a real headless Chromium, driven through
+//! chromedriver (WebDriver), against a real recordhook with an admin
+//! listener and a forward sink whose target the test controls.
+//!
+//! A custom harness (libtest-mimic): without `chromium` and `chromedriver`
+//! the test is reported as *ignored*, with the reason; under `CI` it fails
+//! instead (`.ci/run` installs Debian's `chromium` and `chromium-driver`).
+//! It saves a screenshot of the console in `target/console.png`.
+
+// Tests fail loudly by unwrapping; production code may not (see Cargo.toml lints).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[allow(dead_code)]
+#[path = "../api/binary.rs"]
+mod binary;
+#[allow(dead_code)]
+#[path = "../api/helpers.rs"]
+mod helpers;
+#[allow(dead_code)]
+#[path = "../api/target.rs"]
+mod target;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use libtest_mimic::{Failed, Trial};
+use serde_json::json;
+
+use helpers::*;
+use target::Target;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const TOKEN: &str = "console-token-0123456789abcdef";
+
+fn main() -> std::process::ExitCode {
+    let args = libtest_mimic::Arguments::from_args();
+    // fantoccini's rustls may bring a second crypto provider: pick the one
+    // recordhook uses.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ci = std::env::var_os("CI").is_some_and(|value| !value.is_empty());
+    let missing: Vec<&str> = [CHROMIUM, CHROMEDRIVER]
+        .into_iter()
+        .filter(|path| !Path::new(path).exists())
+        .collect();
+    let ignored = !ci && !missing.is_empty();
+    if ignored {
+        eprintln!(
+            "ignored: the browser test needs {} (Debian: apt-get install chromium chromium-driver)",
+            missing.join(" and ")
+        );
+    }
+    let trial = Trial::test(
+        "the_console_shows_callbacks_live_and_retries_a_dead_letter",
+        || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|err| Failed::from(err.to_string()))?;
+            runtime
+                .block_on(async { tokio::spawn(console_test()).await })
+                .map_err(|err| {
+                    Failed::from(match err.try_into_panic() {
+                        Ok(panic) => panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                            .unwrap_or_else(|| "the test panicked".to_owned()),
+                        Err(err) => err.to_string(),
+                    })
+                })
+        },
+    )
+    .with_ignored_flag(ignored);
+    libtest_mimic::run(&args, vec![trial]).exit_code()
+}
+
+/// chromedriver on a free port, killed on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_driver() -> Driver {
+    // Ask the kernel for a free port, then hand it to chromedriver.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let driver = Driver {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let up = eventually(Duration::from_secs(20), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(up, "chromedriver did not start");
+    driver
+}
+
+async fn browser(driver: &Driver) -> Client {
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".to_owned(),
+        json!({
+            "binary": CHROMIUM,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=1280,900"],
+        }),
+    );
+    ClientBuilder::rustls()
+        .unwrap()
+        .capabilities(capabilities)
+        .connect(&driver.url)
+        .await
+        .unwrap()
+}
+
+/// Waits up to 20 s for `script` (returning a boolean) to be true in the page.
+async fn wait_for(client: &Client, what: &str, script: &str) {
+    for _ in 0..200 {
+        let value = client.execute(script, Vec::new()).await.unwrap();
+        if value.as_bool() == Some(true) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let html = client.source().await.unwrap_or_default();
+    panic!("{what}: not within 20 s; the page:\n{html}");
+}
+
+async fn console_test() {
+    let target = Target::start().await;
+    target.set_default(400);
+    let app = spawn_app_with_config(&format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntokens = [\"{TOKEN}\"]\n\
+         [[sinks]]\nname = \"backend\"\ntype = \"forward\"\nurl = \"{}\"\n\
+         retry_initial_ms = 10\nretry_max_ms = 50\nmax_attempts = 2\n",
+        target.url
+    ))
+    .await;
+    let admin = app.admin_address.clone().unwrap();
+    let driver = start_driver().await;
+    let client = browser(&driver).await;
+    client.goto(&format!("{admin}/")).await.unwrap();
+
+    // Without a token: the form, and a wrong token is refused.
+    wait_for(
+        &client,
+        "the token form",
+        "return !document.querySelector('#login').hidden",
+    )
+    .await;
+    client
+        .find(Locator::Css("#token"))
+        .await
+        .unwrap()
+        .send_keys("not-the-token-at-all")
+        .await
+        .unwrap();
+    client
+        .find(Locator::Css("#sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(
+        &client,
+        "the refusal",
+        "return document.querySelector('#login-error').textContent.includes('refused')",
+    )
+    .await;
+    let stored = client
+        .execute(
+            "return sessionStorage.getItem('recordhook-admin-token')",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert!(stored.is_null(), "a refused token was kept: {stored}");
+
+    // With the token: the callbacks view.
+    client
+        .find(Locator::Css("#token"))
+        .await
+        .unwrap()
+        .send_keys(TOKEN)
+        .await
+        .unwrap();
+    client
+        .find(Locator::Css("#sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(
+        &client,
+        "the callbacks view",
+        "return !document.querySelector('#events-view').hidden",
+    )
+    .await;
+    let cookies = client.get_all_cookies().await.unwrap();
+    assert!(cookies.is_empty(), "the console set cookies: {cookies:?}");
+
+    // A callback sent now appears without a reload.
+    assert_eq!(app.post_json(&recording("browser-1")).await.status(), 200);
+    let row = "document.querySelector('#events tbody tr')";
+    wait_for(
+        &client,
+        "the new callback in the list",
+        &format!("return !!{row} && {row}.textContent.includes('browser-1')"),
+    )
+    .await;
+    // Its detail shows its sink; the forward target refuses it for good.
+    client
+        .find(Locator::Css("#events tbody tr"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(
+        &client,
+        "the detail with its sink",
+        "return !!document.querySelector('#detail-sinks tr[data-sink=backend]')",
+    )
+    .await;
+    wait_for(
+        &client,
+        "the dead letter in the detail",
+        "document.querySelector('#events tbody tr').click(); \
+         const s = document.querySelector('#detail-sinks tr[data-sink=backend]'); \
+         return !!s && s.textContent.includes('dead')",
+    )
+    .await;
+    let raw = client
+        .find(Locator::Css("#detail-raw"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(raw.contains("browser-1"), "{raw}");
+    assert!(!raw.contains(KEY), "the console shows the callback key");
+    client.screenshot().await.map(|png| save(&png)).unwrap();
+
+    // Dead letters: the target recovers, retry is pressed, it is delivered.
+    client
+        .find(Locator::Css("#nav button[data-view=dead]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(
+        &client,
+        "the dead letter row",
+        "return !!document.querySelector('#dead button.retry')",
+    )
+    .await;
+    target.set_default(200);
+    client
+        .find(Locator::Css("#dead button.retry"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(
+        &client,
+        "the retry's result",
+        "return document.querySelector('#dead-result').textContent.includes('queued again: 1')",
+    )
+    .await;
+    client
+        .find(Locator::Css("#nav button[data-view=events]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(
+        &client,
+        "the callback delivered",
+        "const r = document.querySelector('#events tbody tr'); \
+         return !!r && r.textContent.includes('backend: delivered')",
+    )
+    .await;
+    client.close().await.unwrap();
+    assert!(target.received().len() >= 2);
+}
+
+/// Keeps the screenshot under the target directory, for the README's.
+fn save(png: &[u8]) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("console.png"), png).unwrap();
+}
