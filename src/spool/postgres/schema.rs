@@ -102,6 +102,14 @@ const MIGRATIONS: &[Migration] = &[
     CREATE INDEX records_by_received ON records (received_at_ms);
 ",
     },
+    Migration {
+        compatible_from: 1,
+        sql: r"
+    -- A time window's last record straight from the index (see browse.rs).
+    CREATE INDEX records_by_received_seq ON records (received_at_ms, seq);
+    DROP INDEX records_by_received;
+",
+    },
 ];
 
 /// The schema version this build creates and expects.
