@@ -2,14 +2,24 @@
 -- (so none is a duplicate), and prints one machine-readable summary line.
 -- BENCH_T and BENCH_SIGN: a valid (t, sign) pair (sign covers only t, so one
 -- pair signs every body); BENCH_PREFIX keeps file ids distinct across runs.
+-- BENCH_PORTS (optional, "port,port,..."): wrk thread i sends to 127.0.0.1 at
+-- the (i mod n)-th port, so one wrk run splits its connections evenly between
+-- several servers and reports one latency distribution over all of them.
 
 local t = os.getenv("BENCH_T")
 local sign = os.getenv("BENCH_SIGN")
 local prefix = os.getenv("BENCH_PREFIX") or "bench"
+local ports = {}
+for port in string.gmatch(os.getenv("BENCH_PORTS") or "", "%d+") do
+  table.insert(ports, port)
+end
 local threads = {}
 local counter = 0
 
 function setup(thread)
+  if #ports > 0 then
+    thread.addr = wrk.lookup("127.0.0.1", ports[#threads % #ports + 1])[1]
+  end
   thread:set("thread_id", #threads)
   table.insert(threads, thread)
 end
