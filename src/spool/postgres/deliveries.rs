@@ -357,6 +357,10 @@ impl PgSpool {
             errors.push(error);
         }
         let client = self.client().await?;
+        // `claim_token + 0`: claim_token is NULL on all but claimed rows, so
+        // the planner expected one match and scanned `deliveries`, running
+        // the unnest for each row (a 200-row settle: 36 ms; with this, 3.3 ms,
+        // bench/BENCHMARKS.md, PostgreSQL spool).
         let statement = client
             .prepare_cached(
                 "UPDATE deliveries d SET state = u.state, attempts = u.attempts,
@@ -364,7 +368,7 @@ impl PgSpool {
                      claim_token = NULL, lease_until_ms = NULL
                  FROM unnest($2::bigint[], $3::text[], $5::int[], $6::bigint[], $7::text[])
                      AS u (seq, state, attempts, next_ms, error)
-                 WHERE d.sink = $1 AND d.seq = u.seq AND d.claim_token = $8
+                 WHERE d.sink = $1 AND d.seq = u.seq AND d.claim_token + 0 = $8
                    AND ($9::bigint IS NULL OR EXISTS (
                        SELECT 1 FROM sinks s WHERE s.sink = $1 AND s.holder = $10 AND s.fence = $9))",
             )
