@@ -1,12 +1,12 @@
 //! Turning async test functions into trials, ignored when their broker
 //! cannot be reached (and never ignored under `CI`).
 
-use std::future::Future;
 use std::net::{SocketAddr, TcpStream};
-use std::pin::Pin;
 use std::time::Duration;
 
-use libtest_mimic::{Failed, Trial};
+use libtest_mimic::Trial;
+
+use crate::trial::{Body, trial};
 
 /// A broker the tests need.
 #[derive(Debug, Clone, Copy)]
@@ -36,7 +36,7 @@ impl Broker {
 /// to fail, like a `#[tokio::test]`.
 pub struct Test {
     pub name: &'static str,
-    pub run: fn() -> Pin<Box<dyn Future<Output = ()> + Send>>,
+    pub run: fn() -> Body,
 }
 
 /// `Test { name, run: || Box::pin(body()) }` for an `async fn body()`.
@@ -67,25 +67,7 @@ pub fn for_broker(broker: Broker, tests: Vec<Test>) -> Vec<Trial> {
         .into_iter()
         .map(|test| {
             let run = test.run;
-            Trial::test(format!("{prefix}::{}", test.name), move || {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .map_err(|err| Failed::from(err.to_string()))?;
-                let outcome = runtime.block_on(async move { tokio::spawn(run()).await });
-                outcome.map_err(|err| match err.try_into_panic() {
-                    Ok(panic) => Failed::from(
-                        panic
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                            .unwrap_or_else(|| "the test panicked".to_owned()),
-                    ),
-                    Err(err) => Failed::from(err.to_string()),
-                })
-            })
-            .with_ignored_flag(ignored)
+            trial(format!("{prefix}::{}", test.name), ignored, run)
         })
         .collect()
 }

@@ -21,6 +21,8 @@ mod nats;
 mod proxy;
 mod rabbitmq;
 mod redis;
+#[path = "../common/trial.rs"]
+mod trial;
 
 use harness::Broker;
 

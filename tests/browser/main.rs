@@ -19,13 +19,14 @@ mod helpers;
 #[allow(dead_code)]
 #[path = "../api/target.rs"]
 mod target;
+#[path = "../common/trial.rs"]
+mod trial;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use libtest_mimic::{Failed, Trial};
 use serde_json::json;
 
 use helpers::*;
@@ -52,29 +53,11 @@ fn main() -> std::process::ExitCode {
             missing.join(" and ")
         );
     }
-    let trial = Trial::test(
-        "the_console_shows_callbacks_live_and_retries_a_dead_letter",
-        || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .map_err(|err| Failed::from(err.to_string()))?;
-            runtime
-                .block_on(async { tokio::spawn(console_test()).await })
-                .map_err(|err| {
-                    Failed::from(match err.try_into_panic() {
-                        Ok(panic) => panic
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                            .unwrap_or_else(|| "the test panicked".to_owned()),
-                        Err(err) => err.to_string(),
-                    })
-                })
-        },
-    )
-    .with_ignored_flag(ignored);
+    let trial = trial::trial(
+        "the_console_shows_callbacks_live_and_retries_a_dead_letter".to_owned(),
+        ignored,
+        || Box::pin(console_test()),
+    );
     libtest_mimic::run(&args, vec![trial]).exit_code()
 }
 
@@ -136,6 +119,18 @@ async fn browser(driver: &Driver) -> Client {
         .unwrap()
 }
 
+/// Clicks the element `css` selects.
+async fn click(client: &Client, css: &str) {
+    let element = client.find(Locator::Css(css)).await.unwrap();
+    element.click().await.unwrap();
+}
+
+/// Types `text` into the field `css` selects.
+async fn type_into(client: &Client, css: &str, text: &str) {
+    let element = client.find(Locator::Css(css)).await.unwrap();
+    element.send_keys(text).await.unwrap();
+}
+
 /// Waits up to 20 s for `script` (returning a boolean) to be true in the page.
 async fn wait_for(client: &Client, what: &str, script: &str) {
     for _ in 0..200 {
@@ -171,20 +166,8 @@ async fn console_test() {
         "return !document.querySelector('#login').hidden",
     )
     .await;
-    client
-        .find(Locator::Css("#token"))
-        .await
-        .unwrap()
-        .send_keys("not-the-token-at-all")
-        .await
-        .unwrap();
-    client
-        .find(Locator::Css("#sign-in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&client, "#token", "not-the-token-at-all").await;
+    click(&client, "#sign-in").await;
     wait_for(
         &client,
         "the refusal",
@@ -201,20 +184,8 @@ async fn console_test() {
     assert!(stored.is_null(), "a refused token was kept: {stored}");
 
     // With the token: the callbacks view.
-    client
-        .find(Locator::Css("#token"))
-        .await
-        .unwrap()
-        .send_keys(TOKEN)
-        .await
-        .unwrap();
-    client
-        .find(Locator::Css("#sign-in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&client, "#token", TOKEN).await;
+    click(&client, "#sign-in").await;
     wait_for(
         &client,
         "the callbacks view",
@@ -234,13 +205,7 @@ async fn console_test() {
     )
     .await;
     // Its detail shows its sink; the forward target refuses it for good.
-    client
-        .find(Locator::Css("#events tbody tr"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, "#events tbody tr").await;
     wait_for(
         &client,
         "the detail with its sink",
@@ -267,13 +232,7 @@ async fn console_test() {
     client.screenshot().await.map(|png| save(&png)).unwrap();
 
     // Dead letters: the target recovers, retry is pressed, it is delivered.
-    client
-        .find(Locator::Css("#nav button[data-view=dead]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, "#nav button[data-view=dead]").await;
     wait_for(
         &client,
         "the dead letter row",
@@ -281,26 +240,14 @@ async fn console_test() {
     )
     .await;
     target.set_default(200);
-    client
-        .find(Locator::Css("#dead button.retry"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, "#dead button.retry").await;
     wait_for(
         &client,
         "the retry's result",
         "return document.querySelector('#dead-result').textContent.includes('queued again: 1')",
     )
     .await;
-    client
-        .find(Locator::Css("#nav button[data-view=events]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, "#nav button[data-view=events]").await;
     wait_for(
         &client,
         "the callback delivered",

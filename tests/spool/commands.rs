@@ -2,7 +2,7 @@
 //! reports, never showing the password; the `dead-letters` commands work as
 //! they do on SQLite.
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use recordhook::protocol::EventTypes;
@@ -11,6 +11,7 @@ use recordhook::spool::{Outcome, Settlement, SinkRegistration, Spool};
 use crate::harness::Test;
 use crate::helpers::refusing_port;
 use crate::postgres::{Database, WINDOW, at};
+use crate::records::record;
 use crate::test;
 
 pub fn tests() -> Vec<Test> {
@@ -26,21 +27,15 @@ const PASSWORD: &str = "s3cret-pw";
 async fn recordhook(dir: &tempfile::TempDir, toml: &str, args: &[&str]) -> Output {
     let config = dir.path().join("config.toml");
     std::fs::write(&config, toml).unwrap();
-    let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    args.extend(["--config".to_owned(), config.to_str().unwrap().to_owned()]);
-    let path = dir.path().to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_recordhook"))
-            .args(&args)
-            .current_dir(path)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("RECORDHOOK__AUTH__KEYS", "k")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
+    let mut command = crate::binary::command(dir);
+    command
+        .args(args)
+        .arg("--config")
+        .arg(&config)
+        .env("RECORDHOOK__AUTH__KEYS", "k");
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
 }
 
 /// A config on the spool at `url`.
@@ -117,21 +112,7 @@ async fn dead_letter_commands_list_retry_and_purge_on_postgres() {
         )
         .await
         .unwrap();
-    let body = r#"{"event_type":100,"file_id":"dead-1","stream_id":"s"}"#;
-    let record = recordhook::record::Record::from_verified(
-        recordhook::protocol::Authenticator::unsigned(recordhook::protocol::TimeWindow {
-            clock_skew_secs: 0,
-            max_validity_secs: 1,
-            expiry_grace_secs: 0,
-        })
-        .verify(
-            recordhook::protocol::UnverifiedCallback::parse(body.as_bytes()).unwrap(),
-            0,
-        )
-        .unwrap(),
-        std::time::UNIX_EPOCH,
-    )
-    .unwrap();
+    let record = record("dead-1");
     spool.accept(&record, at(1_000)).await.unwrap();
     let kill = |claim: recordhook::spool::Claim| {
         let outcomes = claim

@@ -2,9 +2,7 @@
 //! `src/spool/mod.rs`), tested through the public [`Spool`] interface alone,
 //! once on SQLite and once on PostgreSQL.
 
-use std::time::UNIX_EPOCH;
-
-use recordhook::protocol::{Authenticator, EventTypes, TimeWindow, UnverifiedCallback};
+use recordhook::protocol::EventTypes;
 use recordhook::record::Record;
 use recordhook::spool::browse::{DeliveryStatus, EventQuery};
 use recordhook::spool::{
@@ -15,6 +13,7 @@ use recordhook::spool::{
 use crate::contract_test;
 use crate::harness::{Backend, ContractTest};
 use crate::postgres::{TestSpool, at};
+use crate::records::{record, record_of};
 
 pub fn tests() -> Vec<ContractTest> {
     vec![
@@ -30,25 +29,6 @@ pub fn tests() -> Vec<ContractTest> {
         contract_test!(a_closed_spool_refuses_writes),
         contract_test!(pages_of_events_come_newest_first_filtered_with_each_sinks_status),
     ]
-}
-
-const WINDOW: TimeWindow = TimeWindow {
-    clock_skew_secs: 0,
-    max_validity_secs: 1,
-    expiry_grace_secs: 0,
-};
-
-/// A record of `event_type` with this file id.
-fn record_of(event_type: i64, file_id: &str) -> Record {
-    let body = format!(r#"{{"event_type":{event_type},"file_id":"{file_id}","stream_id":"s"}}"#);
-    let verified = Authenticator::unsigned(WINDOW)
-        .verify(UnverifiedCallback::parse(body.as_bytes()).unwrap(), 0)
-        .unwrap();
-    Record::from_verified(verified, UNIX_EPOCH).unwrap()
-}
-
-fn record(file_id: &str) -> Record {
-    record_of(100, file_id)
 }
 
 fn sink(name: &str, event_types: EventTypes) -> SinkRegistration {

@@ -2,12 +2,10 @@
 //! backend, PostgreSQL tests ignored when it cannot be reached (never under
 //! `CI`).
 
-use std::future::Future;
-use std::pin::Pin;
-
-use libtest_mimic::{Failed, Trial};
+use libtest_mimic::Trial;
 
 use crate::postgres;
+use crate::trial::{Body, trial};
 
 /// Which spool a behaviour test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,8 +13,6 @@ pub enum Backend {
     Sqlite,
     Postgres,
 }
-
-type Body = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A behaviour test: its name and its body, given the backend.
 pub struct ContractTest {
@@ -96,27 +92,4 @@ pub fn on_postgres(group: &str, tests: Vec<Test>) -> Vec<Trial> {
             trial(format!("{group}::{}", test.name), postgres_ignored(), run)
         })
         .collect()
-}
-
-/// A trial running `body` on its own multi-threaded runtime; a panic fails it.
-fn trial(name: String, ignored: bool, body: impl FnOnce() -> Body + Send + 'static) -> Trial {
-    Trial::test(name, move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|err| Failed::from(err.to_string()))?;
-        let outcome = runtime.block_on(async move { tokio::spawn(body()).await });
-        outcome.map_err(|err| match err.try_into_panic() {
-            Ok(panic) => Failed::from(
-                panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                    .unwrap_or_else(|| "the test panicked".to_owned()),
-            ),
-            Err(err) => Failed::from(err.to_string()),
-        })
-    })
-    .with_ignored_flag(ignored)
 }

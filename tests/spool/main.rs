@@ -28,10 +28,13 @@ mod processes;
 #[allow(dead_code)]
 #[path = "../brokers/proxy.rs"]
 mod proxy;
+mod records;
 mod replicas;
 #[allow(dead_code)]
 #[path = "../api/target.rs"]
 mod target;
+#[path = "../common/trial.rs"]
+mod trial;
 
 fn main() -> std::process::ExitCode {
     let args = libtest_mimic::Arguments::from_args();

@@ -14,6 +14,7 @@ use crate::harness::Test;
 use crate::helpers::eventually;
 use crate::postgres::{Database, WINDOW, at, options_for};
 use crate::proxy::Proxy;
+use crate::records::record;
 use crate::test;
 
 pub fn tests() -> Vec<Test> {
@@ -34,22 +35,6 @@ pub fn tests() -> Vec<Test> {
 }
 
 const SHORT_LEASE: Duration = Duration::from_secs(1);
-
-fn record(file_id: &str) -> recordhook::record::Record {
-    let body = format!(r#"{{"event_type":100,"file_id":"{file_id}","stream_id":"s"}}"#);
-    let verified =
-        recordhook::protocol::Authenticator::unsigned(recordhook::protocol::TimeWindow {
-            clock_skew_secs: 0,
-            max_validity_secs: 1,
-            expiry_grace_secs: 0,
-        })
-        .verify(
-            recordhook::protocol::UnverifiedCallback::parse(body.as_bytes()).unwrap(),
-            0,
-        )
-        .unwrap();
-    recordhook::record::Record::from_verified(verified, std::time::UNIX_EPOCH).unwrap()
-}
 
 fn sinks(single_writer: bool) -> Vec<SinkRegistration> {
     vec![SinkRegistration {
