@@ -191,6 +191,7 @@ pub async fn run(
         let results = spool.hold_while(name, &receipt, attempt).await;
         let results = one_result_per_record(results, records.len());
         let finished = SystemTime::now();
+        let finished_ms = unix_ms(finished);
         let outcomes: Vec<Outcome> = positions
             .into_iter()
             .zip(&records)
@@ -198,7 +199,6 @@ pub async fn run(
             .map(|(((seq, attempts, received_at_ms), record), result)| {
                 let settlement = settlement(&sink, attempts, result, finished);
                 log_outcome(name, record, attempts, &settlement);
-                let finished_ms = unix_ms(finished);
                 match &settlement {
                     Settlement::Delivered => metrics.observe_success(name, finished_ms),
                     Settlement::Retry { error, .. } | Settlement::Dead { error } => {
@@ -207,7 +207,7 @@ pub async fn run(
                 }
                 let label = match &settlement {
                     Settlement::Delivered => {
-                        let lag = unix_ms(finished).saturating_sub(received_at_ms);
+                        let lag = finished_ms.saturating_sub(received_at_ms);
                         metrics.observe_delivery_lag(
                             name,
                             Duration::from_millis(u64::try_from(lag).unwrap_or(0)),

@@ -283,6 +283,20 @@ impl Selection {
             (false, true) => Err(bad("ids", "give the event ids, or `\"all\": true`")),
         }
     }
+
+    /// Runs `act` (a retry or a purge: sink, event id or all) on each target
+    /// and adds up how many dead letters it affected.
+    async fn apply<F, Fut>(&self, act: F) -> Result<usize, AdminError>
+    where
+        F: Fn(Option<String>, Option<String>) -> Fut,
+        Fut: std::future::Future<Output = Result<usize, SpoolError>>,
+    {
+        let mut affected = 0;
+        for id in self.targets()? {
+            affected += act(self.sink.clone(), id).await?;
+        }
+        Ok(affected)
+    }
 }
 
 fn selection(
@@ -298,14 +312,14 @@ pub async fn retry(
     body: Result<Json<Selection>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, AdminError> {
     let selection = selection(body)?;
-    let mut affected = 0;
-    for id in selection.targets()? {
-        affected += state
-            .app
-            .spool
-            .requeue_dead(selection.sink.clone(), id, std::time::SystemTime::now())
-            .await?;
-    }
+    let affected = selection
+        .apply(|sink, id| {
+            state
+                .app
+                .spool
+                .requeue_dead(sink, id, std::time::SystemTime::now())
+        })
+        .await?;
     tracing::info!(affected, sink = ?selection.sink, "dead letters queued again from the admin API");
     state.app.wake_all_sinks();
     Ok(Json(json!({"affected": affected})))
@@ -317,14 +331,9 @@ pub async fn purge(
     body: Result<Json<Selection>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, AdminError> {
     let selection = selection(body)?;
-    let mut affected = 0;
-    for id in selection.targets()? {
-        affected += state
-            .app
-            .spool
-            .purge_dead(selection.sink.clone(), id)
-            .await?;
-    }
+    let affected = selection
+        .apply(|sink, id| state.app.spool.purge_dead(sink, id))
+        .await?;
     tracing::info!(affected, sink = ?selection.sink, "dead letters purged from the admin API");
     Ok(Json(json!({"affected": affected})))
 }

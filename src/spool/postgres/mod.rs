@@ -181,6 +181,26 @@ fn pool(options: &PostgresOptions) -> Result<Pool, String> {
         .map_err(|err| err.to_string())
 }
 
+/// A failure to open the database at `options`, named without its password.
+fn open_error(options: &PostgresOptions, reason: String) -> SpoolError {
+    SpoolError::Open {
+        location: options.url.redacted().to_owned(),
+        reason,
+    }
+}
+
+/// The pool for `options` and a first connection from it.
+async fn connect(
+    options: &PostgresOptions,
+) -> Result<(Pool, deadpool_postgres::Object), SpoolError> {
+    let pool = pool(options).map_err(|reason| open_error(options, reason))?;
+    let client = pool
+        .get()
+        .await
+        .map_err(|err| open_error(options, format!("cannot connect: {}", describe_pool(&err))))?;
+    Ok((pool, client))
+}
+
 /// A name for this process that is unique among replicas.
 fn replica_name() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "recordhook".to_owned());
@@ -191,14 +211,7 @@ fn replica_name() -> String {
 /// current, in a sentence; an error when it cannot be reached.
 pub async fn check(options: &PostgresOptions) -> Result<String, SpoolError> {
     let shown = options.url.redacted().to_owned();
-    let pool = pool(options).map_err(|reason| SpoolError::Open {
-        location: shown.clone(),
-        reason,
-    })?;
-    let client = pool.get().await.map_err(|err| SpoolError::Open {
-        location: shown.clone(),
-        reason: format!("cannot connect: {}", describe_pool(&err)),
-    })?;
+    let (_pool, client) = connect(options).await?;
     let found = schema::found(&client)
         .await
         .map_err(|err| SpoolError::Read(describe(&err)))?;
@@ -235,27 +248,17 @@ impl PgSpool {
         options: &PostgresOptions,
         dedup_window: Duration,
     ) -> Result<Self, SpoolError> {
-        let shown = options.url.redacted().to_owned();
-        let open_error = |reason: String| SpoolError::Open {
-            location: shown.clone(),
-            reason,
-        };
-        let pool = pool(options).map_err(open_error)?;
-        {
-            let mut client = pool
-                .get()
-                .await
-                .map_err(|err| open_error(format!("cannot connect: {}", describe_pool(&err))))?;
-            schema::migrate(&mut client).await.map_err(open_error)?;
-        }
+        let (pool, mut client) = connect(options).await?;
+        schema::migrate(&mut client)
+            .await
+            .map_err(|reason| open_error(options, reason))?;
         let spool = Self::start(options, pool, false);
-        let client = spool.client().await?;
         spool
             .inner
             .clock
             .measure(&client)
             .await
-            .map_err(|err| open_error(describe(&err)))?;
+            .map_err(|err| open_error(options, describe(&err)))?;
         drop(client);
         let window_ms = i64::try_from(dedup_window.as_millis()).unwrap_or(i64::MAX);
         let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
@@ -281,35 +284,24 @@ impl PgSpool {
     /// Connects for an admin command: no migration (a schema this build
     /// cannot run on is refused), no committers; it never accepts.
     pub async fn open_for_admin(options: &PostgresOptions) -> Result<Self, SpoolError> {
-        let shown = options.url.redacted().to_owned();
-        let open_error = |reason: String| SpoolError::Open {
-            location: shown.clone(),
-            reason,
-        };
-        let pool = pool(options).map_err(open_error)?;
-        let found = {
-            let client = pool
-                .get()
-                .await
-                .map_err(|err| open_error(format!("cannot connect: {}", describe_pool(&err))))?;
-            schema::found(&client)
-                .await
-                .map_err(|err| open_error(describe(&err)))?
-        };
+        let (pool, client) = connect(options).await?;
+        let found = schema::found(&client)
+            .await
+            .map_err(|err| open_error(options, describe(&err)))?;
         if found.version == 0 {
             return Err(open_error(
+                options,
                 "it holds no recordhook spool yet: start the server on it once".to_owned(),
             ));
         }
         if !found.runs_here() {
             return Err(SpoolError::SchemaMismatch {
-                location: shown,
+                location: options.url.redacted().to_owned(),
                 found: i64::from(found.version),
                 expected: i64::from(schema::CURRENT_VERSION),
             });
         }
         let spool = Self::start(options, pool, true);
-        let client = spool.client().await?;
         spool
             .inner
             .clock
