@@ -7,8 +7,9 @@ use serde_json::{Map, Value};
 
 use crate::protocol::{
     AudioAudit, EventView, Highlight, ImageAudit, LiveSummary, PayloadError, Push, PushException,
-    Quality, RECORDING_EVENT_TYPE, RecordException, RecordStatus, Recording, Relay, Screenshot,
-    Stream, StreamMonitor, Subtitles, VerifiedCallback, classify, event_id, event_type_name,
+    Quality, RECORDING_EVENT_TYPE, Reconciled, RecordException, RecordStatus, Recording, Relay,
+    Screenshot, Stream, StreamMonitor, Subtitles, VerifiedCallback, classify, event_id,
+    event_type_name,
 };
 
 /// One accepted callback as sinks see it, serialised as
@@ -88,11 +89,46 @@ pub struct Record {
     pub highlight: Option<Box<Highlight>>,
     /// True when no signature was checked: an event type allowed unsigned on
     /// the secret path (`auth.unsigned_event_types`), or `auth.allow_unsigned`.
+    /// (False for a reconciled record: Tencent's signed API vouched for it.)
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unsigned: bool,
+    /// How it reached recordhook: `live` (CSS posted it; left out of the
+    /// JSON, so live records read as they always did) or `reconciled`.
+    #[serde(default, skip_serializing_if = "Source::is_live")]
+    pub source: Source,
+    /// For a reconciled record: what Tencent's API said about the callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconciled: Option<Box<Reconciled>>,
     /// Problems found in the content; the callback was accepted regardless.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// How a record reached recordhook.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// CSS posted it to the callback endpoint.
+    #[default]
+    Live,
+    /// Reconciliation found it in Tencent's records of what CSS sent, after
+    /// it never arrived, and recovered it through the API.
+    Reconciled,
+}
+
+impl Source {
+    /// Whether it is [`Source::Live`].
+    pub fn is_live(&self) -> bool {
+        *self == Self::Live
+    }
+
+    /// Its name, as stored and shown (`live`, `reconciled`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Reconciled => "reconciled",
+        }
+    }
 }
 
 /// A record as the spool holds it and sinks receive it: its JSON text,
@@ -158,7 +194,8 @@ impl Record {
         received_at: SystemTime,
     ) -> Result<Self, PayloadError> {
         let event_type = classify(callback.event_type()?, callback.fields());
-        let unsigned = !callback.is_signed();
+        let reconciled = callback.reconciled().cloned().map(Box::new);
+        let unsigned = !callback.is_signed() && reconciled.is_none();
         let id = event_id(callback.fields());
         let event = callback.into_fields();
         let stream = Stream::read(&event);
@@ -186,6 +223,12 @@ impl Record {
             live_summary: None,
             highlight: None,
             unsigned,
+            source: if reconciled.is_some() {
+                Source::Reconciled
+            } else {
+                Source::Live
+            },
+            reconciled,
             warnings: Vec::new(),
             event: Map::new(),
         };
@@ -316,6 +359,34 @@ mod tests {
             json: old.into(),
         };
         assert_eq!(stored.stream_id().as_deref(), Some("old"));
+    }
+
+    #[test]
+    fn a_live_record_does_not_mention_its_source_and_a_reconciled_one_does() {
+        let body = r#"{"event_type":100,"stream_id":"s","file_id":"f","t":5,"sign":"x"}"#;
+        let live = Record::from_verified(verified(body), UNIX_EPOCH).unwrap();
+        let live_json = serde_json::to_value(&live).unwrap();
+        assert!(live_json.get("source").is_none() && live_json.get("reconciled").is_none());
+        let provenance = Reconciled {
+            event_time: "2026-01-01T00:00:00Z".into(),
+            result_code: Some(1),
+            response: None,
+            request_id: "req-1".into(),
+        };
+        let recovered = VerifiedCallback::from_tencent_api(
+            UnverifiedCallback::parse(body.as_bytes()).unwrap(),
+            provenance,
+        )
+        .unwrap();
+        let record = Record::from_verified(recovered, UNIX_EPOCH).unwrap();
+        assert_eq!(record.id, live.id, "t and sign never change the event id");
+        assert!(!record.unsigned);
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(json["source"], "reconciled");
+        assert_eq!(json["reconciled"]["request_id"], "req-1");
+        assert_eq!(json["reconciled"]["result_code"], 1);
+        assert!(json["event"].get("sign").is_none());
+        assert_eq!(serde_json::from_value::<Record>(json).unwrap(), record);
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! The flow is a typestate: bytes → [`UnverifiedCallback`] →
 //! [`VerifiedCallback`] (only through [`Authenticator::verify`]) →
 //! [`crate::record::Record`]. Nothing downstream can be handed a callback
-//! that skipped authentication.
+//! that skipped authentication. The one other way to a [`VerifiedCallback`]
+//! is `VerifiedCallback::from_tencent_api`, crate-private, for callbacks
+//! that Tencent's signed API says CSS sent (reconciliation).
 
 mod callback;
 mod event_id;
@@ -16,7 +18,7 @@ mod signature;
 mod stream;
 mod views;
 
-pub use callback::{Authenticator, PayloadError, UnverifiedCallback, VerifiedCallback};
+pub use callback::{Authenticator, PayloadError, Reconciled, UnverifiedCallback, VerifiedCallback};
 pub use event_id::event_id;
 pub use event_type::{
     EVENT_TYPES, EventTypes, OTHER_EVENT_TYPE, event_type_by_name, event_type_label,
