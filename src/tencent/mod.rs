@@ -1,4 +1,5 @@
 //! A Tencent Cloud API 3.0 client for the two live-streaming (CSS) actions
 //! reconciliation needs.
 
+pub mod sign;
 pub mod time;
