@@ -25,7 +25,7 @@ const DATE_FORMAT: &[FormatItem<'static>] = format_description!("[year]-[month]-
 pub const BEIJING: UtcOffset = offset!(+8);
 
 /// Why a time could not be read or written. Times are not secrets, so the
-/// offending text is shown.
+/// offending text is shown; `Display` includes the cause.
 #[derive(Debug, thiserror::Error)]
 pub enum TimeError {
     /// The text has none of the three shapes (a `T` or a space between date
@@ -38,7 +38,7 @@ pub enum TimeError {
         text: String,
     },
     /// The text has one of the shapes but not a valid date and time in it.
-    #[error("`{text}` is not a valid Tencent time")]
+    #[error("`{text}` is not a valid Tencent time: {source}")]
     Invalid {
         /// The text as given.
         text: String,
@@ -47,7 +47,7 @@ pub enum TimeError {
         source: time::error::Parse,
     },
     /// The instant lies outside the years the formats can write (±9999).
-    #[error("unix time {unix_secs} is outside the years a Tencent time can show")]
+    #[error("unix time {unix_secs} is outside the years a Tencent time can show: {source}")]
     OutOfRange {
         /// The instant, in seconds since the Unix epoch.
         unix_secs: i64,
@@ -56,7 +56,7 @@ pub enum TimeError {
         source: time::error::ComponentRange,
     },
     /// Writing the instant failed (not expected for an instant in range).
-    #[error("unix time {unix_secs} could not be formatted")]
+    #[error("unix time {unix_secs} could not be formatted: {source}")]
     Format {
         /// The instant, in seconds since the Unix epoch.
         unix_secs: i64,
