@@ -9,7 +9,8 @@
 //! endpoints), [`startup`] (building and running the service), [`supervisor`]
 //! (restarting workers that panic),
 //! [`telemetry`] (logs), [`cli`] (the command line), [`redact`] and
-//! [`secret_url`] (keeping secrets out of output).
+//! [`secret_url`] (keeping secrets out of output), [`tencent`] (a client
+//! for Tencent Cloud's API 3.0: the live actions reconciliation queries).
 
 pub mod admin;
 pub mod cli;
@@ -26,4 +27,5 @@ pub mod spool;
 pub mod startup;
 pub mod supervisor;
 pub mod telemetry;
+pub mod tencent;
 pub mod tls;
