@@ -3,7 +3,7 @@
 //! once on SQLite and once on PostgreSQL.
 
 use recordhook::protocol::EventTypes;
-use recordhook::record::Record;
+use recordhook::record::{Record, Source};
 use recordhook::spool::browse::{DeliveryStatus, EventQuery};
 use recordhook::spool::{
     Acceptance, Claim, DeadLetter, Outcome, Settlement, SinkCounts, SinkRegistration, Spool,
@@ -28,6 +28,7 @@ pub fn tests() -> Vec<ContractTest> {
         contract_test!(retention_removes_only_old_records_that_every_sink_has_handled),
         contract_test!(a_closed_spool_refuses_writes),
         contract_test!(pages_of_events_come_newest_first_filtered_with_each_sinks_status),
+        contract_test!(a_records_source_is_kept_and_pages_filter_on_it),
     ]
 }
 
@@ -642,4 +643,52 @@ async fn pages_of_events_come_newest_first_filtered_with_each_sinks_status(backe
     let b = detail.summary.sinks.iter().find(|s| s.sink == "b").unwrap();
     assert_eq!(b.status, DeliveryStatus::Delivered);
     assert!(spool.event("unknown").await.unwrap().is_none());
+}
+
+async fn a_records_source_is_kept_and_pages_filter_on_it(backend: Backend) {
+    let test = TestSpool::open(backend).await;
+    let spool = &test.spool;
+    let live = accept(spool, &record("live")).await;
+    let mut recovered = record("recovered");
+    recovered.source = Source::Reconciled;
+    let reconciled = accept(spool, &recovered).await;
+    let old = accept(spool, &record("old")).await;
+    // As a record stored before the column existed (or by an older replica).
+    test.execute(&format!(
+        "UPDATE records SET source = NULL WHERE seq = {old}"
+    ))
+    .await;
+    let page = |source| async move {
+        spool
+            .events(EventQuery {
+                source,
+                limit: 10,
+                ..EventQuery::default()
+            })
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| (e.seq, e.source))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        page(None).await,
+        [
+            (old, Source::Live),
+            (reconciled, Source::Reconciled),
+            (live, Source::Live)
+        ]
+    );
+    assert_eq!(
+        page(Some(Source::Reconciled)).await,
+        [(reconciled, Source::Reconciled)]
+    );
+    assert_eq!(
+        page(Some(Source::Live)).await,
+        [(old, Source::Live), (live, Source::Live)]
+    );
+    let detail = spool.event(&recovered.id).await.unwrap().unwrap();
+    assert_eq!(detail.summary.source, Source::Reconciled);
+    let stored = spool.records().await.unwrap();
+    assert_eq!(stored[1], recovered);
 }

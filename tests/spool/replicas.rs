@@ -405,8 +405,8 @@ async fn replicas_started_together_migrate_once() {
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);
-    // The latest schema version (3: the admin API's columns and indexes).
-    assert_eq!(rows[0].get::<_, i32>(0), 3);
+    // The latest schema version (4: records' source).
+    assert_eq!(rows[0].get::<_, i32>(0), 4);
 }
 
 async fn a_newer_schema_runs_only_when_it_says_it_is_compatible() {
@@ -414,19 +414,19 @@ async fn a_newer_schema_runs_only_when_it_says_it_is_compatible() {
     let options = database.options(WINDOW, Duration::from_secs(30));
     Spool::open(&options).await.unwrap().close().await;
     let client = database.client().await;
-    // A newer recordhook migrated, and says code of this one's version (3) still runs on it.
+    // A newer recordhook migrated, and says code of this one's version (4) still runs on it.
     client
         .execute(
-            "UPDATE recordhook_schema SET version = 4, compatible_from = 3",
+            "UPDATE recordhook_schema SET version = 5, compatible_from = 4",
             &[],
         )
         .await
         .unwrap();
     Spool::open(&options).await.unwrap().close().await;
     Spool::open_for_admin(&options).await.unwrap().close().await;
-    // One that breaks version 3: refused, by the server and the admin commands.
+    // One that breaks version 4: refused, by the server and the admin commands.
     client
-        .execute("UPDATE recordhook_schema SET compatible_from = 4", &[])
+        .execute("UPDATE recordhook_schema SET compatible_from = 5", &[])
         .await
         .unwrap();
     let refused = Spool::open(&options).await.err().unwrap().to_string();

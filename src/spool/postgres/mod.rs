@@ -372,6 +372,7 @@ impl PgSpool {
                 body,
                 stream_id: record.stream_id().map(str::to_owned),
                 file_id: record.file_id().map(str::to_owned),
+                source: record.source.as_str(),
                 reply,
             })
             .await

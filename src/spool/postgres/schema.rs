@@ -110,6 +110,18 @@ const MIGRATIONS: &[Migration] = &[
     DROP INDEX records_by_received;
 ",
     },
+    Migration {
+        // A nullable column: older code stores live records without it.
+        compatible_from: 1,
+        sql: r"
+    -- How each record reached recordhook (`live`, `reconciled`); NULL for
+    -- records stored before the column existed, or by older replicas, all
+    -- live. Reconciled records are few, and the admin API filters on them:
+    -- a partial index finds them without walking every live record.
+    ALTER TABLE records ADD COLUMN source TEXT;
+    CREATE INDEX records_reconciled ON records (seq) WHERE source = 'reconciled';
+",
+    },
 ];
 
 /// The schema version this build creates and expects.

@@ -231,6 +231,7 @@ impl SqliteSpool {
         let event_type = record.event_type;
         let stream_id = record.stream_id().map(str::to_owned);
         let file_id = record.file_id().map(str::to_owned);
+        let source = record.source.as_str();
         let now_ms = unix_ms(now);
         if self.inner.admin {
             return Err(SpoolError::Write(
@@ -244,10 +245,13 @@ impl SqliteSpool {
             }
             dedup.record(conn, &event_id, now_ms)?;
             conn.prepare_cached(
-                "INSERT INTO records (event_id, event_type, received_at_ms, body, stream_id, file_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO records
+                 (event_id, event_type, received_at_ms, body, stream_id, file_id, source)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
-            .execute(params![event_id, event_type, now_ms, body, stream_id, file_id])?;
+            .execute(params![
+                event_id, event_type, now_ms, body, stream_id, file_id, source
+            ])?;
             Ok(Acceptance::Stored {
                 seq: conn.last_insert_rowid(),
             })
