@@ -50,6 +50,7 @@ pub mod browse;
 mod postgres;
 mod sqlite;
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -312,6 +313,20 @@ impl Spool {
     /// window. Returns only after the commit is durable.
     pub async fn accept(&self, record: &Record, now: SystemTime) -> Result<Acceptance, SpoolError> {
         with_backend!(self, spool => spool.accept(record, now).await)
+    }
+
+    /// Which of `ids` (event ids) the spool accepted within the dedup window
+    /// before `now`: exactly those [`Spool::accept`] would call duplicates
+    /// at `now`. An id accepted longer ago is not known, even when its
+    /// record is still stored. Only a spool opened with [`Spool::open`]
+    /// answers; one opened for administration has no dedup memory (SQLite)
+    /// or window (PostgreSQL) and refuses.
+    pub async fn known_event_ids(
+        &self,
+        ids: Vec<String>,
+        now: SystemTime,
+    ) -> Result<HashSet<String>, SpoolError> {
+        with_backend!(self, spool => spool.known_event_ids(ids, now).await)
     }
 
     /// Proves the spool can commit a write right now (for `/readyz`).

@@ -29,6 +29,7 @@ pub fn tests() -> Vec<ContractTest> {
         contract_test!(a_closed_spool_refuses_writes),
         contract_test!(pages_of_events_come_newest_first_filtered_with_each_sinks_status),
         contract_test!(a_records_source_is_kept_and_pages_filter_on_it),
+        contract_test!(known_event_ids_are_those_a_new_acceptance_would_call_duplicates),
     ]
 }
 
@@ -691,4 +692,63 @@ async fn a_records_source_is_kept_and_pages_filter_on_it(backend: Backend) {
     assert_eq!(detail.summary.source, Source::Reconciled);
     let stored = spool.records().await.unwrap();
     assert_eq!(stored[1], recovered);
+}
+
+async fn known_event_ids_are_those_a_new_acceptance_would_call_duplicates(backend: Backend) {
+    let test = TestSpool::open(backend).await;
+    let spool = &test.spool;
+    let (early, late) = (record("early"), record("late"));
+    spool.accept(&early, at(1_000)).await.unwrap();
+    spool.accept(&late, at(1_030)).await.unwrap();
+    let asked = vec![early.id.clone(), late.id.clone(), "unknown".to_owned()];
+    let known = |now: u64| {
+        let asked = asked.clone();
+        async move {
+            let mut known: Vec<String> = spool
+                .known_event_ids(asked, at(now))
+                .await
+                .unwrap()
+                .into_iter()
+                .collect();
+            known.sort();
+            known
+        }
+    };
+    let mut both = vec![early.id.clone(), late.id.clone()];
+    both.sort();
+    assert_eq!(known(1_060).await, both);
+    // The 60 s window has passed for `early` only.
+    assert_eq!(known(1_061).await, std::slice::from_ref(&late.id));
+    assert!(known(1_091).await.is_empty());
+    // Just as acceptance sees them at 1_061.
+    assert_eq!(
+        spool.accept(&late, at(1_061)).await.unwrap(),
+        Acceptance::Duplicate
+    );
+    assert!(matches!(
+        spool.accept(&early, at(1_061)).await.unwrap(),
+        Acceptance::Stored { .. }
+    ));
+    assert!(
+        spool
+            .known_event_ids(Vec::new(), at(1_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A long list: more ids than one lookup turn, half of them known.
+    let mut tasks = Vec::new();
+    for n in 0..600 {
+        let spool = spool.clone();
+        tasks.push(tokio::spawn(async move {
+            spool.accept(&record(&format!("many{n}")), at(2_000)).await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let ids: Vec<String> = (0..1_200).map(|n| record(&format!("many{n}")).id).collect();
+    let known = spool.known_event_ids(ids.clone(), at(2_001)).await.unwrap();
+    assert_eq!(known.len(), 600);
+    assert!(ids[..600].iter().all(|id| known.contains(id)));
 }
