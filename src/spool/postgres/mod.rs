@@ -15,6 +15,7 @@
 mod browse;
 mod committer;
 mod deliveries;
+mod reconciliation;
 mod schema;
 
 use std::collections::HashSet;

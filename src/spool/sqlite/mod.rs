@@ -10,6 +10,7 @@
 mod browse;
 mod dedup;
 mod deliveries;
+mod reconciliation;
 mod schema;
 mod writer;
 
