@@ -151,6 +151,8 @@ impl EventsParams {
                 .map(|t| rfc3339_ms("until", &t))
                 .transpose()?,
             status,
+            // Not offered by the API yet: the spool can filter on it.
+            source: None,
             before_seq,
             limit,
         })

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::record::Source;
+
 /// Where a record stands, with one sink or overall.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -39,6 +41,16 @@ impl DeliveryStatus {
     }
 }
 
+/// A record's source from its stored column: NULL is a record stored before
+/// the column existed (or by a replica that does not write it), all of
+/// which were live.
+pub(super) fn source_from_stored(stored: Option<&str>) -> Source {
+    match stored {
+        Some(stored) if stored == Source::Reconciled.as_str() => Source::Reconciled,
+        _ => Source::Live,
+    }
+}
+
 /// Which records a page holds.
 #[derive(Debug, Clone, Default)]
 pub struct EventQuery {
@@ -54,6 +66,9 @@ pub struct EventQuery {
     pub until_ms: Option<i64>,
     /// Only records with this overall status.
     pub status: Option<DeliveryStatus>,
+    /// Only records that reached recordhook this way (live: posted by CSS,
+    /// including records stored before the source was kept).
+    pub source: Option<Source>,
     /// Only records older than this position (the previous page's cursor).
     pub before_seq: Option<i64>,
     /// Largest page.
@@ -92,6 +107,8 @@ pub struct EventSummary {
     pub stream_id: Option<String>,
     /// Its VOD file id, when known.
     pub file_id: Option<String>,
+    /// How it reached recordhook.
+    pub source: Source,
     /// Where it stands with each sink that takes its type.
     pub sinks: Vec<SinkDelivery>,
 }

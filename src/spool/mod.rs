@@ -45,11 +45,21 @@
 //! **Retention.** A record leaves the spool only once every sink has handled
 //! it (delivered, or dead-lettered and that dead letter purged) and it is
 //! older than the retention period. Dead letters stay until purged.
+//!
+//! **Reconciliation** ([`reconciliation`]). Records recovered from Tencent's
+//! API are accepted like any other, with [`crate::record::Source::Reconciled`];
+//! [`Spool::known_event_ids`] tells which callbacks need no recovery (it
+//! answers exactly as [`Spool::accept`]'s dedup would). Its bookkeeping
+//! (checkpoints, gaps, runs) and the lease that lets one replica at a time
+//! reconcile are kept beside the records; each write of it commits durably
+//! before the call returns.
 
 pub mod browse;
 mod postgres;
+pub mod reconciliation;
 mod sqlite;
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -58,6 +68,7 @@ use serde::Serialize;
 
 use crate::protocol::EventTypes;
 use crate::record::{Record, StoredRecord};
+use reconciliation::{Gap, ReconcileRun};
 
 pub use postgres::{PostgresOptions, check as check_postgres};
 
@@ -314,6 +325,20 @@ impl Spool {
         with_backend!(self, spool => spool.accept(record, now).await)
     }
 
+    /// Which of `ids` (event ids) the spool accepted within the dedup window
+    /// before `now`: exactly those [`Spool::accept`] would call duplicates
+    /// at `now`. An id accepted longer ago is not known, even when its
+    /// record is still stored. Only a spool opened with [`Spool::open`]
+    /// answers; one opened for administration has no dedup memory (SQLite)
+    /// or window (PostgreSQL) and refuses.
+    pub async fn known_event_ids(
+        &self,
+        ids: Vec<String>,
+        now: SystemTime,
+    ) -> Result<HashSet<String>, SpoolError> {
+        with_backend!(self, spool => spool.known_event_ids(ids, now).await)
+    }
+
     /// Proves the spool can commit a write right now (for `/readyz`).
     pub async fn check_writable(&self) -> Result<(), SpoolError> {
         with_backend!(self, spool => spool.check_writable().await)
@@ -474,6 +499,142 @@ impl Spool {
     /// how many went.
     pub async fn prune_seen(&self, before_ms: i64, limit: usize) -> Result<usize, SpoolError> {
         with_backend!(self, spool => spool.prune_seen(before_ms, limit).await)
+    }
+
+    /// How far reconciliation has checked each of `streams`: per (stream,
+    /// event type), the time (Unix ms, Tencent's) up to which Tencent's
+    /// records were fully checked. A pair missing was never checked. One
+    /// statement however many streams are asked for.
+    pub async fn reconcile_checkpoints(
+        &self,
+        streams: Vec<String>,
+    ) -> Result<HashMap<(String, i64), i64>, SpoolError> {
+        if streams.is_empty() {
+            return Ok(HashMap::new());
+        }
+        with_backend!(self, spool => spool.reconcile_checkpoints(streams).await)
+    }
+
+    /// Records that `stream`'s callbacks of `event_types` were checked up to
+    /// `checked_until_ms`. A checkpoint only moves forward: one further on
+    /// already stays.
+    pub async fn save_reconcile_checkpoint(
+        &self,
+        stream: &str,
+        event_types: &[i64],
+        checked_until_ms: i64,
+    ) -> Result<(), SpoolError> {
+        let mut event_types = event_types.to_vec();
+        // One row per type: an upsert may not touch a row twice.
+        event_types.sort_unstable();
+        event_types.dedup();
+        if event_types.is_empty() {
+            return Ok(());
+        }
+        let stream = stream.to_owned();
+        with_backend!(self, spool => {
+            spool
+                .save_reconcile_checkpoint(stream, event_types, checked_until_ms)
+                .await
+        })
+    }
+
+    /// Stores the gaps not stored yet (see [`Gap`] for when two are the
+    /// same). Returns how many were new.
+    pub async fn record_gaps(&self, gaps: Vec<Gap>) -> Result<usize, SpoolError> {
+        if gaps.is_empty() {
+            return Ok(0);
+        }
+        with_backend!(self, spool => spool.record_gaps(gaps).await)
+    }
+
+    /// Up to `limit` gaps, the most recently found first.
+    pub async fn gaps(&self, limit: usize) -> Result<Vec<Gap>, SpoolError> {
+        with_backend!(self, spool => spool.gaps(limit).await)
+    }
+
+    /// How many gaps are stored.
+    pub async fn gap_count(&self) -> Result<u64, SpoolError> {
+        with_backend!(self, spool => spool.gap_count().await)
+    }
+
+    /// Records that `holder` started a run over `window_start_ms` to
+    /// `window_end_ms`, status `running`; returns its id. Only the newest
+    /// [`reconciliation::KEPT_RUNS`] runs are kept: older ones go now.
+    pub async fn start_reconcile_run(
+        &self,
+        holder: &str,
+        started_at_ms: i64,
+        window_start_ms: i64,
+        window_end_ms: i64,
+    ) -> Result<i64, SpoolError> {
+        let run = ReconcileRun {
+            id: 0,
+            holder: holder.to_owned(),
+            started_at_ms,
+            finished_at_ms: None,
+            window_start_ms,
+            window_end_ms,
+            status: reconciliation::RUNNING.to_owned(),
+            error: None,
+            report: "{}".to_owned(),
+        };
+        with_backend!(self, spool => spool.start_reconcile_run(run).await)
+    }
+
+    /// Records how run `id` ended: `status` is `ok`, `failed` or
+    /// `interrupted` (anything else is refused), `report` the reconciler's
+    /// JSON. An error when no run `id` is recorded.
+    pub async fn finish_reconcile_run(
+        &self,
+        id: i64,
+        finished_at_ms: i64,
+        status: &str,
+        error: Option<String>,
+        report: String,
+    ) -> Result<(), SpoolError> {
+        reconciliation::check_finished(status)?;
+        let status = status.to_owned();
+        let updated = with_backend!(self, spool => {
+            spool
+                .finish_reconcile_run(id, finished_at_ms, status, error, report)
+                .await
+        })?;
+        if updated {
+            Ok(())
+        } else {
+            Err(SpoolError::Write(format!(
+                "no reconciliation run {id} is recorded"
+            )))
+        }
+    }
+
+    /// Up to `limit` runs, the latest started first.
+    pub async fn reconcile_runs(&self, limit: usize) -> Result<Vec<ReconcileRun>, SpoolError> {
+        with_backend!(self, spool => spool.reconcile_runs(limit).await)
+    }
+
+    /// Takes the lease `name` for `holder` for `lease` from now, if it is
+    /// free, has expired, or is `holder`'s already (then it is renewed).
+    /// Returns whether `holder` holds it now. Atomic: of holders asking at
+    /// once, one gets it. Now is the database's clock (PostgreSQL's; for
+    /// SQLite, this host's) when the statement runs.
+    pub async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<bool, SpoolError> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        let lease_ms = reconciliation::lease_ms(lease);
+        with_backend!(self, spool => spool.acquire_lease(name, holder, lease_ms).await)
+    }
+
+    /// Gives up the lease `name` if `holder` holds it (else changes
+    /// nothing), so another holder may take it at once.
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<(), SpoolError> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        with_backend!(self, spool => spool.release_lease(name, holder).await)
     }
 
     /// Event ids the dedup memory holds.

@@ -3,8 +3,12 @@
 //! once on SQLite and once on PostgreSQL.
 
 use recordhook::protocol::EventTypes;
-use recordhook::record::Record;
+use recordhook::record::{Record, Source};
+use std::collections::HashMap;
+use std::time::Duration;
+
 use recordhook::spool::browse::{DeliveryStatus, EventQuery};
+use recordhook::spool::reconciliation::{Gap, KEPT_RUNS, ReconcileRun};
 use recordhook::spool::{
     Acceptance, Claim, DeadLetter, Outcome, Settlement, SinkCounts, SinkRegistration, Spool,
     SpoolError, unix_ms,
@@ -28,6 +32,13 @@ pub fn tests() -> Vec<ContractTest> {
         contract_test!(retention_removes_only_old_records_that_every_sink_has_handled),
         contract_test!(a_closed_spool_refuses_writes),
         contract_test!(pages_of_events_come_newest_first_filtered_with_each_sinks_status),
+        contract_test!(a_records_source_is_kept_and_pages_filter_on_it),
+        contract_test!(known_event_ids_are_those_a_new_acceptance_would_call_duplicates),
+        contract_test!(reconcile_checkpoints_only_move_forward_and_are_read_many_streams_at_once),
+        contract_test!(a_gap_found_again_is_not_stored_twice_and_gaps_come_newest_first),
+        contract_test!(reconcile_runs_are_listed_latest_first_with_how_they_ended),
+        contract_test!(only_the_latest_reconcile_runs_are_kept),
+        contract_test!(a_lease_is_held_by_one_holder_until_it_expires_or_is_released),
     ]
 }
 
@@ -642,4 +653,350 @@ async fn pages_of_events_come_newest_first_filtered_with_each_sinks_status(backe
     let b = detail.summary.sinks.iter().find(|s| s.sink == "b").unwrap();
     assert_eq!(b.status, DeliveryStatus::Delivered);
     assert!(spool.event("unknown").await.unwrap().is_none());
+}
+
+async fn a_records_source_is_kept_and_pages_filter_on_it(backend: Backend) {
+    let test = TestSpool::open(backend).await;
+    let spool = &test.spool;
+    let live = accept(spool, &record("live")).await;
+    let mut recovered = record("recovered");
+    recovered.source = Source::Reconciled;
+    let reconciled = accept(spool, &recovered).await;
+    let old = accept(spool, &record("old")).await;
+    // As a record stored before the column existed (or by an older replica).
+    test.execute(&format!(
+        "UPDATE records SET source = NULL WHERE seq = {old}"
+    ))
+    .await;
+    let page = |source| async move {
+        spool
+            .events(EventQuery {
+                source,
+                limit: 10,
+                ..EventQuery::default()
+            })
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| (e.seq, e.source))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        page(None).await,
+        [
+            (old, Source::Live),
+            (reconciled, Source::Reconciled),
+            (live, Source::Live)
+        ]
+    );
+    assert_eq!(
+        page(Some(Source::Reconciled)).await,
+        [(reconciled, Source::Reconciled)]
+    );
+    assert_eq!(
+        page(Some(Source::Live)).await,
+        [(old, Source::Live), (live, Source::Live)]
+    );
+    let detail = spool.event(&recovered.id).await.unwrap().unwrap();
+    assert_eq!(detail.summary.source, Source::Reconciled);
+    let stored = spool.records().await.unwrap();
+    assert_eq!(stored[1], recovered);
+}
+
+async fn known_event_ids_are_those_a_new_acceptance_would_call_duplicates(backend: Backend) {
+    let test = TestSpool::open(backend).await;
+    let spool = &test.spool;
+    let (early, late) = (record("early"), record("late"));
+    spool.accept(&early, at(1_000)).await.unwrap();
+    spool.accept(&late, at(1_030)).await.unwrap();
+    let asked = vec![early.id.clone(), late.id.clone(), "unknown".to_owned()];
+    let known = |now: u64| {
+        let asked = asked.clone();
+        async move {
+            let mut known: Vec<String> = spool
+                .known_event_ids(asked, at(now))
+                .await
+                .unwrap()
+                .into_iter()
+                .collect();
+            known.sort();
+            known
+        }
+    };
+    let mut both = vec![early.id.clone(), late.id.clone()];
+    both.sort();
+    assert_eq!(known(1_060).await, both);
+    // The 60 s window has passed for `early` only.
+    assert_eq!(known(1_061).await, std::slice::from_ref(&late.id));
+    assert!(known(1_091).await.is_empty());
+    // Just as acceptance sees them at 1_061.
+    assert_eq!(
+        spool.accept(&late, at(1_061)).await.unwrap(),
+        Acceptance::Duplicate
+    );
+    assert!(matches!(
+        spool.accept(&early, at(1_061)).await.unwrap(),
+        Acceptance::Stored { .. }
+    ));
+    assert!(
+        spool
+            .known_event_ids(Vec::new(), at(1_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A long list: more ids than one lookup turn, half of them known.
+    let mut tasks = Vec::new();
+    for n in 0..600 {
+        let spool = spool.clone();
+        tasks.push(tokio::spawn(async move {
+            spool.accept(&record(&format!("many{n}")), at(2_000)).await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let ids: Vec<String> = (0..1_200).map(|n| record(&format!("many{n}")).id).collect();
+    let known = spool.known_event_ids(ids.clone(), at(2_001)).await.unwrap();
+    assert_eq!(known.len(), 600);
+    assert!(ids[..600].iter().all(|id| known.contains(id)));
+}
+
+async fn reconcile_checkpoints_only_move_forward_and_are_read_many_streams_at_once(
+    backend: Backend,
+) {
+    let test = TestSpool::open(backend).await;
+    let spool = &test.spool;
+    let streams = |names: &[&str]| names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    assert!(
+        spool
+            .reconcile_checkpoints(streams(&["s1"]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    spool
+        .save_reconcile_checkpoint("s1", &[100, 1, 100], 5_000)
+        .await
+        .unwrap();
+    spool
+        .save_reconcile_checkpoint("s2", &[100], 7_000)
+        .await
+        .unwrap();
+    // Backwards: ignored. Forwards: taken.
+    spool
+        .save_reconcile_checkpoint("s1", &[100], 4_000)
+        .await
+        .unwrap();
+    spool
+        .save_reconcile_checkpoint("s1", &[1], 6_000)
+        .await
+        .unwrap();
+    spool.save_reconcile_checkpoint("s3", &[], 1).await.unwrap();
+    let expected = |pairs: &[(&str, i64, i64)]| {
+        pairs
+            .iter()
+            .map(|(stream, event_type, until)| (((*stream).to_owned(), *event_type), *until))
+            .collect::<HashMap<_, _>>()
+    };
+    assert_eq!(
+        spool
+            .reconcile_checkpoints(streams(&["s1", "s2", "s3"]))
+            .await
+            .unwrap(),
+        expected(&[("s1", 100, 5_000), ("s1", 1, 6_000), ("s2", 100, 7_000)])
+    );
+    assert_eq!(
+        spool.reconcile_checkpoints(streams(&["s2"])).await.unwrap(),
+        expected(&[("s2", 100, 7_000)])
+    );
+    // Ten thousand streams in one call, most never checked.
+    let many: Vec<String> = (0..10_000)
+        .map(|n| format!("stream-{n}"))
+        .chain(streams(&["s2"]))
+        .collect();
+    assert_eq!(
+        spool.reconcile_checkpoints(many).await.unwrap(),
+        expected(&[("s2", 100, 7_000)])
+    );
+}
+
+fn gap(stream: &str, event_time_ms: i64, excerpt: &str, found_at_ms: i64) -> Gap {
+    Gap {
+        stream: stream.to_owned(),
+        event_type: 100,
+        event_time_ms,
+        result_code: None,
+        request_id: format!("req-{found_at_ms}"),
+        reason: "not in the VOD library".to_owned(),
+        request_excerpt: excerpt.to_owned(),
+        found_at_ms,
+    }
+}
+
+async fn a_gap_found_again_is_not_stored_twice_and_gaps_come_newest_first(backend: Backend) {
+    let test = TestSpool::open(backend).await;
+    let spool = &test.spool;
+    assert_eq!(spool.gap_count().await.unwrap(), 0);
+    assert_eq!(spool.record_gaps(Vec::new()).await.unwrap(), 0);
+    let first = Gap {
+        result_code: Some(500),
+        ..gap("s1", 1_000, r#"{"event_type":100,"file_id":"a"}"#, 10_000)
+    };
+    let second = gap("s2", 2_000, r#"{"event_type":100,"file_id":"b"}"#, 20_000);
+    assert_eq!(
+        spool
+            .record_gaps(vec![first.clone(), second.clone()])
+            .await
+            .unwrap(),
+        2
+    );
+    // A later run over the same window finds them again (found later, said
+    // otherwise): nothing new.
+    let again = Gap {
+        reason: "still missing".to_owned(),
+        ..gap("s1", 1_000, &first.request_excerpt, 30_000)
+    };
+    assert_eq!(spool.record_gaps(vec![again]).await.unwrap(), 0);
+    // Same stream, type and time, another callback: new. Twice in one call: once.
+    let other = gap("s1", 1_000, r#"{"event_type":100,"file_id":"c"}"#, 40_000);
+    assert_eq!(
+        spool
+            .record_gaps(vec![other.clone(), other.clone()])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(spool.gap_count().await.unwrap(), 3);
+    assert_eq!(
+        spool.gaps(10).await.unwrap(),
+        [other.clone(), second, first]
+    );
+    assert_eq!(spool.gaps(1).await.unwrap(), [other]);
+}
+
+async fn reconcile_runs_are_listed_latest_first_with_how_they_ended(backend: Backend) {
+    let test = TestSpool::open(backend).await;
+    let spool = &test.spool;
+    let first = spool
+        .start_reconcile_run("replica-a", 1_000, 0, 500)
+        .await
+        .unwrap();
+    let second = spool
+        .start_reconcile_run("replica-b", 2_000, 500, 1_500)
+        .await
+        .unwrap();
+    assert!(second > first);
+    let running = ReconcileRun {
+        id: second,
+        holder: "replica-b".to_owned(),
+        started_at_ms: 2_000,
+        finished_at_ms: None,
+        window_start_ms: 500,
+        window_end_ms: 1_500,
+        status: "running".to_owned(),
+        error: None,
+        report: "{}".to_owned(),
+    };
+    assert_eq!(
+        spool.reconcile_runs(1).await.unwrap(),
+        std::slice::from_ref(&running)
+    );
+    spool
+        .finish_reconcile_run(first, 1_900, "ok", None, r#"{"recovered":3}"#.to_owned())
+        .await
+        .unwrap();
+    spool
+        .finish_reconcile_run(
+            second,
+            2_500,
+            "failed",
+            Some("the API said 500".to_owned()),
+            "{}".to_owned(),
+        )
+        .await
+        .unwrap();
+    let runs = spool.reconcile_runs(10).await.unwrap();
+    assert_eq!(
+        runs,
+        [
+            ReconcileRun {
+                finished_at_ms: Some(2_500),
+                status: "failed".to_owned(),
+                error: Some("the API said 500".to_owned()),
+                ..running
+            },
+            ReconcileRun {
+                id: first,
+                holder: "replica-a".to_owned(),
+                started_at_ms: 1_000,
+                finished_at_ms: Some(1_900),
+                window_start_ms: 0,
+                window_end_ms: 500,
+                status: "ok".to_owned(),
+                error: None,
+                report: r#"{"recovered":3}"#.to_owned(),
+            }
+        ]
+    );
+    // Refused: a status a run does not end with, and a run never started.
+    let bogus = spool
+        .finish_reconcile_run(first, 3_000, "running", None, "{}".to_owned())
+        .await;
+    assert!(matches!(bogus, Err(SpoolError::Write(_))), "{bogus:?}");
+    let unknown = spool
+        .finish_reconcile_run(second + 1_000, 3_000, "ok", None, "{}".to_owned())
+        .await;
+    assert!(matches!(unknown, Err(SpoolError::Write(_))), "{unknown:?}");
+    assert_eq!(spool.reconcile_runs(10).await.unwrap(), runs);
+}
+
+async fn only_the_latest_reconcile_runs_are_kept(backend: Backend) {
+    let test = TestSpool::open(backend).await;
+    let spool = &test.spool;
+    let first = spool.start_reconcile_run("r", 0, 0, 1).await.unwrap();
+    // Started a few at a time, so SQLite commits them together.
+    for round in 0..KEPT_RUNS / 50 {
+        let started = futures_util::future::join_all((0..50).map(|n| {
+            let at_ms = i64::try_from(round * 50 + n + 1).unwrap();
+            spool.start_reconcile_run("r", at_ms, 0, 1)
+        }))
+        .await;
+        for id in started {
+            id.unwrap();
+        }
+    }
+    // One more, alone: it sees every other run and keeps the newest.
+    let last = spool
+        .start_reconcile_run("r", 1_000_000, 0, 1)
+        .await
+        .unwrap();
+    let runs = spool.reconcile_runs(2 * KEPT_RUNS).await.unwrap();
+    assert_eq!(runs.len(), KEPT_RUNS);
+    assert_eq!(runs[0].id, last);
+    assert!(runs.iter().all(|run| run.id != first));
+}
+
+async fn a_lease_is_held_by_one_holder_until_it_expires_or_is_released(backend: Backend) {
+    let test = TestSpool::open(backend).await;
+    let spool = &test.spool;
+    let long = Duration::from_secs(30);
+    assert!(spool.acquire_lease("reconcile", "a", long).await.unwrap());
+    assert!(!spool.acquire_lease("reconcile", "b", long).await.unwrap());
+    // Its holder renews it; another name is another lease.
+    assert!(spool.acquire_lease("reconcile", "a", long).await.unwrap());
+    assert!(spool.acquire_lease("other", "b", long).await.unwrap());
+    // Only its holder releases it.
+    spool.release_lease("reconcile", "b").await.unwrap();
+    assert!(!spool.acquire_lease("reconcile", "b", long).await.unwrap());
+    spool.release_lease("reconcile", "a").await.unwrap();
+    assert!(spool.acquire_lease("reconcile", "b", long).await.unwrap());
+    assert!(!spool.acquire_lease("reconcile", "a", long).await.unwrap());
+    // A lease that is not renewed runs out, and another holder takes it.
+    let short = Duration::from_millis(200);
+    assert!(spool.acquire_lease("brief", "a", short).await.unwrap());
+    assert!(!spool.acquire_lease("brief", "b", short).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(spool.acquire_lease("brief", "b", long).await.unwrap());
+    assert!(!spool.acquire_lease("brief", "a", short).await.unwrap());
 }

@@ -142,6 +142,18 @@ impl TestSpool {
             _dir: dir,
         }
     }
+
+    /// Runs `sql` on the spool's database behind the spool's back, to set up
+    /// what the interface cannot (rows as an older recordhook left them).
+    pub async fn execute(&self, sql: &str) {
+        match &self._database {
+            Some(database) => database.client().await.batch_execute(sql).await.unwrap(),
+            None => rusqlite::Connection::open(self._dir.path().join("nested/spool.db"))
+                .unwrap()
+                .execute_batch(sql)
+                .unwrap(),
+        }
+    }
 }
 
 /// `secs` after the Unix epoch: the injected "now" of behaviour tests.

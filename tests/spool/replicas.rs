@@ -31,6 +31,7 @@ pub fn tests() -> Vec<Test> {
         test!(a_newer_schema_runs_only_when_it_says_it_is_compatible),
         test!(an_unreachable_database_fails_acceptance_and_recovers_by_itself),
         test!(maintenance_runs_on_one_replica_at_a_time),
+        test!(of_two_replicas_asking_for_a_lease_at_once_exactly_one_gets_it),
     ]
 }
 
@@ -405,8 +406,8 @@ async fn replicas_started_together_migrate_once() {
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);
-    // The latest schema version (3: the admin API's columns and indexes).
-    assert_eq!(rows[0].get::<_, i32>(0), 3);
+    // The latest schema version (5: reconciliation's tables).
+    assert_eq!(rows[0].get::<_, i32>(0), 5);
 }
 
 async fn a_newer_schema_runs_only_when_it_says_it_is_compatible() {
@@ -414,19 +415,19 @@ async fn a_newer_schema_runs_only_when_it_says_it_is_compatible() {
     let options = database.options(WINDOW, Duration::from_secs(30));
     Spool::open(&options).await.unwrap().close().await;
     let client = database.client().await;
-    // A newer recordhook migrated, and says code of this one's version (3) still runs on it.
+    // A newer recordhook migrated, and says code of this one's version (5) still runs on it.
     client
         .execute(
-            "UPDATE recordhook_schema SET version = 4, compatible_from = 3",
+            "UPDATE recordhook_schema SET version = 6, compatible_from = 5",
             &[],
         )
         .await
         .unwrap();
     Spool::open(&options).await.unwrap().close().await;
     Spool::open_for_admin(&options).await.unwrap().close().await;
-    // One that breaks version 3: refused, by the server and the admin commands.
+    // One that breaks version 5: refused, by the server and the admin commands.
     client
-        .execute("UPDATE recordhook_schema SET compatible_from = 4", &[])
+        .execute("UPDATE recordhook_schema SET compatible_from = 6", &[])
         .await
         .unwrap();
     let refused = Spool::open(&options).await.err().unwrap().to_string();
@@ -497,4 +498,42 @@ async fn maintenance_runs_on_one_replica_at_a_time() {
     // Its turn now, in bounded batches.
     assert_eq!(spools[0].prune_seen(before, 2).await.unwrap(), 2);
     assert_eq!(spools[0].prune_seen(before, 2).await.unwrap(), 1);
+}
+
+async fn of_two_replicas_asking_for_a_lease_at_once_exactly_one_gets_it() {
+    let database = Database::create().await;
+    let spools = replicas(&database, 2, Duration::from_secs(30), false).await;
+    let holders = ["replica-a", "replica-b"];
+    let lease = Duration::from_secs(30);
+    // A free lease of another name each round, so that some races are close.
+    for n in 0..50 {
+        let name = format!("reconcile-{n}");
+        let (first, second) = tokio::join!(
+            spools[0].acquire_lease(&name, holders[0], lease),
+            spools[1].acquire_lease(&name, holders[1], lease),
+        );
+        let (first, second) = (first.unwrap(), second.unwrap());
+        assert!(
+            first != second,
+            "{name}: a got it: {first}, b got it: {second}"
+        );
+        let (winner, loser) = if first { (0, 1) } else { (1, 0) };
+        assert!(
+            !spools[loser]
+                .acquire_lease(&name, holders[loser], lease)
+                .await
+                .unwrap()
+        );
+        // The other gets it once the winner lets go.
+        spools[winner]
+            .release_lease(&name, holders[winner])
+            .await
+            .unwrap();
+        assert!(
+            spools[loser]
+                .acquire_lease(&name, holders[loser], lease)
+                .await
+                .unwrap()
+        );
+    }
 }

@@ -4,8 +4,11 @@
 use tokio_postgres::types::ToSql;
 
 use super::{PgSpool, describe};
+use crate::record::Source;
 use crate::spool::SpoolError;
-use crate::spool::browse::{DeliveryStatus, EventDetail, EventQuery, EventSummary, SinkDelivery};
+use crate::spool::browse::{
+    DeliveryStatus, EventDetail, EventQuery, EventSummary, SinkDelivery, source_from_stored,
+};
 
 /// An SQL condition on `records r` selecting the records of `status`.
 fn status_condition(status: DeliveryStatus) -> &'static str {
@@ -20,6 +23,18 @@ fn status_condition(status: DeliveryStatus) -> &'static str {
             "NOT EXISTS (SELECT 1 FROM deliveries d
                          WHERE d.seq = r.seq AND d.state IN ('pending', 'dead'))"
         }
+    }
+}
+
+/// An SQL condition on `records r` selecting the records of `source`. The
+/// value is written into the statement, not bound, so that the planner can
+/// use the partial index `records_reconciled` in a generic plan too.
+fn source_condition(source: Source) -> &'static str {
+    match source {
+        Source::Reconciled => "r.source = 'reconciled'",
+        // Records stored before the column existed, or by older replicas,
+        // are NULL, and live.
+        Source::Live => "(r.source IS NULL OR r.source = 'live')",
     }
 }
 
@@ -79,9 +94,13 @@ impl PgSpool {
         if let Some(status) = query.status {
             conditions.push(status_condition(status).to_owned());
         }
+        if let Some(source) = query.source {
+            conditions.push(source_condition(source).to_owned());
+        }
         values.push(&limit);
         let sql = format!(
-            "SELECT r.seq, r.event_id, r.event_type, r.received_at_ms, r.stream_id, r.file_id
+            "SELECT r.seq, r.event_id, r.event_type, r.received_at_ms, r.stream_id, r.file_id,
+                    r.source
              FROM records r WHERE {} ORDER BY r.seq DESC LIMIT ${}",
             conditions.join(" AND "),
             values.len()
@@ -97,6 +116,7 @@ impl PgSpool {
                 received_at_ms: clock.local_ms(row.get(3)),
                 stream_id: row.get(4),
                 file_id: row.get(5),
+                source: source_from_stored(row.get(6)),
                 sinks: Vec::new(),
             })
             .collect();
@@ -144,7 +164,7 @@ impl PgSpool {
         let client = self.client().await?;
         let Some(row) = client
             .query_opt(
-                "SELECT seq, event_id, event_type, received_at_ms, stream_id, file_id, body
+                "SELECT seq, event_id, event_type, received_at_ms, stream_id, file_id, source, body
                  FROM records WHERE event_id = $1 ORDER BY seq DESC LIMIT 1",
                 &[&id],
             )
@@ -160,13 +180,14 @@ impl PgSpool {
             received_at_ms: self.inner.clock.local_ms(row.get(3)),
             stream_id: row.get(4),
             file_id: row.get(5),
+            source: source_from_stored(row.get(6)),
             sinks: Vec::new(),
         }];
         self.fill_sinks(&client, &mut page).await?;
         let [summary] = page;
         Ok(Some(EventDetail {
             summary,
-            body: row.get(6),
+            body: row.get(7),
         }))
     }
 }

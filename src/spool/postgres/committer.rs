@@ -50,9 +50,9 @@ pub(super) const MAX_BATCH: usize = 512;
 const STORE: &str = "
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $6::text[],
-                         $7::text[])
+                         $7::text[], $8::text[])
         WITH ORDINALITY AS i (event_id, event_type, received_at_ms, body, stream_id, file_id,
-                              position)
+                              source, position)
 ), fresh AS (
     INSERT INTO accepted_ids AS a (event_id, accepted_at_ms)
     SELECT event_id, received_at_ms FROM input ORDER BY event_id
@@ -60,8 +60,8 @@ WITH input AS (
         WHERE a.accepted_at_ms < excluded.accepted_at_ms - $5
     RETURNING a.event_id
 ), stored AS (
-    INSERT INTO records (event_id, event_type, received_at_ms, body, stream_id, file_id)
-    SELECT i.event_id, i.event_type, i.received_at_ms, i.body, i.stream_id, i.file_id
+    INSERT INTO records (event_id, event_type, received_at_ms, body, stream_id, file_id, source)
+    SELECT i.event_id, i.event_type, i.received_at_ms, i.body, i.stream_id, i.file_id, i.source
     FROM input i JOIN fresh f ON f.event_id = i.event_id
     ORDER BY i.position
     RETURNING seq, event_id, event_type
@@ -86,6 +86,8 @@ pub(super) struct Job {
     pub stream_id: Option<String>,
     /// Its VOD file id, when known.
     pub file_id: Option<String>,
+    /// How it reached recordhook (`live`, `reconciled`).
+    pub source: &'static str,
     /// Where the outcome goes.
     pub reply: oneshot::Sender<Result<Acceptance, SpoolError>>,
 }
@@ -120,6 +122,7 @@ async fn commit(pool: &Pool, batch: Vec<Job>, window_ms: i64) {
     let bodies: Vec<&str> = unique.iter().map(|job| job.body.as_str()).collect();
     let streams: Vec<Option<&str>> = unique.iter().map(|job| job.stream_id.as_deref()).collect();
     let files: Vec<Option<&str>> = unique.iter().map(|job| job.file_id.as_deref()).collect();
+    let sources: Vec<&str> = unique.iter().map(|job| job.source).collect();
     let columns = Columns {
         ids: &ids,
         types: &types,
@@ -127,6 +130,7 @@ async fn commit(pool: &Pool, batch: Vec<Job>, window_ms: i64) {
         bodies: &bodies,
         streams: &streams,
         files: &files,
+        sources: &sources,
     };
     let mut result = store(pool, &columns, window_ms).await;
     for _ in 0..RETRIES {
@@ -164,6 +168,7 @@ struct Columns<'a> {
     bodies: &'a [&'a str],
     streams: &'a [Option<&'a str>],
     files: &'a [Option<&'a str>],
+    sources: &'a [&'a str],
 }
 
 /// Runs [`STORE`]; returns the seq of each event id that was stored.
@@ -206,6 +211,7 @@ async fn store(
                 &window_ms,
                 &columns.streams,
                 &columns.files,
+                &columns.sources,
             ],
         )
         .await

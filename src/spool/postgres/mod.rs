@@ -15,8 +15,10 @@
 mod browse;
 mod committer;
 mod deliveries;
+mod reconciliation;
 mod schema;
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -126,6 +128,9 @@ struct Inner {
     /// This process, as it appears in leases and `replicas`.
     replica: String,
     lease: Duration,
+    /// How long an event id counts as a duplicate, in ms (0 on an admin
+    /// handle, which never deduplicates).
+    dedup_window_ms: i64,
     /// Sinks that one replica at a time drives (see [`deliveries`]).
     single_writers: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The fence of each single-writer sink's lease as of this process's
@@ -252,7 +257,8 @@ impl PgSpool {
         schema::migrate(&mut client)
             .await
             .map_err(|reason| open_error(options, reason))?;
-        let spool = Self::start(options, pool, false);
+        let window_ms = i64::try_from(dedup_window.as_millis()).unwrap_or(i64::MAX);
+        let spool = Self::start(options, pool, false, window_ms);
         spool
             .inner
             .clock
@@ -260,7 +266,6 @@ impl PgSpool {
             .await
             .map_err(|err| open_error(options, describe(&err)))?;
         drop(client);
-        let window_ms = i64::try_from(dedup_window.as_millis()).unwrap_or(i64::MAX);
         let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
         let handles = (0..COMMITTERS)
@@ -301,7 +306,7 @@ impl PgSpool {
                 expected: i64::from(schema::CURRENT_VERSION),
             });
         }
-        let spool = Self::start(options, pool, true);
+        let spool = Self::start(options, pool, true, 0);
         spool
             .inner
             .clock
@@ -312,7 +317,7 @@ impl PgSpool {
         Ok(spool)
     }
 
-    fn start(options: &PostgresOptions, pool: Pool, admin: bool) -> Self {
+    fn start(options: &PostgresOptions, pool: Pool, admin: bool, dedup_window_ms: i64) -> Self {
         Self {
             inner: Arc::new(Inner {
                 shown: options.url.redacted().to_owned(),
@@ -320,6 +325,7 @@ impl PgSpool {
                 clock: Clock::default(),
                 replica: replica_name(),
                 lease: options.lease,
+                dedup_window_ms,
                 single_writers: std::sync::Mutex::default(),
                 fences: std::sync::Mutex::default(),
                 admin,
@@ -372,11 +378,46 @@ impl PgSpool {
                 body,
                 stream_id: record.stream_id().map(str::to_owned),
                 file_id: record.file_id().map(str::to_owned),
+                source: record.source.as_str(),
                 reply,
             })
             .await
             .map_err(|_| SpoolError::Closed)?;
         outcome.await.map_err(|_| SpoolError::Closed)?
+    }
+
+    /// Which of `ids` were accepted (by any replica) within the dedup window
+    /// before `now`: those [`PgSpool::accept`] would call duplicates.
+    pub async fn known_event_ids(
+        &self,
+        ids: Vec<String>,
+        now: SystemTime,
+    ) -> Result<HashSet<String>, SpoolError> {
+        if self.inner.admin {
+            return Err(SpoolError::Read(
+                "this spool handle was opened for administration and knows no dedup window"
+                    .to_owned(),
+            ));
+        }
+        if ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let since_ms = self
+            .inner
+            .clock
+            .db_ms(now)
+            .saturating_sub(self.inner.dedup_window_ms);
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT event_id FROM accepted_ids
+                 WHERE event_id = ANY ($1) AND accepted_at_ms >= $2",
+                &[&ids, &since_ms],
+            )
+            .await
+            .map_err(|err| SpoolError::Read(describe(&err)))?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
     /// Proves the database takes a write right now (for `/readyz`), and

@@ -110,6 +110,72 @@ const MIGRATIONS: &[Migration] = &[
     DROP INDEX records_by_received;
 ",
     },
+    Migration {
+        // A nullable column: older code stores live records without it.
+        compatible_from: 1,
+        sql: r"
+    -- How each record reached recordhook (`live`, `reconciled`); NULL for
+    -- records stored before the column existed, or by older replicas, all
+    -- live. Reconciled records are few, and the admin API filters on them:
+    -- a partial index finds them without walking every live record.
+    ALTER TABLE records ADD COLUMN source TEXT;
+    CREATE INDEX records_reconciled ON records (seq) WHERE source = 'reconciled';
+",
+    },
+    Migration {
+        // New tables: older code never touches them.
+        compatible_from: 1,
+        sql: r"
+    -- Reconciliation's bookkeeping (see spool/reconciliation.rs). Per
+    -- stream and event type: Tencent's records of the callbacks CSS sent
+    -- were fully checked up to `checked_until_ms` (Tencent's time).
+    CREATE TABLE reconcile_checkpoints (
+        stream TEXT NOT NULL,
+        event_type BIGINT NOT NULL,
+        checked_until_ms BIGINT NOT NULL,
+        PRIMARY KEY (stream, event_type)
+    );
+
+    -- Callbacks Tencent says were sent that could not be recovered; one row
+    -- per callback however many runs (on whichever replica) find it
+    -- (`excerpt_digest`: SHA-256 of `request_excerpt`, hex).
+    CREATE TABLE reconcile_gaps (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        stream TEXT NOT NULL,
+        event_type BIGINT NOT NULL,
+        event_time_ms BIGINT NOT NULL,
+        excerpt_digest TEXT NOT NULL,
+        result_code BIGINT,
+        request_id TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        request_excerpt TEXT NOT NULL,
+        found_at_ms BIGINT NOT NULL,
+        UNIQUE (stream, event_type, event_time_ms, excerpt_digest)
+    );
+    CREATE INDEX reconcile_gaps_by_found ON reconcile_gaps (found_at_ms, id);
+
+    -- The latest reconciliation runs (starting one deletes the oldest).
+    CREATE TABLE reconcile_runs (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        holder TEXT NOT NULL,
+        started_at_ms BIGINT NOT NULL,
+        finished_at_ms BIGINT,
+        window_start_ms BIGINT NOT NULL,
+        window_end_ms BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        error TEXT,
+        report TEXT NOT NULL
+    );
+
+    -- Named leases: which replica does a job one replica at a time may do
+    -- (reconciliation), until when on the database's clock.
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        lease_until_ms BIGINT NOT NULL
+    );
+",
+    },
 ];
 
 /// The schema version this build creates and expects.

@@ -6,8 +6,11 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params_from_iter};
 
 use super::SqliteSpool;
+use crate::record::Source;
 use crate::spool::SpoolError;
-use crate::spool::browse::{DeliveryStatus, EventDetail, EventQuery, EventSummary, SinkDelivery};
+use crate::spool::browse::{
+    DeliveryStatus, EventDetail, EventQuery, EventSummary, SinkDelivery, source_from_stored,
+};
 
 /// Rows looked at per round while filling a page whose status filter the
 /// SQL can only approximate (see [`status_condition`]).
@@ -48,7 +51,27 @@ fn status_condition(status: DeliveryStatus) -> &'static str {
     }
 }
 
-type Row = (i64, String, i64, i64, Option<String>, Option<String>);
+/// The condition on `records` selecting the records of `source`. The value
+/// is written into the statement, not bound, so that SQLite can use the
+/// partial index `records_reconciled` (it cannot prove a bound value
+/// matches the index's condition).
+fn source_condition(source: Source) -> &'static str {
+    match source {
+        Source::Reconciled => "source = 'reconciled'",
+        // Records stored before the column existed are NULL, and live.
+        Source::Live => "(source IS NULL OR source = 'live')",
+    }
+}
+
+type Row = (
+    i64,
+    String,
+    i64,
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 
 fn cursors(conn: &Connection) -> rusqlite::Result<Vec<Cursor>> {
     conn.prepare_cached("SELECT sink, seq, event_types FROM cursors ORDER BY sink")?
@@ -70,7 +93,7 @@ fn summaries(conn: &Connection, rows: Vec<Row>) -> rusqlite::Result<Vec<EventSum
          FROM failures WHERE seq = ?1",
     )?;
     let mut out = Vec::with_capacity(rows.len());
-    for (seq, id, event_type, received_at_ms, stream_id, file_id) in rows {
+    for (seq, id, event_type, received_at_ms, stream_id, file_id, source) in rows {
         let failures: Vec<SinkDelivery> = statement
             .query_map([seq], |row| {
                 let state: String = row.get(1)?;
@@ -118,6 +141,7 @@ fn summaries(conn: &Connection, rows: Vec<Row>) -> rusqlite::Result<Vec<EventSum
             event_type,
             stream_id,
             file_id,
+            source: source_from_stored(source.as_deref()),
             sinks,
         });
     }
@@ -132,6 +156,7 @@ fn row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         row.get(3)?,
         row.get(4)?,
         row.get(5)?,
+        row.get(6)?,
     ))
 }
 
@@ -161,9 +186,12 @@ impl SqliteSpool {
             if let Some(status) = query.status {
                 conditions.push(status_condition(status).to_owned());
             }
+            if let Some(source) = query.source {
+                conditions.push(source_condition(source).to_owned());
+            }
             let sql = format!(
-                "SELECT seq, event_id, event_type, received_at_ms, stream_id, file_id FROM records
-                 WHERE {} ORDER BY seq DESC LIMIT {CHUNK}",
+                "SELECT seq, event_id, event_type, received_at_ms, stream_id, file_id, source
+                 FROM records WHERE {} ORDER BY seq DESC LIMIT {CHUNK}",
                 conditions.join(" AND ")
             );
             let mut statement = conn.prepare(&sql)?;
@@ -199,10 +227,11 @@ impl SqliteSpool {
         self.read(move |conn| {
             let found = conn
                 .prepare_cached(
-                    "SELECT seq, event_id, event_type, received_at_ms, stream_id, file_id, body
+                    "SELECT seq, event_id, event_type, received_at_ms, stream_id, file_id, source,
+                            body
                      FROM records WHERE event_id = ?1 ORDER BY seq DESC LIMIT 1",
                 )?
-                .query_row([&id], |r| Ok((row(r)?, r.get::<_, String>(6)?)))
+                .query_row([&id], |r| Ok((row(r)?, r.get::<_, String>(7)?)))
                 .optional()?;
             let Some((found, body)) = found else {
                 return Ok(None);
@@ -211,5 +240,31 @@ impl SqliteSpool {
             Ok(Some(EventDetail { summary, body }))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reconciled_filter_finds_its_records_through_the_partial_index() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&mut conn).unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN SELECT seq FROM records WHERE seq < ?1 AND {}
+                 ORDER BY seq DESC LIMIT 200",
+                source_condition(Source::Reconciled)
+            ))
+            .unwrap()
+            .query_map([i64::MAX], |row| row.get(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|step| step.contains("records_reconciled")),
+            "{plan:?}"
+        );
     }
 }

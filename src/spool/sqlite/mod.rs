@@ -10,9 +10,11 @@
 mod browse;
 mod dedup;
 mod deliveries;
+mod reconciliation;
 mod schema;
 mod writer;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
@@ -27,6 +29,12 @@ use writer::{ClosureJob, WriteJob};
 
 /// Writes that may wait for the writer before callers are slowed down.
 const WRITE_QUEUE: usize = 4_096;
+
+/// Event ids looked up per hold of the dedup index's lock by
+/// [`SqliteSpool::known_event_ids`]: the writer waits for that lock before
+/// each commit, so a long list is looked up in short turns (about a
+/// millisecond each) rather than all at once.
+const KNOWN_IDS_PER_LOCK: usize = 512;
 
 /// WAL pages (4 KiB each) after which a commit also checkpoints. Callbacks
 /// waiting for that commit wait for the checkpoint too, so small and often
@@ -231,6 +239,7 @@ impl SqliteSpool {
         let event_type = record.event_type;
         let stream_id = record.stream_id().map(str::to_owned);
         let file_id = record.file_id().map(str::to_owned);
+        let source = record.source.as_str();
         let now_ms = unix_ms(now);
         if self.inner.admin {
             return Err(SpoolError::Write(
@@ -244,13 +253,50 @@ impl SqliteSpool {
             }
             dedup.record(conn, &event_id, now_ms)?;
             conn.prepare_cached(
-                "INSERT INTO records (event_id, event_type, received_at_ms, body, stream_id, file_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO records
+                 (event_id, event_type, received_at_ms, body, stream_id, file_id, source)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
-            .execute(params![event_id, event_type, now_ms, body, stream_id, file_id])?;
+            .execute(params![
+                event_id, event_type, now_ms, body, stream_id, file_id, source
+            ])?;
             Ok(Acceptance::Stored {
                 seq: conn.last_insert_rowid(),
             })
+        })
+        .await
+    }
+
+    /// Which of `ids` were accepted within the dedup window before `now`:
+    /// those [`SqliteSpool::accept`] would call duplicates. Looked up in the
+    /// dedup index from the read connection. The writer holds the index's
+    /// lock for a whole transaction and applies its changes before letting
+    /// go, so while this holds the lock the index and the committed rows
+    /// agree (what an open transaction staged is not visible to either).
+    pub async fn known_event_ids(
+        &self,
+        ids: Vec<String>,
+        now: SystemTime,
+    ) -> Result<HashSet<String>, SpoolError> {
+        if self.inner.admin {
+            return Err(SpoolError::Read(
+                "this spool handle was opened for administration and has no dedup memory"
+                    .to_owned(),
+            ));
+        }
+        let since_ms = unix_ms(now).saturating_sub(self.inner.dedup_window_ms);
+        let dedup = Arc::clone(&self.inner.dedup);
+        self.read(move |conn| {
+            let mut known = HashSet::new();
+            for turn in ids.chunks(KNOWN_IDS_PER_LOCK) {
+                let index = dedup.lock().unwrap_or_else(PoisonError::into_inner);
+                for id in turn {
+                    if index.accepted_since(conn, id, since_ms)? {
+                        known.insert(id.clone());
+                    }
+                }
+            }
+            Ok(known)
         })
         .await
     }
@@ -455,6 +501,9 @@ pub(crate) mod tests {
         open(&dir).close().await;
         let admin = SqliteSpool::open_for_admin(&path).unwrap();
         assert!(admin.accept(&record("f"), at(1)).await.is_err());
+        // It has no dedup memory to answer from.
+        let known = admin.known_event_ids(vec!["f".to_owned()], at(1)).await;
+        assert!(known.is_err(), "{known:?}");
         admin.close().await;
         Connection::open(&path)
             .unwrap()

@@ -80,6 +80,64 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX records_by_type ON records (event_type, seq);
     CREATE INDEX records_by_received ON records (received_at_ms);
 ",
+    r"
+    -- How each record reached recordhook (`live`, `reconciled`); NULL for
+    -- records stored before the column existed, which were all live.
+    -- Reconciled records are few, and the admin API filters on them: a
+    -- partial index finds them without walking every live record.
+    ALTER TABLE records ADD COLUMN source TEXT;
+    CREATE INDEX records_reconciled ON records (seq) WHERE source = 'reconciled';
+",
+    r"
+    -- Reconciliation's bookkeeping (see spool/reconciliation.rs). Per
+    -- stream and event type: Tencent's records of the callbacks CSS sent
+    -- were fully checked up to `checked_until_ms`.
+    CREATE TABLE reconcile_checkpoints (
+        stream TEXT NOT NULL,
+        event_type INTEGER NOT NULL,
+        checked_until_ms INTEGER NOT NULL,
+        PRIMARY KEY (stream, event_type)
+    ) WITHOUT ROWID;
+
+    -- Callbacks Tencent says were sent that could not be recovered; one row
+    -- per callback however many runs find it (`excerpt_digest`: SHA-256 of
+    -- `request_excerpt`, hex).
+    CREATE TABLE reconcile_gaps (
+        id INTEGER PRIMARY KEY,
+        stream TEXT NOT NULL,
+        event_type INTEGER NOT NULL,
+        event_time_ms INTEGER NOT NULL,
+        excerpt_digest TEXT NOT NULL,
+        result_code INTEGER,
+        request_id TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        request_excerpt TEXT NOT NULL,
+        found_at_ms INTEGER NOT NULL,
+        UNIQUE (stream, event_type, event_time_ms, excerpt_digest)
+    );
+    CREATE INDEX reconcile_gaps_by_found ON reconcile_gaps (found_at_ms, id);
+
+    -- The latest reconciliation runs (starting one deletes the oldest).
+    -- AUTOINCREMENT: an id is never handed out twice, so newer is higher.
+    CREATE TABLE reconcile_runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        holder TEXT NOT NULL,
+        started_at_ms INTEGER NOT NULL,
+        finished_at_ms INTEGER,
+        window_start_ms INTEGER NOT NULL,
+        window_end_ms INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        error TEXT,
+        report TEXT NOT NULL
+    );
+
+    -- Named leases: who does a job one process at a time may do, until when.
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        lease_until_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+",
 ];
 
 /// The schema version this build creates and expects.
@@ -165,6 +223,32 @@ mod tests {
             )
             .unwrap();
         assert_eq!(seen_left, 0);
+    }
+
+    #[test]
+    fn upgrading_from_version_3_keeps_stored_records_as_live_and_adds_reconciliation() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate_to(&mut conn, 3).unwrap();
+        conn.execute_batch(
+            "INSERT INTO records (event_id, event_type, received_at_ms, body)
+             VALUES ('a', 100, 1, '{}');",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        // NULL: stored before the column existed, which means live.
+        let source: Option<String> = conn
+            .query_row("SELECT source FROM records", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(source, None);
+        let tables: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name IN
+                 ('reconcile_checkpoints', 'reconcile_gaps', 'reconcile_runs', 'leases')",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 4);
     }
 
     #[test]
