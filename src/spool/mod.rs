@@ -53,6 +53,13 @@
 //! (checkpoints, gaps, runs) and the lease that lets one replica at a time
 //! reconcile are kept beside the records; each write of it commits durably
 //! before the call returns.
+//!
+//! **One process per SQLite spool.** Its dedup memory is in the process, so
+//! a second server on the same file would miss the first one's event ids:
+//! [`Spool::open`] takes an exclusive lock on `{path}.lock`, held until
+//! [`Spool::close`] has returned (or, without it, until the last handle is
+//! dropped and the writer has finished). [`Spool::open_for_admin`] does not
+//! take it, so the admin commands run beside a server.
 
 pub mod browse;
 mod postgres;
@@ -292,7 +299,9 @@ macro_rules! with_backend {
 
 impl Spool {
     /// Opens (creating when missing, migrating when older) the spool the
-    /// server runs on, with its dedup memory loaded.
+    /// server runs on, with its dedup memory loaded. A SQLite spool that
+    /// another process (or another handle of this one) has open this way
+    /// is refused.
     pub async fn open(options: &SpoolOptions) -> Result<Self, SpoolError> {
         let backend = match &options.postgres {
             Some(postgres) => {

@@ -6,6 +6,13 @@
 //! lets run beside the writer. Because that one thread commits records in
 //! seq order, a per-sink cursor ("handled up to seq N") never skips a record
 //! that commits late (see the contract in [`crate::spool`]).
+//!
+//! One server process per spool: the dedup index lives in the process, so a
+//! second server on the same file would not know the first one's event ids
+//! and would store (and deliver) their duplicates. Opening for the server
+//! takes an exclusive advisory lock (`flock`) on `{path}.lock`, held until
+//! the writer has closed the database. The admin commands do not take it:
+//! they never accept, and run beside the server.
 
 mod browse;
 mod dedup;
@@ -69,6 +76,39 @@ struct Inner {
     reader: Arc<Mutex<Connection>>,
 }
 
+/// The file whose lock says which process serves the spool at `path`.
+fn lock_path(path: &Path) -> PathBuf {
+    let mut lock = path.as_os_str().to_owned();
+    lock.push(".lock");
+    PathBuf::from(lock)
+}
+
+/// Takes the server's lock on the spool at `path`, without waiting: the
+/// spool is this process's while the returned file stays open. The lock
+/// file is left in place when the spool closes; deleting it could let two
+/// processes lock two different files of one name.
+fn lock_for_server(path: &Path) -> Result<std::fs::File, String> {
+    let lock_path = lock_path(path);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|err| format!("cannot open {}: {err}", lock_path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "another recordhook process has this spool open ({}); stop it, or use the admin \
+             commands, which may run beside it",
+            lock_path.display()
+        )),
+        Err(std::fs::TryLockError::Error(err)) => {
+            Err(format!("cannot lock {}: {err}", lock_path.display()))
+        }
+    }
+}
+
 fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     schema::configure(&conn)?;
@@ -82,10 +122,12 @@ impl SqliteSpool {
         Self::open_limited(path, dedup_window, 0)
     }
 
-    /// Opens the spool with its database capped at `max_bytes` (0: no cap).
-    /// At the cap, writes fail like on a full disk (SQLite's "database or
-    /// disk is full"), so callbacks get 503 while space already used by
-    /// delivered records is reused once retention removes them.
+    /// Opens the spool for the server, with its database capped at
+    /// `max_bytes` (0: no cap). At the cap, writes fail like on a full disk
+    /// (SQLite's "database or disk is full"), so callbacks get 503 while
+    /// space already used by delivered records is reused once retention
+    /// removes them. Refused while another process (or handle) serves the
+    /// spool; the lock is released once [`SqliteSpool::close`] returns.
     pub fn open_limited(
         path: &Path,
         dedup_window: Duration,
@@ -98,6 +140,8 @@ impl SqliteSpool {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|err| open_error(err.to_string()))?;
         }
+        // Before anything else, so two servers never even migrate at once.
+        let lock = lock_for_server(path).map_err(open_error)?;
         let mut conn = open_connection(path).map_err(|err| open_error(err.to_string()))?;
         schema::migrate(&mut conn).map_err(open_error)?;
         // Small, frequent checkpoints: each copies little, so it adds little
@@ -116,7 +160,7 @@ impl SqliteSpool {
         }
         let dedup = DedupIndex::load(&conn).map_err(|err| open_error(err.to_string()))?;
         let dedup_window_ms = i64::try_from(dedup_window.as_millis()).unwrap_or(i64::MAX);
-        Self::start(path, conn, dedup, dedup_window_ms, false)
+        Self::start(path, conn, dedup, dedup_window_ms, Some(lock))
     }
 
     /// Opens an existing spool for an admin command beside a running
@@ -145,17 +189,22 @@ impl SqliteSpool {
                 expected,
             });
         }
-        Self::start(path, conn, DedupIndex::empty(), 0, true)
+        Self::start(path, conn, DedupIndex::empty(), 0, None)
     }
 
     /// Starts the writer thread on `conn` and opens the read connection.
+    /// `lock` is the server's lock (see [`lock_for_server`]); `None` opens
+    /// for administration. The writer thread holds the lock and lets go of
+    /// it after closing the database, so another server can only open the
+    /// spool once nothing more of this one's can be written.
     fn start(
         path: &Path,
         conn: Connection,
         dedup: DedupIndex,
         dedup_window_ms: i64,
-        admin: bool,
+        lock: Option<std::fs::File>,
     ) -> Result<Self, SpoolError> {
+        let admin = lock.is_none();
         let open_error = |reason: String| SpoolError::Open {
             location: path.display().to_string(),
             reason,
@@ -166,7 +215,11 @@ impl SqliteSpool {
         let writer_dedup = Arc::clone(&dedup);
         let writer = std::thread::Builder::new()
             .name("spool-writer".to_owned())
-            .spawn(move || writer::run(conn, writer_dedup, receiver, !admin))
+            .spawn(move || {
+                writer::run(conn, writer_dedup, receiver, !admin);
+                // The database is closed: another server may have it now.
+                drop(lock);
+            })
             .map_err(|err| open_error(err.to_string()))?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -528,6 +581,32 @@ pub(crate) mod tests {
         ));
         let reopened = open(&dir);
         assert_eq!(reopened.records().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_second_server_open_is_refused_until_the_first_closes_and_admin_runs_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/spool.db");
+        let server = open(&dir);
+        server.accept(&record("f"), at(1)).await.unwrap();
+        let refused = SqliteSpool::open(&path, Duration::from_secs(60))
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&refused, SpoolError::Open { reason, .. }
+                if reason.starts_with("another recordhook process has this spool open")
+                    && reason.contains("nested/spool.db.lock")
+                    && reason.contains("admin commands")),
+            "{refused}"
+        );
+        // The admin commands take no lock: they run beside the server.
+        let admin = SqliteSpool::open_for_admin(&path).unwrap();
+        assert!(admin.dead_letters(None).await.unwrap().is_empty());
+        admin.close().await;
+        server.close().await;
+        let reopened = open(&dir);
+        assert_eq!(reopened.records().await.unwrap().len(), 1);
+        reopened.close().await;
     }
 
     #[tokio::test]
