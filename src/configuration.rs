@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::http::{HEALTH_PATH, METRICS_PATH, READY_PATH};
 use crate::protocol::{Authenticator, EventTypes, RECORDING_EVENT_TYPE, TimeWindow};
+use crate::reconcile::ReconcileSettings;
 use crate::secret_url::SecretUrl;
 use crate::sinks::{SinkKind, SinkSettings};
 
@@ -99,6 +100,9 @@ pub struct Settings {
     /// The admin listener: API and web console, and `/metrics`.
     #[serde(default)]
     pub admin: AdminSettings,
+    /// Reconciliation with Tencent Cloud's records of the callbacks CSS sent.
+    #[serde(default)]
+    pub reconcile: ReconcileSettings,
     /// Where accepted records are delivered. Defaults to one `log` sink named `console`.
     #[serde(default = "default_sinks")]
     pub sinks: Vec<SinkSettings>,
@@ -672,6 +676,12 @@ impl Settings {
         }
         auth.validate_unsigned()?;
         self.admin.validate()?;
+        self.reconcile
+            .validate(spool.dedup_window_secs)
+            .map_err(|err| ConfigError::Invalid {
+                key: format!("reconcile.{}", err.key),
+                reason: err.reason,
+            })?;
         // Key presence is checked by `AuthSettings::authenticator` when the
         // server starts, so admin commands work without the key.
         match self.spool.backend {

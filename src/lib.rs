@@ -7,7 +7,8 @@
 //! (what sinks receive), [`spool`] (the durable store), [`sinks`] (delivery
 //! targets), [`delivery`] (per-sink workers and retries), [`http`] (the
 //! endpoints), [`startup`] (building and running the service), [`supervisor`]
-//! (restarting workers that panic),
+//! (restarting workers that panic), [`reconcile`] (recovering callbacks
+//! that never arrived, through [`tencent`], Tencent Cloud's API),
 //! [`telemetry`] (logs), [`cli`] (the command line), [`redact`] and
 //! [`secret_url`] (keeping secrets out of output), [`tencent`] (a client
 //! for Tencent Cloud's API 3.0: the live actions reconciliation queries).
@@ -19,6 +20,7 @@ pub mod delivery;
 pub mod http;
 pub mod metrics;
 pub mod protocol;
+pub mod reconcile;
 pub mod record;
 pub mod redact;
 pub mod secret_url;

@@ -70,6 +70,7 @@ pub struct Metrics {
     refused_settlements: Family<SinkLabels, Counter>,
     last_success: Family<SinkLabels, Gauge>,
     last_failure: Family<SinkLabels, Gauge>,
+    reconcile: ReconcileMetrics,
     /// Each sink's last success and last failure, for the admin API.
     activity: std::sync::Mutex<std::collections::HashMap<String, SinkActivity>>,
 }
@@ -83,6 +84,86 @@ pub struct SinkActivity {
     pub last_failure_ms: Option<i64>,
     /// Why it failed.
     pub last_error: Option<String>,
+}
+
+/// Labels: one request to Tencent's API (`action`) and how it ended
+/// (`ok`, or Tencent's error code, `http_503`, `transport`, `decode`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiCallLabels {
+    action: String,
+    outcome: String,
+}
+
+/// Labels: a reconciled callback's event type name and what reconciliation
+/// found (`present`, `recovered`, `missing` in a dry run, `unrecoverable`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReconciledLabels {
+    event_type: &'static str,
+    outcome: &'static str,
+}
+
+/// Reconciliation's metrics (`recordhook_reconcile_*`).
+struct ReconcileMetrics {
+    runs: Family<OutcomeLabels, Counter>,
+    api_calls: Family<ApiCallLabels, Counter>,
+    callbacks: Family<ReconciledLabels, Counter>,
+    last_success: Gauge,
+    checked_until: Gauge,
+    lag_seconds: Gauge,
+    gaps: Gauge,
+}
+
+impl ReconcileMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            runs: Family::default(),
+            api_calls: Family::default(),
+            callbacks: Family::default(),
+            last_success: Gauge::default(),
+            checked_until: Gauge::default(),
+            lag_seconds: Gauge::default(),
+            gaps: Gauge::default(),
+        };
+        registry.register(
+            "reconcile_runs",
+            "Reconciliation runs, by outcome: ok, failed, busy (another replica held the \
+             lease), interrupted",
+            metrics.runs.clone(),
+        );
+        registry.register(
+            "reconcile_api_calls",
+            "Requests to Tencent's API, by action and outcome (ok or the error code)",
+            metrics.api_calls.clone(),
+        );
+        registry.register(
+            "reconcile_callbacks",
+            "Callbacks Tencent says CSS sent, checked by reconciliation, by event type and \
+             outcome: present, recovered, missing (dry run), unrecoverable",
+            metrics.callbacks.clone(),
+        );
+        registry.register(
+            "reconcile_last_success_timestamp_seconds",
+            "When a reconciliation run last finished, Unix seconds (this process's runs)",
+            metrics.last_success.clone(),
+        );
+        registry.register(
+            "reconcile_checked_until_timestamp_seconds",
+            "The end of the window the last finished run checked, Unix seconds",
+            metrics.checked_until.clone(),
+        );
+        registry.register(
+            "reconcile_lag_seconds",
+            "How far behind now reconciliation has checked (now minus the end of the last \
+             finished run's window); 0 until a run finished in this process",
+            metrics.lag_seconds.clone(),
+        );
+        registry.register(
+            "reconcile_gaps",
+            "Callbacks CSS sent that reconciliation found missing and could not recover",
+            metrics.gaps.clone(),
+        );
+        metrics
+    }
 }
 
 /// Label: a background worker (`delivery:<sink>` or `maintenance`).
@@ -184,7 +265,9 @@ impl Metrics {
             "When a delivery attempt on the sink last failed, Unix seconds (this process's)",
             last_failure.clone(),
         );
+        let reconcile = ReconcileMetrics::register(&mut registry);
         Arc::new(Self {
+            reconcile,
             registry,
             worker_restarts,
             refused_settlements,
@@ -301,6 +384,44 @@ impl Metrics {
             .inc_by(u64::try_from(count).unwrap_or(u64::MAX));
     }
 
+    /// Counts one reconciliation run by its outcome.
+    pub fn observe_reconcile_run(&self, outcome: &str) {
+        self.reconcile
+            .runs
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one request to Tencent's API.
+    pub fn observe_reconcile_api_call(&self, action: &str, outcome: &str) {
+        self.reconcile
+            .api_calls
+            .get_or_create(&ApiCallLabels {
+                action: action.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one callback reconciliation checked.
+    pub fn observe_reconciled(&self, event_type: i64, outcome: &'static str) {
+        self.reconcile
+            .callbacks
+            .get_or_create(&ReconciledLabels {
+                event_type: event_type_label(event_type),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// Notes a finished run at `now_secs` that checked up to `checked_until_secs`.
+    pub fn observe_reconcile_success(&self, now_secs: i64, checked_until_secs: i64) {
+        self.reconcile.last_success.set(now_secs);
+        self.reconcile.checked_until.set(checked_until_secs);
+    }
+
     /// Reads the spool gauges and renders everything in the text format.
     pub async fn render(&self, spool: &Spool, sinks: &[(String, EventTypes)]) -> String {
         for (sink, event_types) in sinks {
@@ -317,6 +438,16 @@ impl Metrics {
         self.spool_bytes.set(saturating_i64(spool.disk_bytes()));
         self.dedup_entries
             .set(saturating_i64(spool.dedup_entries() as u64));
+        if let Ok(gaps) = spool.gap_count().await {
+            self.reconcile.gaps.set(saturating_i64(gaps));
+        }
+        let checked_until = self.reconcile.checked_until.get();
+        if checked_until > 0 {
+            let now = crate::spool::unix_ms(std::time::SystemTime::now()) / 1000;
+            self.reconcile
+                .lag_seconds
+                .set(now.saturating_sub(checked_until).max(0));
+        }
         self.encode()
     }
 
@@ -363,6 +494,10 @@ mod tests {
         metrics.observe_event(318, "accepted");
         metrics.observe_event(9_999, "duplicate");
         metrics.observe_delivery_lag("archive", Duration::from_millis(30));
+        metrics.observe_reconcile_api_call("DescribeCallbackRecordsList", "RequestLimitExceeded");
+        metrics.observe_reconciled(100, "recovered");
+        metrics.observe_reconcile_run("ok");
+        metrics.observe_reconcile_success(2_000, 1_000);
         let text = metrics
             .render(&spool, &[("archive".to_owned(), vec![100].into())])
             .await;
@@ -380,6 +515,11 @@ mod tests {
             r#"recordhook_events_total{event_type="other",outcome="accepted"} 1"#,
             r#"recordhook_events_total{event_type="other",outcome="duplicate"} 1"#,
             "recordhook_undocumented_events_total 2",
+            r#"recordhook_reconcile_api_calls_total{action="DescribeCallbackRecordsList",outcome="RequestLimitExceeded"} 1"#,
+            r#"recordhook_reconcile_callbacks_total{event_type="record",outcome="recovered"} 1"#,
+            r#"recordhook_reconcile_runs_total{outcome="ok"} 1"#,
+            "recordhook_reconcile_gaps 0",
+            "recordhook_reconcile_checked_until_timestamp_seconds 1000",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
         }

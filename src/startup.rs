@@ -18,6 +18,7 @@ use crate::delivery;
 use crate::http::{self, AppState, ServeOptions, SinkRoute};
 use crate::metrics::Metrics;
 use crate::protocol::Authenticator;
+use crate::reconcile::{self, Reconciler};
 use crate::sinks::{self, ConfiguredSink, SinkBuildError};
 use crate::spool::{SinkRegistration, Spool, SpoolError, unix_ms};
 use crate::supervisor::{WorkerHealth, supervise};
@@ -48,6 +49,9 @@ pub enum StartupError {
     /// TLS could not be set up.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// Reconciliation could not be set up (its credentials or its endpoint).
+    #[error("reconciliation could not be set up: {0}")]
+    Reconcile(String),
     /// The listen address could not be bound.
     #[error("could not listen on {address}: {source}")]
     Bind {
@@ -72,6 +76,8 @@ pub struct Application {
     serve_options: ServeOptions,
     reload_keys: KeyReloader,
     settings: Settings,
+    /// The reconciler, when `[reconcile] enabled`.
+    reconciler: Option<Arc<Reconciler>>,
 }
 
 impl Application {
@@ -153,16 +159,31 @@ impl Application {
             version = env!("CARGO_PKG_VERSION"),
             "recordhook listening"
         );
+        let metrics = Metrics::new();
         let state = AppState::new(
             authenticator,
             spool,
             routes,
             settings.server.max_body_bytes,
             Duration::from_secs(settings.server.request_timeout_secs),
-            Metrics::new(),
+            Arc::clone(&metrics),
             WorkerHealth::new(),
         )
         .with_path_secret(settings.auth.path_secret.clone());
+        let reconciler = if settings.reconcile.enabled {
+            let woken = state.clone();
+            Some(Arc::new(
+                reconcile::build(
+                    &settings.reconcile,
+                    state.spool.clone(),
+                    Some(metrics),
+                    Arc::new(move |event_type| woken.wake_sinks(event_type)),
+                )
+                .map_err(StartupError::Reconcile)?,
+            ))
+        } else {
+            None
+        };
         let serve_options = ServeOptions {
             max_connections: settings.server.max_connections,
             header_read_timeout: Duration::from_secs(settings.server.header_read_timeout_secs),
@@ -178,6 +199,7 @@ impl Application {
             serve_options,
             reload_keys: Box::new(move || auth.authenticator()),
             settings,
+            reconciler,
         })
     }
 
@@ -222,6 +244,7 @@ impl Application {
             serve_options,
             reload_keys,
             settings,
+            reconciler,
             ..
         } = self;
         let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
@@ -260,6 +283,20 @@ impl Application {
                 }) as WorkerStart,
             ));
         }
+        if let Some(reconciler) = reconciler {
+            let token = stop.child_token();
+            let holder = reconcile::holder_name();
+            workers.push(supervised(
+                "reconcile".to_owned(),
+                Box::new(move || {
+                    Box::pin(reconcile::run_periodically(
+                        Arc::clone(&reconciler),
+                        holder.clone(),
+                        token.clone(),
+                    )) as WorkerFuture
+                }),
+            ));
+        }
         for (sink, wake) in sinks {
             let (spool, metrics, token) = (
                 state.spool.clone(),
@@ -296,12 +333,21 @@ impl Application {
                 Arc::clone(&backlog),
                 stop.child_token(),
             ));
+            let reconcile = &settings.reconcile;
             let admin_state = admin::AdminState::new(
                 state.clone(),
                 settings.admin.tokens.clone(),
                 sink_infos,
                 backlog,
-            );
+            )
+            .with_reconcile(admin::ReconcileInfo {
+                enabled: reconcile.enabled,
+                endpoint: reconcile.endpoint.clone(),
+                interval_secs: reconcile.interval_secs,
+                lag_secs: reconcile.lag_secs,
+                lookback_secs: reconcile.lookback_secs,
+                event_types: reconcile.event_types.clone(),
+            });
             let server = tokio::spawn(http::serve(
                 listener,
                 admin::router(admin_state),

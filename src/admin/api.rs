@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::AdminState;
 use crate::metrics::SinkActivity;
 use crate::protocol::{EventTypes, event_type_name};
+use crate::record::Source;
 use crate::spool::browse::{DeliveryStatus, EventQuery, EventSummary, SinkDelivery};
 use crate::spool::{SpoolError, format_ms};
 
@@ -91,6 +92,7 @@ pub struct EventsParams {
     since: Option<String>,
     until: Option<String>,
     status: Option<String>,
+    source: Option<String>,
     limit: Option<usize>,
     cursor: Option<String>,
 }
@@ -129,6 +131,17 @@ impl EventsParams {
                 ));
             }
         };
+        let source = match filled(self.source).as_deref() {
+            None => None,
+            Some("live") => Some(Source::Live),
+            Some("reconciled") => Some(Source::Reconciled),
+            Some(other) => {
+                return Err(bad(
+                    "source",
+                    format!("`{other}` is not one of live, reconciled"),
+                ));
+            }
+        };
         let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
             return Err(bad("limit", format!("must be between 1 and {MAX_LIMIT}")));
@@ -151,8 +164,7 @@ impl EventsParams {
                 .map(|t| rfc3339_ms("until", &t))
                 .transpose()?,
             status,
-            // Not offered by the API yet: the spool can filter on it.
-            source: None,
+            source,
             before_seq,
             limit,
         })
@@ -193,6 +205,7 @@ fn summary_json(summary: &EventSummary) -> Value {
         "stream_id": summary.stream_id,
         "file_id": summary.file_id,
         "status": summary.status(),
+        "source": summary.source.as_str(),
         "sinks": sinks,
     })
 }
@@ -258,6 +271,76 @@ pub async fn sinks(State(state): State<AdminState>) -> Result<Json<Value>, Admin
         }));
     }
     Ok(Json(json!({"sinks": out})))
+}
+
+/// `GET /api/v1/reconciliation` parameters.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconciliationParams {
+    /// Most runs to show (default 20, at most 1000).
+    runs: Option<usize>,
+    /// Most gaps to show (default 100, at most 1000).
+    gaps: Option<usize>,
+}
+
+/// `GET /api/v1/reconciliation`: how it is set up, its last runs (newest
+/// first, each with its report), and the callbacks it could not recover.
+pub async fn reconciliation(
+    State(state): State<AdminState>,
+    params: Result<Query<ReconciliationParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, AdminError> {
+    let Query(params) = params.map_err(|err| bad("query", err.body_text()))?;
+    let bounded = |field: &'static str, value: Option<usize>, default: usize| match value {
+        None => Ok(default),
+        Some(n) if (1..=1000).contains(&n) => Ok(n),
+        Some(_) => Err(bad(field, "must be between 1 and 1000")),
+    };
+    let run_limit = bounded("runs", params.runs, 20)?;
+    let gap_limit = bounded("gaps", params.gaps, 100)?;
+    let spool = &state.app.spool;
+    let runs: Vec<Value> = spool
+        .reconcile_runs(run_limit)
+        .await?
+        .into_iter()
+        .map(|run| {
+            json!({
+                "id": run.id,
+                "holder": run.holder,
+                "started_at": format_ms(run.started_at_ms),
+                "finished_at": run.finished_at_ms.map(format_ms),
+                "window_start": format_ms(run.window_start_ms),
+                "window_end": format_ms(run.window_end_ms),
+                "status": run.status,
+                "error": run.error,
+                "report": serde_json::from_str::<Value>(&run.report).unwrap_or(Value::Null),
+            })
+        })
+        .collect();
+    let gaps: Vec<Value> = spool
+        .gaps(gap_limit)
+        .await?
+        .into_iter()
+        .map(|gap| {
+            json!({
+                "stream": gap.stream,
+                "event_type": gap.event_type,
+                "event_name": event_type_name(gap.event_type),
+                "event_time": format_ms(gap.event_time_ms),
+                "result_code": gap.result_code,
+                "request_id": gap.request_id,
+                "reason": gap.reason,
+                "request_excerpt": gap.request_excerpt,
+                "found_at": format_ms(gap.found_at_ms),
+            })
+        })
+        .collect();
+    let gap_count = spool.gap_count().await?;
+    Ok(Json(json!({
+        "settings": *state.reconcile,
+        "runs": runs,
+        "gaps": gaps,
+        "gap_count": gap_count,
+    })))
 }
 
 /// Which dead letters a retry or purge acts on (the CLI's selection).

@@ -39,6 +39,24 @@ pub struct SinkInfo {
     pub event_types: EventTypes,
 }
 
+/// Reconciliation as the console shows it: whether it runs and how, never
+/// its credentials.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReconcileInfo {
+    /// Whether the server runs it (`reconcile.enabled`).
+    pub enabled: bool,
+    /// The API endpoint.
+    pub endpoint: String,
+    /// Seconds between runs.
+    pub interval_secs: u64,
+    /// Seconds after an event before its callback is expected.
+    pub lag_secs: u64,
+    /// How far back a run looks, in seconds.
+    pub lookback_secs: u64,
+    /// The event types it checks.
+    pub event_types: Vec<i64>,
+}
+
 /// What the admin handlers can reach.
 #[derive(Clone)]
 pub struct AdminState {
@@ -51,6 +69,8 @@ pub struct AdminState {
     sinks: Arc<Vec<SinkInfo>>,
     /// Each sink's backlog over the last hour.
     backlog: Arc<Backlog>,
+    /// How reconciliation is set up.
+    reconcile: Arc<ReconcileInfo>,
 }
 
 impl AdminState {
@@ -66,7 +86,14 @@ impl AdminState {
             tokens: Arc::new(tokens),
             sinks: Arc::new(sinks),
             backlog,
+            reconcile: Arc::default(),
         }
+    }
+
+    /// Shows `reconcile` as reconciliation's set-up.
+    pub fn with_reconcile(mut self, reconcile: ReconcileInfo) -> Self {
+        self.reconcile = Arc::new(reconcile);
+        self
     }
 
     /// Whether `presented` is one of the tokens, compared in constant time
@@ -113,6 +140,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/events", get(api::events))
         .route("/api/v1/events/{id}", get(api::event))
         .route("/api/v1/sinks", get(api::sinks))
+        .route("/api/v1/reconciliation", get(api::reconciliation))
         .route("/api/v1/dead-letters/retry", post(api::retry))
         .route("/api/v1/dead-letters/purge", post(api::purge))
         .fallback(api::not_found)

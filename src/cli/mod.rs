@@ -1,7 +1,8 @@
 //! The command line: `recordhook [serve]`, `dead-letters …`, `check-config`,
-//! `sign`, `send-test` and `healthcheck`, all taking `--config FILE`.
+//! `reconcile`, `sign`, `send-test` and `healthcheck`, all taking `--config FILE`.
 
 mod dead_letters;
+mod reconcile;
 mod tools;
 
 use std::path::PathBuf;
@@ -44,6 +45,12 @@ pub enum Command {
     ///
     /// Example: recordhook check-config --config /etc/recordhook/config.toml
     CheckConfig,
+    /// Ask Tencent's API which callbacks CSS sent in a window, recover the
+    /// ones the spool lacks, and print a report; exits 2 when something is
+    /// still missing.
+    ///
+    /// Example: recordhook reconcile --since 6h --dry-run
+    Reconcile(reconcile::ReconcileArgs),
     /// Print `t` and `sign` for a key, as CSS would send them (JSON).
     ///
     /// Example: recordhook sign --key your-callback-key --t 1700000600
@@ -77,6 +84,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve => serve(cli.config).await,
         Command::DeadLetters(command) => dead_letters::run(cli.config.as_deref(), command).await,
         Command::CheckConfig => tools::check_config(cli.config.as_deref()).await,
+        Command::Reconcile(args) => reconcile::run(cli.config.as_deref(), args).await,
         Command::Sign { key, t } => tools::sign(&key, t),
         Command::SendTest(args) => tools::send_test(args).await,
         Command::Healthcheck { url } => tools::healthcheck(cli.config.as_deref(), url).await,

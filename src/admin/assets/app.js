@@ -46,7 +46,7 @@ function eventName(item) {
 function showLogin(message) {
   sessionStorage.removeItem(TOKEN_KEY);
   clearInterval(timer);
-  for (const id of ['events-view', 'sinks-view', 'dead-view']) $(`#${id}`).hidden = true;
+  for (const id of ['events-view', 'sinks-view', 'dead-view', 'reconciliation-view']) $(`#${id}`).hidden = true;
   $('#nav').hidden = true;
   $('#login').hidden = false;
   $('#login-error').textContent = message || '';
@@ -81,7 +81,14 @@ async function loadEvents() {
     row.dataset.id = item.id;
     if (item.id === selected) row.classList.add('selected');
     cell(row, item.received_at);
-    cell(row, eventName(item));
+    const name = cell(row, eventName(item));
+    if (item.source === 'reconciled') {
+      const badge = document.createElement('span');
+      badge.className = 'badge reconciled';
+      badge.textContent = 'reconciled';
+      badge.title = 'never arrived from CSS; recovered from Tencent\'s records of what CSS sent';
+      name.append(' ', badge);
+    }
     cell(row, item.stream_id);
     cell(row, item.file_id);
     status(row, item.status);
@@ -196,10 +203,51 @@ async function loadDead() {
   }
 }
 
+async function loadReconciliation() {
+  const data = await api('/api/v1/reconciliation');
+  const s = data.settings;
+  $('#reconciliation-settings').textContent = s.enabled
+    ? `Runs every ${s.interval_secs} s against ${s.endpoint}, checking event types ${s.event_types.join(', ')} from ${s.lookback_secs} s to ${s.lag_secs} s ago.`
+    : 'Not enabled in this server ([reconcile] enabled = false); runs of `recordhook reconcile` are shown.';
+  const runs = $('#runs tbody');
+  runs.replaceChildren();
+  for (const run of data.runs) {
+    const total = Object.values((run.report && run.report.by_type) || {}).reduce((sum, counts) => {
+      for (const key of ['sent', 'present', 'recovered', 'unrecoverable']) sum[key] += counts[key];
+      return sum;
+    }, { sent: 0, present: 0, recovered: 0, unrecoverable: 0 });
+    const row = runs.insertRow();
+    cell(row, run.started_at);
+    cell(row, `${run.window_start} .. ${run.window_end}`);
+    status(row, run.status === 'ok' ? 'delivered' : run.status === 'running' ? 'pending' : 'dead');
+    row.cells[2].firstChild.textContent = run.status;
+    cell(row, total.sent);
+    cell(row, total.present);
+    cell(row, total.recovered);
+    cell(row, total.unrecoverable);
+    cell(row, run.report ? run.report.api_calls : '');
+    cell(row, run.error);
+  }
+  $('#gap-count').textContent = String(data.gap_count);
+  const gaps = $('#gaps tbody');
+  gaps.replaceChildren();
+  for (const gap of data.gaps) {
+    const row = gaps.insertRow();
+    cell(row, gap.event_time);
+    cell(row, eventName(gap));
+    cell(row, gap.stream);
+    cell(row, gap.result_code);
+    cell(row, gap.reason);
+    cell(row, gap.request_id);
+    cell(row, gap.request_excerpt, 'excerpt');
+  }
+}
+
 const loaders = {
   events: () => guarded(loadEvents, '#events-error'),
   sinks: () => guarded(loadSinks, '#sinks-error'),
   dead: () => guarded(loadDead, '#dead-error'),
+  reconciliation: () => guarded(loadReconciliation, '#reconciliation-error'),
 };
 
 function show(next) {
@@ -210,6 +258,7 @@ function show(next) {
   $('#events-view').hidden = view !== 'events';
   $('#sinks-view').hidden = view !== 'sinks';
   $('#dead-view').hidden = view !== 'dead';
+  $('#reconciliation-view').hidden = view !== 'reconciliation';
   loaders[view]();
   clearInterval(timer);
   // Recent callbacks (and sinks, dead letters) update by themselves.

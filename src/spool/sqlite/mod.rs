@@ -144,6 +144,11 @@ impl SqliteSpool {
         let lock = lock_for_server(path).map_err(open_error)?;
         let mut conn = open_connection(path).map_err(|err| open_error(err.to_string()))?;
         schema::migrate(&mut conn).map_err(open_error)?;
+        // Whoever held a lease in this file held it in a process that has
+        // since ended (the lock above says no other process has the spool):
+        // a lease outliving a SIGKILL must not keep this one waiting.
+        conn.execute("DELETE FROM leases", [])
+            .map_err(|err| open_error(err.to_string()))?;
         // Small, frequent checkpoints: each copies little, so it adds little
         // to the commit that runs it, and the WAL stays a few MiB. (A separate
         // checkpoint thread was measured: under continuous writes it never
