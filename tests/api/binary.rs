@@ -35,6 +35,11 @@ pub struct Server {
 /// the config file named by RECORDHOOK_CONFIG (holding `extra`, e.g. sinks),
 /// and waits for its `recordhook listening` log line.
 pub fn start_server(dir: &tempfile::TempDir, extra: &str) -> Server {
+    start_server_with_env(dir, extra, &[])
+}
+
+/// [`start_server`], with more environment variables (`env`).
+pub fn start_server_with_env(dir: &tempfile::TempDir, extra: &str, env: &[(&str, &str)]) -> Server {
     let config = path_in(dir, "recordhook.toml");
     std::fs::write(
         &config,
@@ -47,6 +52,7 @@ pub fn start_server(dir: &tempfile::TempDir, extra: &str) -> Server {
     let mut child = command(dir)
         .env("RECORDHOOK_CONFIG", &config)
         .env("RECORDHOOK__AUTH__KEYS", KEY)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -131,6 +137,13 @@ impl Server {
                 .unwrap()
                 .success()
         );
+    }
+
+    /// Every log line read so far and any waiting, without stopping it.
+    #[allow(dead_code)] // used by tests/reconcile
+    pub fn lines_so_far(&mut self) -> Vec<String> {
+        self.seen.extend(self.lines.try_iter());
+        self.seen.clone()
     }
 
     /// Sends SIGTERM, waits for the exit, and returns the status and every log line.
