@@ -330,9 +330,10 @@ impl Reconciler {
         if !windows.is_empty() {
             report.streams_checked = 1;
         }
+        let mut seen = HashMap::new();
         for window in windows {
             if let Err(err) = self
-                .check_window(&stream, window, dry_run, now, &mut report)
+                .check_window(&stream, window, dry_run, now, &mut seen, &mut report)
                 .await
             {
                 match err {
@@ -363,6 +364,7 @@ impl Reconciler {
         window: Window,
         dry_run: bool,
         now: SystemTime,
+        seen: &mut HashMap<String, Option<i64>>,
         report: &mut Report,
     ) -> Result<(), WindowError> {
         let event_type_filter = match self.settings.event_types.as_slice() {
@@ -389,8 +391,16 @@ impl Reconciler {
             let answer = called.response;
             let records = answer.data_info_list.unwrap_or_default();
             let received = records.len() as i64;
-            self.settle_page(stream, records, &called.request_id, dry_run, now, report)
-                .await?;
+            self.settle_page(
+                stream,
+                records,
+                &called.request_id,
+                dry_run,
+                now,
+                seen,
+                report,
+            )
+            .await?;
             let pages = answer.total_page.unwrap_or_else(|| {
                 (answer.total_num.unwrap_or(0) + RECORDS_PAGE_SIZE - 1) / RECORDS_PAGE_SIZE
             });
@@ -401,7 +411,11 @@ impl Reconciler {
         }
     }
 
-    /// Settles one page of callback records against the spool.
+    /// Settles one page of callback records against the spool. `seen` holds
+    /// the event ids this stream's run has met, with their result codes:
+    /// Tencent may list each delivery attempt of one callback (CSS's
+    /// retries), and one callback is counted and stored once.
+    #[allow(clippy::too_many_arguments)]
     async fn settle_page(
         &self,
         stream: &str,
@@ -409,6 +423,7 @@ impl Reconciler {
         request_id: &str,
         dry_run: bool,
         now: SystemTime,
+        seen: &mut HashMap<String, Option<i64>>,
         report: &mut Report,
     ) -> Result<(), SpoolError> {
         let mut found: Vec<(Record, Option<i64>)> = Vec::new();
@@ -431,6 +446,15 @@ impl Reconciler {
                     if !self.settings.event_types.contains(&event_type) {
                         continue;
                     }
+                    if let Some(earlier) = seen.get_mut(&record.id) {
+                        // Another attempt at a callback already met: if
+                        // any attempt succeeded, CSS counted it delivered.
+                        if info.result_code == Some(0) {
+                            *earlier = Some(0);
+                        }
+                        continue;
+                    }
+                    seen.insert(record.id.clone(), info.result_code);
                     report.counts(event_type).sent += 1;
                     found.push((record, info.result_code));
                 }
@@ -477,19 +501,28 @@ impl Reconciler {
                     now,
                 )
                 .await?;
-            for (record, result_code) in &found {
+            for (record, _) in &found {
                 let present = known.contains(&record.id);
-                self.count_found(record, *result_code, present, true, report);
+                let result_code = seen.get(&record.id).copied().flatten();
+                self.count_found(record, result_code, present, true, report);
             }
             return Ok(());
         }
         if !gaps.is_empty() {
             self.spool.record_gaps(gaps).await?;
         }
+        // One page's records are stored together: concurrent acceptances
+        // share the spool's group commit instead of paying one each.
+        let acceptances = futures_util::future::join_all(
+            found
+                .iter()
+                .map(|(record, _)| self.spool.accept(record, now)),
+        )
+        .await;
         let mut recovered: HashSet<i64> = HashSet::new();
-        for (record, result_code) in found {
-            let acceptance = self.spool.accept(&record, now).await?;
-            let present = acceptance == Acceptance::Duplicate;
+        for ((record, _), acceptance) in found.into_iter().zip(acceptances) {
+            let present = acceptance? == Acceptance::Duplicate;
+            let result_code = seen.get(&record.id).copied().flatten();
             if !present {
                 recovered.insert(record.event_type);
                 let reconciled = record.reconciled.as_deref();

@@ -160,6 +160,13 @@ async fn a_receiver_down_while_css_sent_50_recordings_recovers_each_once_and_a_l
         let sent_at = start + 100 + n * 20;
         let body = sent_recording("room-a", &format!("down-{n}"), sent_at);
         fake.add_callback(failed_delivery("room-a", &body, sent_at));
+        if n < 5 {
+            // Tencent lists each attempt; CSS's retries of one callback,
+            // re-signed a minute apart, are one callback.
+            let mut retry = body.clone();
+            signed_at(&mut retry, sent_at + 660);
+            fake.add_callback(failed_delivery("room-a", &retry, sent_at + 60));
+        }
         bodies.push(body);
     }
     let dir = tempfile::tempdir().unwrap();
