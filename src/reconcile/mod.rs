@@ -34,6 +34,9 @@ pub use settings::{RECONCILABLE_EVENT_TYPES, ReconcileSettings};
 
 use crate::spool::{SpoolError, unix_ms};
 
+/// Newest runs looked at for ones left "running" by a process that died.
+const STALE_RUNS_CHECKED: usize = 20;
+
 /// Why a leased run did not produce a report.
 #[derive(Debug, thiserror::Error)]
 pub enum LeasedRunError {
@@ -72,6 +75,22 @@ pub async fn run_leased(
     }
     if !spool.acquire_lease(LEASE_NAME, holder, LEASE).await? {
         return Err(LeasedRunError::Busy);
+    }
+    // Holding the lease, nobody else runs: a run still marked running was
+    // cut short (its process killed, or its lease lost) and is closed now,
+    // so the history does not show it running for ever.
+    for stale in spool.reconcile_runs(STALE_RUNS_CHECKED).await? {
+        if stale.status == crate::spool::reconciliation::RUNNING {
+            spool
+                .finish_reconcile_run(
+                    stale.id,
+                    unix_ms(now),
+                    "interrupted",
+                    Some("its process stopped before the end (killed, or its lease lost)".into()),
+                    "{}".to_owned(),
+                )
+                .await?;
+        }
     }
     let window = reconciler.window(options, now);
     let run_id = spool

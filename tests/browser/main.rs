@@ -19,6 +19,9 @@ mod helpers;
 #[allow(dead_code)]
 #[path = "../api/target.rs"]
 mod target;
+#[allow(dead_code)]
+#[path = "../tencent_fake/mod.rs"]
+mod tencent_fake;
 #[path = "../common/trial.rs"]
 mod trial;
 
@@ -53,12 +56,19 @@ fn main() -> std::process::ExitCode {
             missing.join(" and ")
         );
     }
-    let trial = trial::trial(
-        "the_console_shows_callbacks_live_and_retries_a_dead_letter".to_owned(),
-        ignored,
-        || Box::pin(console_test()),
-    );
-    libtest_mimic::run(&args, vec![trial]).exit_code()
+    let trials = vec![
+        trial::trial(
+            "the_console_shows_callbacks_live_and_retries_a_dead_letter".to_owned(),
+            ignored,
+            || Box::pin(console_test()),
+        ),
+        trial::trial(
+            "the_console_badges_a_reconciled_callback_and_lists_the_gaps".to_owned(),
+            ignored,
+            || Box::pin(reconciliation_test()),
+        ),
+    ];
+    libtest_mimic::run(&args, trials).exit_code()
 }
 
 /// chromedriver on a free port, killed on drop.
@@ -259,9 +269,90 @@ async fn console_test() {
     assert!(target.received().len() >= 2);
 }
 
+/// A server reconciling against a fake of Tencent's API that holds one
+/// recording CSS sent while the server was away and one record whose body
+/// Tencent did not keep: the events list badges the recovered callback,
+/// and the Reconciliation view shows the run and the gap.
+async fn reconciliation_test() {
+    use tencent_fake::{FakeOptions, FakeTencent, SentCallback, StreamSession};
+    let fake = FakeTencent::start(FakeOptions::new("AKIDbrowser", "browser-secret-key")).await;
+    let start = now() - 900;
+    fake.add_stream(StreamSession::new(
+        "push.example.com",
+        "live",
+        "room-browser",
+        start,
+        Some(now() - 300),
+    ));
+    let mut missed = recording("browser-recovered");
+    missed["stream_id"] = "room-browser".into();
+    signed_at(&mut missed, start + 700);
+    fake.add_callback(SentCallback {
+        request: missed.to_string(),
+        result_code: -1,
+        ..SentCallback::new("room-browser", 100, start + 100)
+    });
+    fake.add_callback(SentCallback {
+        result_code: -1,
+        ..SentCallback::new("room-browser", 200, start + 200)
+    });
+    let app = spawn_app_with_config(&format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntokens = [\"{TOKEN}\"]\n\
+         [reconcile]\nenabled = true\nsecret_id = \"AKIDbrowser\"\n\
+         secret_key = \"browser-secret-key\"\nendpoint = \"{}\"\nlag_secs = 0\n\
+         lookback_secs = 3600\n",
+        fake.endpoint()
+    ))
+    .await;
+    let admin = app.admin_address.clone().unwrap();
+    let driver = start_driver().await;
+    let client = browser(&driver).await;
+    client.goto(&format!("{admin}/")).await.unwrap();
+    wait_for(
+        &client,
+        "the token form",
+        "return !document.querySelector('#login').hidden",
+    )
+    .await;
+    type_into(&client, "#token", TOKEN).await;
+    click(&client, "#sign-in").await;
+    wait_for(
+        &client,
+        "the recovered callback with its badge",
+        "const b = document.querySelector('#events tbody tr .badge.reconciled'); \
+         return !!b && b.closest('tr').textContent.includes('room-browser')",
+    )
+    .await;
+    click(&client, "#nav button[data-view=reconciliation]").await;
+    wait_for(
+        &client,
+        "the run and the gap",
+        "return document.querySelector('#gap-count').textContent === '1' && \
+         !!document.querySelector('#runs tbody tr') && \
+         document.querySelector('#runs tbody tr').textContent.includes('ok') && \
+         document.querySelector('#gaps tbody tr').textContent.includes('no request body')",
+    )
+    .await;
+    let page = client.source().await.unwrap();
+    assert!(
+        !page.contains("browser-secret-key"),
+        "the console shows the API key"
+    );
+    client
+        .screenshot()
+        .await
+        .map(|png| save_as(&png, "console-reconciliation.png"))
+        .unwrap();
+    client.close().await.unwrap();
+}
+
 /// Keeps the screenshot under the target directory, for the README's.
 fn save(png: &[u8]) {
+    save_as(png, "console.png");
+}
+
+fn save_as(png: &[u8], name: &str) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("console.png"), png).unwrap();
+    std::fs::write(dir.join(name), png).unwrap();
 }

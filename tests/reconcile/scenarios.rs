@@ -549,6 +549,23 @@ async fn a_run_killed_midway_resumes_from_its_checkpoints() {
         .await,
         "{finished}"
     );
+    // The killed run is closed in the history, not shown running for ever.
+    let (status, _) = server.terminate();
+    assert!(status.success());
+    write_config(&dir, &config);
+    let history = crate::helpers::path_in(&dir, "spool.db");
+    let spool = recordhook::spool::Spool::open_for_admin(&recordhook::spool::SpoolOptions {
+        path: history,
+        postgres: None,
+        dedup_window: Duration::from_secs(86_400),
+        max_bytes: 0,
+    })
+    .await
+    .unwrap();
+    let runs = spool.reconcile_runs(10).await.unwrap();
+    let statuses: Vec<&str> = runs.iter().map(|run| run.status.as_str()).collect();
+    assert_eq!(statuses, ["ok", "interrupted"], "{runs:?}");
+    spool.close().await;
     // (A delivery the kill cut short between the target's answer and the
     // spool's settlement is made again: at least once, as everywhere.)
     let _ = KEY;
