@@ -17,12 +17,8 @@ use crate::protocol::{Authenticator, EventTypes, RECORDING_EVENT_TYPE, TimeWindo
 use crate::reconcile::ReconcileSettings;
 use crate::secret_url::SecretUrl;
 use crate::sinks::{SinkKind, SinkSettings};
-
-/// Kept here too, where the server's settings are, so existing paths still work.
-pub use crate::tls::TlsSettings;
-// The log settings live with the logs; re-exported so
-// `configuration::LogSettings` keeps naming them for existing callers.
-pub use crate::telemetry::{LogFormat, LogSettings};
+use crate::telemetry::LogSettings;
+use crate::tls::TlsSettings;
 
 /// The config file shipped in the repository; read when present in the
 /// working directory, so `cargo run` from a checkout uses it.

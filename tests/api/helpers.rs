@@ -156,8 +156,8 @@ pub async fn spawn_app_in(dir: TempDir, settings: Settings) -> TestApp {
 /// Logs to stderr only with TEST_LOG set, so test output stays readable.
 fn init_test_logging() {
     if std::env::var_os("TEST_LOG").is_some() {
-        let settings = recordhook::configuration::LogSettings {
-            format: recordhook::configuration::LogFormat::Pretty,
+        let settings = recordhook::telemetry::LogSettings {
+            format: recordhook::telemetry::LogFormat::Pretty,
             level: "debug".to_owned(),
         };
         recordhook::telemetry::install(
