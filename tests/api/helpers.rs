@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use md5::{Digest, Md5};
-use recordhook::configuration::{Settings, Sources};
+use recordhook::configuration::Settings;
+use recordhook::configuration::sources::Sources;
 use recordhook::http::AppState;
 use recordhook::record::Record;
 use recordhook::startup::{Application, StartupError};
