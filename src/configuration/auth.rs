@@ -208,7 +208,7 @@ mod tests {
     use std::io::Write;
 
     use super::*;
-    use crate::configuration::testing::{assert_each_rejected, load_toml};
+    use crate::configuration::testing::{assert_each_rejected, keys, load_toml};
 
     #[test]
     fn defaults_need_a_key_to_serve() {
@@ -222,59 +222,41 @@ mod tests {
 
     #[test]
     fn bad_auth_values_are_rejected_with_the_setting_named() {
-        let secret = "s".repeat(32);
+        let auth = |lines: &str| format!("[auth]\nkeys = [\"k\"]\n{lines}");
+        let secret = "s".repeat(MIN_PATH_SECRET_LEN);
+        let short = "s".repeat(MIN_PATH_SECRET_LEN - 1);
+        let with_secret = |types: &str| {
+            auth(&format!(
+                "path_secret = \"{secret}\"\nunsigned_event_types = {types}"
+            ))
+        };
         assert_each_rejected(&[
+            (auth("max_validity_secs = 0"), "auth.max_validity_secs"),
+            (auth("allow_unsigned = true"), "auth.allow_unsigned"),
             (
-                "[auth]\nkeys = [\"k\"]\nmax_validity_secs = 0".to_owned(),
-                "auth.max_validity_secs",
-            ),
-            (
-                "[auth]\nkeys = [\"k\"]\nallow_unsigned = true".to_owned(),
-                "auth.allow_unsigned",
-            ),
-            (
-                "[auth]\nkeys = [\"k\"]\nunsigned_event_types = [314]".to_owned(),
+                auth("unsigned_event_types = [314]"),
                 "needs auth.path_secret",
             ),
             (
-                format!(
-                    "[auth]\nkeys = [\"k\"]\npath_secret = \"{}\"",
-                    "s".repeat(31)
-                ),
+                auth(&format!("path_secret = \"{short}\"")),
                 "at least 32 characters",
             ),
             (
-                format!("[auth]\nkeys = [\"k\"]\npath_secret = \"{secret}/x\""),
+                auth(&format!("path_secret = \"{secret}/x\"")),
                 "URL path segment",
             ),
             (
-                format!(
-                    "[auth]\nkeys = [\"k\"]\npath_secret = \"{secret}\"\nunsigned_event_types = [\"relay\", \"record\"]"
-                ),
+                with_secret("[\"relay\", \"record\"]"),
                 "must not include 100",
             ),
+            (with_secret("\"*\""), "must not include 100"),
             (
-                format!(
-                    "[auth]\nkeys = [\"k\"]\npath_secret = \"{secret}\"\nunsigned_event_types = \"*\""
-                ),
-                "must not include 100",
-            ),
-            (
-                "[auth]\nkeys = [\"k\"]\nunsigned_event_types = [\"relays\"]".to_owned(),
+                auth("unsigned_event_types = [\"relays\"]"),
                 "valid names are",
             ),
-            (
-                "[auth]\nkeys = [\"k\"]\nclock_skew_secs = 86401".to_owned(),
-                "auth.clock_skew_secs",
-            ),
-            (
-                "[auth]\nkeys = [\"k\"]\nmax_validity_secs = 604801".to_owned(),
-                "auth.max_validity_secs",
-            ),
-            (
-                "[auth]\nkeys = [\"k\"]\nexpiry_grace_secs = 604801".to_owned(),
-                "auth.expiry_grace_secs",
-            ),
+            (auth("clock_skew_secs = 86401"), "auth.clock_skew_secs"),
+            (auth("max_validity_secs = 604801"), "auth.max_validity_secs"),
+            (auth("expiry_grace_secs = 604801"), "auth.expiry_grace_secs"),
             (
                 "[auth]\nkey_file = \"/run/keys\"\nallow_unsigned = true".to_owned(),
                 "auth.allow_unsigned",
@@ -322,19 +304,12 @@ mod tests {
 
     #[test]
     fn the_key_file_adds_one_key_per_line_skipping_comments() {
-        let mut keys = tempfile::NamedTempFile::new().unwrap();
-        keys.write_all(b"# rotated 2026-11\nfirst\n\n  second  \n")
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(b"# rotated 2026-11\nfirst\n\n  second  \n")
             .unwrap();
-        let toml = format!("[auth]\nkey_file = {:?}\n", keys.path());
+        let toml = format!("[auth]\nkey_file = {:?}\n", file.path());
         let settings = load_toml(&toml, &[]).unwrap();
-        let loaded: Vec<String> = settings
-            .auth
-            .load_keys()
-            .unwrap()
-            .iter()
-            .map(|k| k.expose_secret().to_owned())
-            .collect();
-        assert_eq!(loaded, ["first", "second"]);
+        assert_eq!(keys(&settings), ["first", "second"]);
     }
 
     #[test]

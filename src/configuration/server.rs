@@ -120,48 +120,40 @@ mod tests {
 
     #[test]
     fn bad_server_values_are_rejected_with_the_setting_named() {
+        let server = |lines: &str| with_key(&format!("[server]\n{lines}"));
         assert_each_rejected(&[
             (
-                with_key("[server]\ncallback_path = \"callback\""),
+                server("callback_path = \"callback\""),
                 "server.callback_path",
             ),
             (
-                with_key("[server]\ncallback_path = \"/healthz\""),
+                server("callback_path = \"/healthz\""),
                 "server.callback_path",
             ),
+            (server("max_body_bytes = 0"), "server.max_body_bytes"),
+            (server("listen = \"not an address\""), "listen"),
             (
-                with_key("[server]\nmax_body_bytes = 0"),
-                "server.max_body_bytes",
-            ),
-            (with_key("[server]\nlisten = \"not an address\""), "listen"),
-            (
-                with_key(&format!(
-                    "[server]\nmax_body_bytes = {}",
-                    MAX_BODY_BYTES + 1
-                )),
+                server(&format!("max_body_bytes = {}", MAX_BODY_BYTES + 1)),
                 "server.max_body_bytes",
             ),
             (
-                with_key(&format!(
-                    "[server]\nmax_connections = {}",
-                    MAX_CONNECTIONS + 1
-                )),
+                server(&format!("max_connections = {}", MAX_CONNECTIONS + 1)),
                 "server.max_connections",
             ),
             (
-                with_key("[server]\nshutdown_grace_secs = 3601"),
+                server("shutdown_grace_secs = 3601"),
                 "server.shutdown_grace_secs",
             ),
             (
-                with_key("[server]\nheader_read_timeout_secs = 3601"),
+                server("header_read_timeout_secs = 3601"),
                 "server.header_read_timeout_secs",
             ),
             (
-                with_key("[server]\nrequest_timeout_secs = 9223372036854775807"),
+                server("request_timeout_secs = 9223372036854775807"),
                 "server.request_timeout_secs",
             ),
             (
-                with_key("[server]\nrequest_timeout_secs = 3601"),
+                server("request_timeout_secs = 3601"),
                 "must be between 1 and 3600, not 3601",
             ),
         ]);

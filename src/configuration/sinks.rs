@@ -53,59 +53,32 @@ mod tests {
 
     #[test]
     fn bad_sink_values_are_rejected_with_the_setting_named() {
-        let sink = "[[sinks]]\nname = \"a\"\ntype = \"log\"\n";
-        let forward = "[[sinks]]\nname = \"w\"\ntype = \"forward\"\nurl = \"http://h/\"\n";
+        const LOG: &str = "[[sinks]]\nname = \"a\"\ntype = \"log\"\n";
+        const FORWARD: &str = "[[sinks]]\nname = \"w\"\ntype = \"forward\"\n";
+        let log = |lines: &str| with_key(&format!("{LOG}{lines}"));
+        let forward = |lines: &str| with_key(&format!("{FORWARD}{lines}"));
+        let to_h = |lines: &str| forward(&format!("url = \"http://h/\"\n{lines}"));
         assert_each_rejected(&[
-            (with_key(&format!("{sink}{sink}")), "sinks[1].name"),
+            (log(LOG), "sinks[1].name"),
+            (log("event_types = []"), "sinks[0].event_types"),
             (
-                with_key(&format!("{sink}event_types = []")),
-                "sinks[0].event_types",
-            ),
-            (
-                with_key(&format!("{sink}event_types = [\"recording\"]")),
+                log("event_types = [\"recording\"]"),
                 "valid names are: push_end, push_start, record,",
             ),
-            (
-                with_key(&format!("{sink}max_attempts = 0")),
-                "sinks[0].max_attempts",
-            ),
-            (
-                with_key(&format!("{sink}retry_initial_ms = 0")),
-                "sinks[0].retry_initial_ms",
-            ),
+            (log("max_attempts = 0"), "sinks[0].max_attempts"),
+            (log("retry_initial_ms = 0"), "sinks[0].retry_initial_ms"),
             (with_key("sinks = []"), "sinks"),
             (
                 with_key("[[sinks]]\nname = \"f\"\ntype = \"file\""),
                 "sinks[0].path",
             ),
-            (
-                with_key(&format!("{sink}path = \"x.jsonl\"")),
-                "does not apply to a `log` sink",
-            ),
-            (
-                with_key("[[sinks]]\nname = \"w\"\ntype = \"forward\""),
-                "sinks[0].url",
-            ),
-            (
-                with_key("[[sinks]]\nname = \"w\"\ntype = \"forward\"\nurl = \"not a url\""),
-                "not a valid URL",
-            ),
-            (
-                with_key("[[sinks]]\nname = \"w\"\ntype = \"forward\"\nurl = \"ftp://h/x\""),
-                "http:// or https://",
-            ),
-            (
-                with_key(&format!("{forward}signing_secret = \"nope\"")),
-                "whsec_",
-            ),
-            (
-                with_key(&format!("{forward}headers = {{ \"a b\" = \"x\" }}")),
-                "header name",
-            ),
-            (
-                with_key(&format!("{forward}path = \"x\"")),
-                "does not apply to a `forward` sink",
-            ),
+            (log("path = \"x.jsonl\""), "does not apply to a `log` sink"),
+            (forward(""), "sinks[0].url"),
+            (forward("url = \"not a url\""), "not a valid URL"),
+            (forward("url = \"ftp://h/x\""), "http:// or https://"),
+            (to_h("signing_secret = \"nope\""), "whsec_"),
+            (to_h("headers = { \"a b\" = \"x\" }"), "header name"),
+            (to_h("path = \"x\""), "does not apply to a `forward` sink"),
             (
                 with_key(
                     "[[sinks]]\nname = \"a\"\ntype = \"file\"\npath = \"x\"\n[[sinks]]\nname = \"b\"\ntype = \"file\"\npath = \"x\"",
@@ -113,46 +86,34 @@ mod tests {
                 "same file",
             ),
             (
-                with_key(&format!(
-                    "{sink}max_attempts = {}",
+                log(&format!(
+                    "max_attempts = {}",
                     crate::sinks::MAX_ATTEMPTS + 1
                 )),
                 "sinks[0].max_attempts",
             ),
             (
-                with_key(&format!(
-                    "{sink}retry_max_ms = {}",
+                log(&format!(
+                    "retry_max_ms = {}",
                     crate::sinks::MAX_RETRY_MS + 1
                 )),
                 "sinks[0].retry_max_ms",
             ),
             (
-                with_key(&format!("{sink}retry_initial_ms = 700000")),
+                log("retry_initial_ms = 700000"),
                 "sinks[0].retry_initial_ms",
             ),
+            (to_h("timeout_secs = 0"), "sinks[0].timeout_secs"),
+            (to_h("timeout_secs = 3601"), "sinks[0].timeout_secs"),
+            (to_h("concurrency = 0"), "sinks[0].concurrency"),
             (
-                with_key(&format!("{forward}timeout_secs = 0")),
-                "sinks[0].timeout_secs",
-            ),
-            (
-                with_key(&format!("{forward}timeout_secs = 3601")),
-                "sinks[0].timeout_secs",
-            ),
-            (
-                with_key(&format!("{forward}concurrency = 0")),
-                "sinks[0].concurrency",
-            ),
-            (
-                with_key(&format!(
-                    "{forward}concurrency = {}",
+                to_h(&format!(
+                    "concurrency = {}",
                     crate::sinks::MAX_FORWARD_CONCURRENCY + 1
                 )),
                 "sinks[0].concurrency",
             ),
-            (
-                with_key(&format!("{sink}colour = \"red\"")),
-                "unknown field `colour`",
-            ),
+            (log("colour = \"red\""), "unknown field `colour`"),
         ]);
     }
 

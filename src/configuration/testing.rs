@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
+use secrecy::ExposeSecret;
+
 use super::{ConfigError, Settings, Sources};
 
 /// An environment holding only `pairs`, so the process's own variables never
@@ -43,4 +45,15 @@ pub(super) fn assert_each_rejected(cases: &[(String, &str)]) {
             "config {toml:?}: expected `{expected}` in {err}"
         );
     }
+}
+
+/// Every key the settings give, `keys` and `key_file` together, as text.
+pub(super) fn keys(settings: &Settings) -> Vec<String> {
+    settings
+        .auth
+        .load_keys()
+        .unwrap()
+        .iter()
+        .map(|key| key.expose_secret().to_owned())
+        .collect()
 }
