@@ -421,14 +421,7 @@ fn scan(tokens: &[Token], module: &[String], shown: &str) -> Scan {
             }
             Tok::Ident(word) if word == "use" => {
                 let (leaves, end) = use_tree(tokens, i + 1, Vec::new());
-                for (segments, name) in leaves {
-                    out.references.push(Reference {
-                        location: location.clone(),
-                        segments,
-                        imported_as: name,
-                        at: at.clone(),
-                    });
-                }
+                add(&mut out.references, &location, &at, leaves, true);
                 i = end;
                 continue;
             }
@@ -436,35 +429,37 @@ fn scan(tokens: &[Token], module: &[String], shown: &str) -> Scan {
                 if ["crate", "super", "self"].contains(&word.as_str()) && path_sep(i + 1) =>
             {
                 let (leaves, end) = use_tree(tokens, i, Vec::new());
-                for (segments, _) in leaves {
-                    out.references.push(Reference {
-                        location: location.clone(),
-                        segments,
-                        imported_as: None,
-                        at: at.clone(),
-                    });
-                }
+                add(&mut out.references, &location, &at, leaves, false);
                 i = end;
                 continue;
             }
             // serde's `with = "crate::redact::list"` and the like name a path in a string.
             Tok::Str(text) if is_path(text) => {
-                let inner = lex(text);
-                let (leaves, _) = use_tree(&inner, 0, Vec::new());
-                for (segments, _) in leaves {
-                    out.references.push(Reference {
-                        location: location.clone(),
-                        segments,
-                        imported_as: None,
-                        at: at.clone(),
-                    });
-                }
+                let (leaves, _) = use_tree(&lex(text), 0, Vec::new());
+                add(&mut out.references, &location, &at, leaves, false);
             }
             _ => {}
         }
         i += 1;
     }
     out
+}
+
+/// Records the paths `leaves` found at `at` in `location`; `imports` when
+/// they come from a `use`, whose names the parent's re-exports are read from.
+fn add(
+    references: &mut Vec<Reference>,
+    location: &[String],
+    at: &str,
+    leaves: Vec<Leaf>,
+    imports: bool,
+) {
+    references.extend(leaves.into_iter().map(|(segments, name)| Reference {
+        location: location.to_vec(),
+        segments,
+        imported_as: if imports { name } else { None },
+        at: at.to_owned(),
+    }));
 }
 
 /// Whether `text` is nothing but a path into this crate, as serde's
