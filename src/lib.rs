@@ -10,10 +10,12 @@
 //! (restarting workers that panic), [`reconcile`] (recovering callbacks
 //! that never arrived, through [`tencent`], Tencent Cloud's API),
 //! [`telemetry`] (logs), [`cli`] (the command line), [`redact`] and
-//! [`secret_url`] (keeping secrets out of output), [`tencent`] (a client
-//! for Tencent Cloud's API 3.0: the live actions reconciliation queries).
+//! [`secret_url`] (keeping secrets out of output), [`bounds`] (the range
+//! check every section's numbers pass), [`tencent`] (a client for Tencent
+//! Cloud's API 3.0: the live actions reconciliation queries).
 
 pub mod admin;
+pub mod bounds;
 pub mod cli;
 pub mod configuration;
 pub mod delivery;

@@ -131,12 +131,8 @@ impl ReconcileSettings {
             ),
             ("timeout_secs", self.timeout_secs, 1, 300),
         ] {
-            if value < min || value > max {
-                return Err(invalid(
-                    key,
-                    format!("must be between {min} and {max}, not {value}"),
-                ));
-            }
+            crate::bounds::check(value, min, max, "")
+                .map_err(|out_of_range| invalid(key, out_of_range.to_string()))?;
         }
         if self.lag_secs >= self.lookback_secs {
             return Err(invalid(

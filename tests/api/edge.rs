@@ -87,7 +87,7 @@ async fn native_tls_serves_clients_that_trust_the_certificate() {
     std::fs::write(&cert_path, certified.cert.pem()).unwrap();
     std::fs::write(&key_path, certified.signing_key.serialize_pem()).unwrap();
     let mut settings = test_settings(&dir);
-    settings.server.tls = Some(recordhook::configuration::TlsSettings {
+    settings.server.tls = Some(recordhook::tls::TlsSettings {
         cert_path,
         key_path,
     });

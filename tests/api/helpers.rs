@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use md5::{Digest, Md5};
-use recordhook::configuration::{Settings, Sources};
+use recordhook::configuration::Settings;
+use recordhook::configuration::sources::Sources;
 use recordhook::http::AppState;
 use recordhook::record::Record;
 use recordhook::startup::{Application, StartupError};
@@ -156,8 +157,8 @@ pub async fn spawn_app_in(dir: TempDir, settings: Settings) -> TestApp {
 /// Logs to stderr only with TEST_LOG set, so test output stays readable.
 fn init_test_logging() {
     if std::env::var_os("TEST_LOG").is_some() {
-        let settings = recordhook::configuration::LogSettings {
-            format: recordhook::configuration::LogFormat::Pretty,
+        let settings = recordhook::telemetry::LogSettings {
+            format: recordhook::telemetry::LogFormat::Pretty,
             level: "debug".to_owned(),
         };
         recordhook::telemetry::install(
