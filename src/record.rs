@@ -259,54 +259,6 @@ impl<'de> Deserialize<'de> for Record {
     }
 }
 
-/// A key of a record's JSON object.
-enum Field {
-    Id,
-    ReceivedAt,
-    EventType,
-    Stream,
-    Event,
-    Unsigned,
-    Source,
-    Reconciled,
-    Warnings,
-    /// The key some type's view sits under.
-    View(&'static str),
-    /// Anything else (a newer version's field): ignored.
-    Other,
-}
-
-impl<'de> Deserialize<'de> for Field {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct FieldVisitor;
-
-        impl Visitor<'_> for FieldVisitor {
-            type Value = Field;
-
-            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
-                formatter.write_str("a record field name")
-            }
-
-            fn visit_str<E: de::Error>(self, key: &str) -> Result<Field, E> {
-                Ok(match key {
-                    "id" => Field::Id,
-                    "received_at" => Field::ReceivedAt,
-                    "event_type" => Field::EventType,
-                    "stream" => Field::Stream,
-                    "event" => Field::Event,
-                    "unsigned" => Field::Unsigned,
-                    "source" => Field::Source,
-                    "reconciled" => Field::Reconciled,
-                    "warnings" => Field::Warnings,
-                    other => EventTypeSpec::view_key(other).map_or(Field::Other, Field::View),
-                })
-            }
-        }
-
-        deserializer.deserialize_identifier(FieldVisitor)
-    }
-}
-
 struct RecordVisitor;
 
 impl<'de> Visitor<'de> for RecordVisitor {
@@ -329,26 +281,29 @@ impl<'de> Visitor<'de> for RecordVisitor {
         // The views found, by key: which one is the record's depends on
         // `event_type`, and nothing promises that comes first in an object.
         let mut views: Vec<(&'static str, Value)> = Vec::new();
-        while let Some(field) = map.next_key()? {
-            match field {
-                Field::Id => once(&mut map, &mut id, "id")?,
-                Field::ReceivedAt => once(&mut map, &mut received_at, "received_at")?,
-                Field::EventType => once(&mut map, &mut event_type, "event_type")?,
-                Field::Stream => once(&mut map, &mut stream, "stream")?,
-                Field::Event => once(&mut map, &mut event, "event")?,
-                Field::Unsigned => once(&mut map, &mut unsigned, "unsigned")?,
-                Field::Source => once(&mut map, &mut source, "source")?,
-                Field::Reconciled => once(&mut map, &mut reconciled, "reconciled")?,
-                Field::Warnings => once(&mut map, &mut warnings, "warnings")?,
-                Field::View(key) => {
-                    if views.iter().any(|(seen, _)| *seen == key) {
+        // Keys as `String`s: a handful of short allocations beside the
+        // event's, simpler than an identifier visitor.
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "id" => once(&mut map, &mut id, "id")?,
+                "received_at" => once(&mut map, &mut received_at, "received_at")?,
+                "event_type" => once(&mut map, &mut event_type, "event_type")?,
+                "stream" => once(&mut map, &mut stream, "stream")?,
+                "event" => once(&mut map, &mut event, "event")?,
+                "unsigned" => once(&mut map, &mut unsigned, "unsigned")?,
+                "source" => once(&mut map, &mut source, "source")?,
+                "reconciled" => once(&mut map, &mut reconciled, "reconciled")?,
+                "warnings" => once(&mut map, &mut warnings, "warnings")?,
+                other => match EventTypeSpec::view_key(other) {
+                    Some(key) if views.iter().any(|(seen, _)| *seen == key) => {
                         return Err(de::Error::duplicate_field(key));
                     }
-                    views.push((key, map.next_value()?));
-                }
-                Field::Other => {
-                    map.next_value::<IgnoredAny>()?;
-                }
+                    Some(key) => views.push((key, map.next_value()?)),
+                    // A newer version's field: ignored, as it always was.
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                },
             }
         }
         let event_type: i64 = event_type.ok_or_else(|| de::Error::missing_field("event_type"))?;
