@@ -31,7 +31,7 @@ pub struct EventTypeSpec {
     /// types that share a view: 0 and 1 are both `push`).
     pub key: &'static str,
     /// Reads its typed view from a callback's fields, appending a warning
-    /// for every unusable value (never failing: see [`super::views`]).
+    /// for every unusable value: a view never refuses a callback.
     pub read: fn(&Map<String, Value>, &mut Vec<String>) -> EventView,
     /// Reads its typed view back from a stored record: the JSON under `key`.
     pub parse: fn(Value) -> Result<EventView, serde_json::Error>,
