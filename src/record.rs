@@ -1,26 +1,27 @@
 //! The record: what the spool stores and every sink receives for one callback.
 
+use std::fmt;
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+use serde::ser::{self, SerializeStruct};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::protocol::{
-    AudioAudit, EventView, Highlight, ImageAudit, LiveSummary, PayloadError, Push, PushException,
-    Quality, RECORDING_EVENT_TYPE, Reconciled, RecordException, RecordStatus, Recording, Relay,
-    Screenshot, Stream, StreamMonitor, Subtitles, VerifiedCallback, classify, event_id,
-    event_type_name,
+    EventTypeSpec, EventView, PayloadError, Reconciled, Recording, Stream, VerifiedCallback,
+    classify, event_id,
 };
 
 /// One accepted callback as sinks see it, serialised as
-/// `{"id", "received_at", "event_type", "stream", "event", <view>?, "warnings"?}`
-/// where `<view>` is the typed view under the key named for its type
+/// `{"id", "received_at", "event_type", "stream", "event", <view>?, "unsigned"?,
+/// "source"?, "reconciled"?, "warnings"?}` where `<view>` is the typed view
+/// under the key [`crate::protocol::EVENT_TYPES`] names for its type
 /// (`recording` for 100, `push` for 0/1, `screenshot`, `relay`, …).
 /// `event` is exactly what CSS sent minus `sign`; typed conveniences sit beside it.
-/// (One field per view rather than a flattened enum: serde's `flatten` loses
-/// numbers under serde_json's `arbitrary_precision`, which we need. Each view
-/// is boxed so a record stays small whichever it holds.)
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// (Serialised by hand rather than with a flattened enum: serde's `flatten`
+/// loses numbers under serde_json's `arbitrary_precision`, which we need.)
+#[derive(Debug, Clone, PartialEq)]
 pub struct Record {
     /// Event id: derived from the content without `sign` and `t`; stable across retries.
     pub id: String,
@@ -29,78 +30,26 @@ pub struct Record {
     /// The callback's event type: its `event_type`, except that a 344 whose
     /// content is an average-score assessment is a 345 (the documented
     /// samples of 345 say 344). `event` keeps the number as received.
+    /// It also decides the key the view sits under.
     pub event_type: i64,
     /// The stream the callback is about, named the same way whatever its type
     /// (empty in records stored before it existed).
-    #[serde(default)]
     pub stream: Stream,
     /// Every received field except `sign`, in the order received, values unchanged.
     pub event: Map<String, Value>,
-    /// Typed view of a recording callback (`event_type = 100`) only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recording: Option<Recording>,
-    /// Typed view of a 0 and 1: push ended, started callback.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub push: Option<Box<Push>>,
-    /// Typed view of a 200 callback.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub screenshot: Option<Box<Screenshot>>,
-    /// Typed view of a 314 callback.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub relay: Option<Box<Relay>>,
-    /// Typed view of a 315 callback.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub audio_audit: Option<Box<AudioAudit>>,
-    /// Typed view of a 317 callback.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_audit: Option<Box<ImageAudit>>,
-    /// Typed view of a 321 callback.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub push_exception: Option<Box<PushException>>,
-    /// Typed view of a 328 callback.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream_monitor: Option<Box<StreamMonitor>>,
-    /// Typed view of a 332 callback.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub record_status: Option<Box<RecordStatus>>,
-    /// Typed view of a 338 callback.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subtitles: Option<Box<Subtitles>>,
-    /// Typed view of a 341 callback.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub record_exception: Option<Box<RecordException>>,
-    /// Typed view of a 343 callback.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quality_control: Option<Box<Quality>>,
-    /// Typed view of a 344 callback.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub assessment_threshold: Option<Box<Quality>>,
-    /// Typed view of a 345 callback.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub assessment_average: Option<Box<Quality>>,
-    /// Typed view of a 347 callback.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub erase: Option<Box<Subtitles>>,
-    /// Typed view of a 348 callback.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub live_summary: Option<Box<LiveSummary>>,
-    /// Typed view of a 349 callback.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub highlight: Option<Box<Highlight>>,
+    /// The typed view of a documented event type: always the view
+    /// `event_type` reads (private so that nothing can pair them otherwise).
+    view: Option<EventView>,
     /// True when no signature was checked: an event type allowed unsigned on
     /// the secret path (`auth.unsigned_event_types`), or `auth.allow_unsigned`.
     /// (False for a reconciled record: Tencent's signed API vouched for it.)
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unsigned: bool,
     /// How it reached recordhook: `live` (CSS posted it; left out of the
     /// JSON, so live records read as they always did) or `reconciled`.
-    #[serde(default, skip_serializing_if = "Source::is_live")]
     pub source: Source,
     /// For a reconciled record: what Tencent's API said about the callback.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconciled: Option<Box<Reconciled>>,
     /// Problems found in the content; the callback was accepted regardless.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
 
@@ -200,28 +149,23 @@ impl Record {
         let event = callback.into_fields();
         let stream = Stream::read(&event);
         let mut warnings = Vec::new();
-        let mut record = Self {
+        let view = match EventTypeSpec::of(event_type) {
+            Some(spec) => Some((spec.read)(&event, &mut warnings)),
+            None => {
+                warnings.push(format!(
+                    "event_type {event_type} is not a documented CSS event type; stored and \
+                     delivered without a typed view"
+                ));
+                None
+            }
+        };
+        Ok(Self {
             id,
             received_at: humantime::format_rfc3339_millis(received_at).to_string(),
             event_type,
             stream,
-            recording: None,
-            push: None,
-            screenshot: None,
-            relay: None,
-            audio_audit: None,
-            image_audit: None,
-            push_exception: None,
-            stream_monitor: None,
-            record_status: None,
-            subtitles: None,
-            record_exception: None,
-            quality_control: None,
-            assessment_threshold: None,
-            assessment_average: None,
-            erase: None,
-            live_summary: None,
-            highlight: None,
+            event,
+            view,
             unsigned,
             source: if reconciled.is_some() {
                 Source::Reconciled
@@ -229,46 +173,19 @@ impl Record {
                 Source::Live
             },
             reconciled,
-            warnings: Vec::new(),
-            event: Map::new(),
-        };
-        if event_type == RECORDING_EVENT_TYPE {
-            record.recording = Some(Recording::read(&event, &mut warnings));
-        } else if let Some(view) = EventView::read(event_type, &event, &mut warnings) {
-            record.set_view(view);
-        } else if event_type_name(event_type).is_none() {
-            warnings.push(format!(
-                "event_type {event_type} is not a documented CSS event type; stored and \
-                 delivered without a typed view"
-            ));
-        }
-        record.event = event;
-        record.warnings = warnings;
-        Ok(record)
+            warnings,
+        })
     }
 
-    /// Puts `view` under the key named for its type.
-    fn set_view(&mut self, view: EventView) {
-        match view {
-            EventView::Push(view) => self.push = Some(Box::new(view)),
-            EventView::Screenshot(view) => self.screenshot = Some(Box::new(view)),
-            EventView::Relay(view) => self.relay = Some(Box::new(view)),
-            EventView::AudioAudit(view) => self.audio_audit = Some(Box::new(view)),
-            EventView::ImageAudit(view) => self.image_audit = Some(Box::new(view)),
-            EventView::PushException(view) => self.push_exception = Some(Box::new(view)),
-            EventView::StreamMonitor(view) => self.stream_monitor = Some(Box::new(view)),
-            EventView::RecordStatus(view) => self.record_status = Some(Box::new(view)),
-            EventView::Subtitles(view) => self.subtitles = Some(Box::new(view)),
-            EventView::RecordException(view) => self.record_exception = Some(Box::new(view)),
-            EventView::QualityControl(view) => self.quality_control = Some(Box::new(view)),
-            EventView::AssessmentThreshold(view) => {
-                self.assessment_threshold = Some(Box::new(view))
-            }
-            EventView::AssessmentAverage(view) => self.assessment_average = Some(Box::new(view)),
-            EventView::Erase(view) => self.erase = Some(Box::new(view)),
-            EventView::LiveSummary(view) => self.live_summary = Some(Box::new(view)),
-            EventView::Highlight(view) => self.highlight = Some(Box::new(view)),
-        }
+    /// The typed view of the callback; `None` for an undocumented type (and
+    /// in records stored without one).
+    pub fn view(&self) -> Option<&EventView> {
+        self.view.as_ref()
+    }
+
+    /// The typed view of a recording callback (`event_type = 100`) only.
+    pub fn recording(&self) -> Option<&Recording> {
+        self.view().and_then(EventView::recording)
     }
 
     /// The stream this record is about, when known.
@@ -278,14 +195,159 @@ impl Record {
 
     /// The VOD file id, when known.
     pub fn file_id(&self) -> Option<&str> {
-        self.recording.as_ref().and_then(|r| r.file_id.as_deref())
+        self.recording().and_then(|r| r.file_id.as_deref())
     }
+}
+
+/// The record's JSON: its fields in declaration order, the view under its
+/// type's key, optional fields left out when empty. Written by hand because
+/// the key of the view depends on the event type (see [`Record`]).
+impl Serialize for Record {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let view = match &self.view {
+            Some(view) => {
+                // Unreachable through the API (only `from_verified` and
+                // deserialising set a view, both from the type's row), but
+                // a view with no key must not vanish silently.
+                let spec = EventTypeSpec::of(self.event_type).ok_or_else(|| {
+                    ser::Error::custom(format!(
+                        "a record of event_type {} carries a view it has no key for",
+                        self.event_type
+                    ))
+                })?;
+                Some((spec.key, view))
+            }
+            None => None,
+        };
+        let len = 5
+            + usize::from(view.is_some())
+            + usize::from(self.unsigned)
+            + usize::from(!self.source.is_live())
+            + usize::from(self.reconciled.is_some())
+            + usize::from(!self.warnings.is_empty());
+        let mut out = serializer.serialize_struct("Record", len)?;
+        out.serialize_field("id", &self.id)?;
+        out.serialize_field("received_at", &self.received_at)?;
+        out.serialize_field("event_type", &self.event_type)?;
+        out.serialize_field("stream", &self.stream)?;
+        out.serialize_field("event", &self.event)?;
+        if let Some((key, view)) = view {
+            out.serialize_field(key, view)?;
+        }
+        if self.unsigned {
+            out.serialize_field("unsigned", &self.unsigned)?;
+        }
+        if !self.source.is_live() {
+            out.serialize_field("source", &self.source)?;
+        }
+        if let Some(reconciled) = &self.reconciled {
+            out.serialize_field("reconciled", reconciled)?;
+        }
+        if !self.warnings.is_empty() {
+            out.serialize_field("warnings", &self.warnings)?;
+        }
+        out.end()
+    }
+}
+
+/// Reads what [`Record`]'s `Serialize` writes, and every record stored
+/// before: `stream`, `unsigned`, `source`, `reconciled` and `warnings` may
+/// be missing, the view may be missing or `null`, unknown keys are ignored.
+impl<'de> Deserialize<'de> for Record {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(RecordVisitor)
+    }
+}
+
+struct RecordVisitor;
+
+impl<'de> Visitor<'de> for RecordVisitor {
+    type Value = Record;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a record")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Record, A::Error> {
+        let mut id = None;
+        let mut received_at = None;
+        let mut event_type = None;
+        let mut stream = None;
+        let mut event = None;
+        let mut unsigned = None;
+        let mut source = None;
+        let mut reconciled = None;
+        let mut warnings = None;
+        // The views found, by key: which one is the record's depends on
+        // `event_type`, and nothing promises that comes first in an object.
+        let mut views: Vec<(&'static str, Value)> = Vec::new();
+        // Keys as `String`s: a handful of short allocations beside the
+        // event's, simpler than an identifier visitor.
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "id" => once(&mut map, &mut id, "id")?,
+                "received_at" => once(&mut map, &mut received_at, "received_at")?,
+                "event_type" => once(&mut map, &mut event_type, "event_type")?,
+                "stream" => once(&mut map, &mut stream, "stream")?,
+                "event" => once(&mut map, &mut event, "event")?,
+                "unsigned" => once(&mut map, &mut unsigned, "unsigned")?,
+                "source" => once(&mut map, &mut source, "source")?,
+                "reconciled" => once(&mut map, &mut reconciled, "reconciled")?,
+                "warnings" => once(&mut map, &mut warnings, "warnings")?,
+                other => match EventTypeSpec::view_key(other) {
+                    Some(key) if views.iter().any(|(seen, _)| *seen == key) => {
+                        return Err(de::Error::duplicate_field(key));
+                    }
+                    Some(key) => views.push((key, map.next_value()?)),
+                    // A newer version's field: ignored, as it always was.
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                },
+            }
+        }
+        let event_type: i64 = event_type.ok_or_else(|| de::Error::missing_field("event_type"))?;
+        // Through a `Value`, which keeps every number exactly under
+        // `arbitrary_precision` (serde's buffering for `flatten` does not).
+        let view = EventTypeSpec::of(event_type)
+            .and_then(|spec| {
+                let (_, stored) = views.into_iter().find(|(key, _)| *key == spec.key)?;
+                (!stored.is_null()).then(|| (spec.parse)(stored))
+            })
+            .transpose()
+            .map_err(de::Error::custom)?;
+        Ok(Record {
+            id: id.ok_or_else(|| de::Error::missing_field("id"))?,
+            received_at: received_at.ok_or_else(|| de::Error::missing_field("received_at"))?,
+            event_type,
+            stream: stream.unwrap_or_default(),
+            event: event.ok_or_else(|| de::Error::missing_field("event"))?,
+            view,
+            unsigned: unsigned.unwrap_or_default(),
+            source: source.unwrap_or_default(),
+            reconciled: reconciled.unwrap_or_default(),
+            warnings: warnings.unwrap_or_default(),
+        })
+    }
+}
+
+/// Reads the value of a field that may appear once.
+fn once<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
+    map: &mut A,
+    slot: &mut Option<T>,
+    name: &'static str,
+) -> Result<(), A::Error> {
+    if slot.is_some() {
+        return Err(de::Error::duplicate_field(name));
+    }
+    *slot = Some(map.next_value()?);
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Authenticator, TimeWindow, UnverifiedCallback};
+    use crate::protocol::{Authenticator, EVENT_TYPES, TimeWindow, UnverifiedCallback};
     use std::time::{Duration, UNIX_EPOCH};
 
     fn verified(body: &str) -> VerifiedCallback {
@@ -326,7 +388,7 @@ mod tests {
         let record =
             Record::from_verified(verified(r#"{"event_type":1,"stream_id":"s"}"#), UNIX_EPOCH)
                 .unwrap();
-        assert!(record.recording.is_none());
+        assert!(record.recording().is_none());
         assert!(record.warnings.is_empty());
         let json = serde_json::to_value(&record).unwrap();
         assert!(json.get("recording").is_none() && json.get("warnings").is_none());
@@ -398,6 +460,136 @@ mod tests {
         .unwrap();
         let text = serde_json::to_string(&record).unwrap();
         assert_eq!(serde_json::from_str::<Record>(&text).unwrap(), record);
+    }
+
+    /// Records as the spool stored them before issue 18 (one typed view per
+    /// field): one for every sample in `tests/fixtures/events`, both recording
+    /// samples, and a few with warnings, an undocumented type and a 344/345.
+    const STORED: &str = include_str!("../tests/fixtures/stored-records.jsonl");
+
+    #[test]
+    fn records_stored_by_earlier_versions_read_back_and_serialise_byte_for_byte() {
+        for line in STORED.lines() {
+            let record: Record = serde_json::from_str(line).unwrap();
+            assert_eq!(serde_json::to_string(&record).unwrap(), line);
+        }
+    }
+
+    /// The callbacks of every row of the table, bare, and every documented sample.
+    fn callbacks_of_every_event_type() -> Vec<String> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/events");
+        let samples = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap());
+        EVENT_TYPES
+            .iter()
+            .map(|spec| format!(r#"{{"event_type":{}}}"#, spec.number))
+            .chain(samples)
+            .collect()
+    }
+
+    #[test]
+    fn a_record_of_every_event_type_carries_its_view_under_its_key_and_round_trips() {
+        let stored: Map<String, Value> = STORED
+            .lines()
+            .map(|line| {
+                let record: Value = serde_json::from_str(line).unwrap();
+                (record["id"].as_str().unwrap().to_owned(), line.into())
+            })
+            .collect();
+        let mut compared = 0;
+        for body in callbacks_of_every_event_type() {
+            let record = Record::from_verified(verified(&body), UNIX_EPOCH).unwrap();
+            let spec = EventTypeSpec::of(record.event_type).unwrap();
+            let json = serde_json::to_value(&record).unwrap();
+            let keys: Vec<&str> = json
+                .as_object()
+                .unwrap()
+                .keys()
+                .filter_map(|key| EventTypeSpec::view_key(key))
+                .collect();
+            assert_eq!(keys, [spec.key], "{body}");
+            assert!(json[spec.key].is_object(), "{body}");
+            let text = serde_json::to_string(&record).unwrap();
+            let back: Record = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, record, "{body}");
+            assert_eq!(serde_json::to_string(&back).unwrap(), text, "{body}");
+            assert_eq!(serde_json::from_value::<Record>(json).unwrap(), record);
+            // Written as the version before one table wrote it.
+            if let Some(Value::String(before)) = stored.get(&record.id) {
+                assert_eq!(&text, before, "{body}");
+                compared += 1;
+            }
+        }
+        assert!(
+            compared >= 19,
+            "only {compared} samples matched a stored record"
+        );
+    }
+
+    #[test]
+    fn no_view_key_is_the_name_of_another_record_field() {
+        let fields = [
+            "id",
+            "received_at",
+            "event_type",
+            "stream",
+            "event",
+            "unsigned",
+            "source",
+            "reconciled",
+            "warnings",
+        ];
+        for spec in EVENT_TYPES {
+            assert!(!fields.contains(&spec.key), "{}", spec.key);
+        }
+    }
+
+    #[test]
+    fn a_stored_view_is_read_whatever_the_key_order_and_a_null_or_foreign_one_is_none() {
+        let reordered =
+            r#"{"push":{"errcode":3},"event":{},"received_at":"t","id":"x","event_type":1}"#;
+        let record: Record = serde_json::from_str(reordered).unwrap();
+        assert_eq!(
+            serde_json::to_value(&record).unwrap()["push"],
+            serde_json::json!({"errcode": 3})
+        );
+        for other in [
+            r#"{"id":"x","received_at":"t","event_type":1,"event":{},"push":null}"#,
+            r#"{"id":"x","received_at":"t","event_type":999,"event":{},"push":{"errcode":3}}"#,
+            r#"{"id":"x","received_at":"t","event_type":1,"event":{},"from_2030":[1]}"#,
+        ] {
+            let record: Record = serde_json::from_str(other).unwrap();
+            assert!(record.view().is_none(), "{other}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_stored_record_is_refused_with_the_reason() {
+        let cases = [
+            (
+                r#"{"id":"x","received_at":"t","event":{}}"#,
+                "missing field `event_type`",
+            ),
+            (
+                r#"{"id":"x","received_at":"t","event_type":1}"#,
+                "missing field `event`",
+            ),
+            (
+                r#"{"id":"x","id":"y","received_at":"t","event_type":1,"event":{}}"#,
+                "duplicate field `id`",
+            ),
+            (
+                r#"{"id":"x","received_at":"t","event_type":1,"event":{},"push":{"errcode":"x"}}"#,
+                "invalid type",
+            ),
+        ];
+        for (json, expected) in cases {
+            let err = serde_json::from_str::<Record>(json)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{json}: {err}");
+        }
     }
 }
 

@@ -1,47 +1,251 @@
-//! CSS event types by number and by name, and a selection of them (what a
-//! sink receives, which types may arrive unsigned).
+//! CSS event types: the one table of what recordhook knows of each
+//! ([`EVENT_TYPES`]: number, name, the key its view sits under in a record,
+//! how to read that view), and a selection of types (what a sink receives,
+//! which types may arrive unsigned).
 //!
 //! Names exist for people (configuration, logs, metrics); the number is what
 //! CSS sends and what the spool stores. A number nobody documented has no
 //! name: in metrics and logs it is `other`, so a sender inventing numbers
 //! cannot grow the label set without bound.
+//!
+//! Adding an event type is a row here and its view in `views.rs` (a struct
+//! and an [`EventView`] variant); everything else reads this table.
 
 use std::fmt;
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
+use serde_json::{Map, Value};
 
-/// Every documented event type with its name, in number order.
-pub const EVENT_TYPES: [(i64, &str); 18] = [
-    (0, "push_end"),
-    (1, "push_start"),
-    (100, "record"),
-    (200, "screenshot"),
-    (314, "relay"),
-    (315, "audio_audit"),
-    (317, "image_audit"),
-    (321, "push_exception"),
-    (328, "stream_monitor"),
-    (332, "record_status"),
-    (338, "subtitles"),
-    (341, "record_exception"),
-    (343, "quality_control"),
-    (344, "assessment_threshold"),
-    (345, "assessment_average"),
-    (347, "erase"),
-    (348, "live_summary"),
-    (349, "highlight"),
+use super::RECORDING_EVENT_TYPE;
+use super::views::{EventView, ReadView, carries_average_score};
+
+/// What recordhook knows of one documented event type.
+#[derive(Debug, Clone, Copy)]
+pub struct EventTypeSpec {
+    /// The `event_type` CSS sends.
+    pub number: i64,
+    /// Its name in configuration (`event_types`), logs and metric labels.
+    pub name: &'static str,
+    /// The key its typed view sits under in a record's JSON (shared by the
+    /// types that share a view: 0 and 1 are both `push`).
+    pub key: &'static str,
+    /// Reads its typed view from a callback's fields, appending a warning
+    /// for every unusable value: a view never refuses a callback.
+    pub read: fn(&Map<String, Value>, &mut Vec<String>) -> EventView,
+    /// Reads its typed view back from a stored record: the JSON under `key`.
+    pub parse: fn(Value) -> Result<EventView, serde_json::Error>,
+    /// Another number CSS sends this type under, when it does.
+    pub sent_as: Option<SentAs>,
+}
+
+/// Another number CSS sends an event type under, and how the content tells
+/// that callback apart from the type the number names.
+#[derive(Debug, Clone, Copy)]
+pub struct SentAs {
+    /// The number sent.
+    pub number: i64,
+    /// Whether a callback sent with `number` is in fact this type.
+    pub when: fn(&Map<String, Value>) -> bool,
+}
+
+/// Every documented event type, in number order.
+pub const EVENT_TYPES: &[EventTypeSpec] = &[
+    EventTypeSpec {
+        number: 0,
+        name: "push_end",
+        key: "push",
+        read: |fields, warnings| EventView::Push(read(fields, warnings)),
+        parse: |stored| serde_json::from_value(stored).map(EventView::Push),
+        sent_as: None,
+    },
+    EventTypeSpec {
+        number: 1,
+        name: "push_start",
+        key: "push",
+        read: |fields, warnings| EventView::Push(read(fields, warnings)),
+        parse: |stored| serde_json::from_value(stored).map(EventView::Push),
+        sent_as: None,
+    },
+    EventTypeSpec {
+        number: RECORDING_EVENT_TYPE,
+        name: "record",
+        key: "recording",
+        read: |fields, warnings| EventView::Recording(read(fields, warnings)),
+        parse: |stored| serde_json::from_value(stored).map(EventView::Recording),
+        sent_as: None,
+    },
+    EventTypeSpec {
+        number: 200,
+        name: "screenshot",
+        key: "screenshot",
+        read: |fields, warnings| EventView::Screenshot(read(fields, warnings)),
+        parse: |stored| serde_json::from_value(stored).map(EventView::Screenshot),
+        sent_as: None,
+    },
+    EventTypeSpec {
+        number: 314,
+        name: "relay",
+        key: "relay",
+        read: |fields, warnings| EventView::Relay(read(fields, warnings)),
+        parse: |stored| serde_json::from_value(stored).map(EventView::Relay),
+        sent_as: None,
+    },
+    EventTypeSpec {
+        number: 315,
+        name: "audio_audit",
+        key: "audio_audit",
+        read: |fields, warnings| EventView::AudioAudit(read(fields, warnings)),
+        parse: |stored| serde_json::from_value(stored).map(EventView::AudioAudit),
+        sent_as: None,
+    },
+    EventTypeSpec {
+        number: 317,
+        name: "image_audit",
+        key: "image_audit",
+        read: |fields, warnings| EventView::ImageAudit(read(fields, warnings)),
+        parse: |stored| serde_json::from_value(stored).map(EventView::ImageAudit),
+        sent_as: None,
+    },
+    EventTypeSpec {
+        number: 321,
+        name: "push_exception",
+        key: "push_exception",
+        read: |fields, warnings| EventView::PushException(read(fields, warnings)),
+        parse: |stored| serde_json::from_value(stored).map(EventView::PushException),
+        sent_as: None,
+    },
+    EventTypeSpec {
+        number: 328,
+        name: "stream_monitor",
+        key: "stream_monitor",
+        read: |fields, warnings| EventView::StreamMonitor(read(fields, warnings)),
+        parse: |stored| serde_json::from_value(stored).map(EventView::StreamMonitor),
+        sent_as: None,
+    },
+    EventTypeSpec {
+        number: 332,
+        name: "record_status",
+        key: "record_status",
+        read: |fields, warnings| EventView::RecordStatus(read(fields, warnings)),
+        parse: |stored| serde_json::from_value(stored).map(EventView::RecordStatus),
+        sent_as: None,
+    },
+    EventTypeSpec {
+        number: 338,
+        name: "subtitles",
+        key: "subtitles",
+        read: |fields, warnings| EventView::Subtitles(read(fields, warnings)),
+        parse: |stored| serde_json::from_value(stored).map(EventView::Subtitles),
+        sent_as: None,
+    },
+    EventTypeSpec {
+        number: 341,
+        name: "record_exception",
+        key: "record_exception",
+        read: |fields, warnings| EventView::RecordException(read(fields, warnings)),
+        parse: |stored| serde_json::from_value(stored).map(EventView::RecordException),
+        sent_as: None,
+    },
+    EventTypeSpec {
+        number: 343,
+        name: "quality_control",
+        key: "quality_control",
+        read: |fields, warnings| EventView::QualityControl(read(fields, warnings)),
+        parse: |stored| serde_json::from_value(stored).map(EventView::QualityControl),
+        sent_as: None,
+    },
+    EventTypeSpec {
+        number: 344,
+        name: "assessment_threshold",
+        key: "assessment_threshold",
+        read: |fields, warnings| EventView::AssessmentThreshold(read(fields, warnings)),
+        parse: |stored| serde_json::from_value(stored).map(EventView::AssessmentThreshold),
+        sent_as: None,
+    },
+    EventTypeSpec {
+        number: 345,
+        name: "assessment_average",
+        key: "assessment_average",
+        read: |fields, warnings| EventView::AssessmentAverage(read(fields, warnings)),
+        parse: |stored| serde_json::from_value(stored).map(EventView::AssessmentAverage),
+        sent_as: Some(SentAs {
+            number: 344,
+            when: carries_average_score,
+        }),
+    },
+    EventTypeSpec {
+        number: 347,
+        name: "erase",
+        key: "erase",
+        read: |fields, warnings| EventView::Erase(read(fields, warnings)),
+        parse: |stored| serde_json::from_value(stored).map(EventView::Erase),
+        sent_as: None,
+    },
+    EventTypeSpec {
+        number: 348,
+        name: "live_summary",
+        key: "live_summary",
+        read: |fields, warnings| EventView::LiveSummary(read(fields, warnings)),
+        parse: |stored| serde_json::from_value(stored).map(EventView::LiveSummary),
+        sent_as: None,
+    },
+    EventTypeSpec {
+        number: 349,
+        name: "highlight",
+        key: "highlight",
+        read: |fields, warnings| EventView::Highlight(read(fields, warnings)),
+        parse: |stored| serde_json::from_value(stored).map(EventView::Highlight),
+        sent_as: None,
+    },
 ];
+
+/// Reads a view of type `V` for a row of [`EVENT_TYPES`].
+fn read<V: ReadView>(fields: &Map<String, Value>, warnings: &mut Vec<String>) -> Box<V> {
+    Box::new(V::read(fields, warnings))
+}
+
+impl EventTypeSpec {
+    /// The row of a documented event type; `None` for any other number.
+    pub fn of(event_type: i64) -> Option<&'static Self> {
+        EVENT_TYPES.iter().find(|spec| spec.number == event_type)
+    }
+
+    /// The row of the type with this name.
+    pub fn named(name: &str) -> Option<&'static Self> {
+        EVENT_TYPES.iter().find(|spec| spec.name == name)
+    }
+
+    /// Whether some type's view sits under `key` in a record; the key as a
+    /// `&'static str` if so.
+    pub fn view_key(key: &str) -> Option<&'static str> {
+        EVENT_TYPES
+            .iter()
+            .find(|spec| spec.key == key)
+            .map(|spec| spec.key)
+    }
+}
+
+/// The event type a callback is, from its number and, where the number is
+/// known to lie, its content (a row's [`SentAs`]): the documented samples
+/// of 345 (average score) say 344, so a 344 carrying `average_score` or
+/// `frames` is a 345.
+pub fn classify(event_type: i64, fields: &Map<String, Value>) -> i64 {
+    EVENT_TYPES
+        .iter()
+        .find(|spec| {
+            spec.sent_as
+                .is_some_and(|sent_as| sent_as.number == event_type && (sent_as.when)(fields))
+        })
+        .map_or(event_type, |spec| spec.number)
+}
 
 /// The label of every event type without a name.
 pub const OTHER_EVENT_TYPE: &str = "other";
 
 /// The name of a documented event type; `None` for any other number.
 pub fn event_type_name(event_type: i64) -> Option<&'static str> {
-    EVENT_TYPES
-        .iter()
-        .find(|(number, _)| *number == event_type)
-        .map(|(_, name)| *name)
+    EventTypeSpec::of(event_type).map(|spec| spec.name)
 }
 
 /// The name of `event_type` for a metric label or a log field: its name, or
@@ -52,10 +256,7 @@ pub fn event_type_label(event_type: i64) -> &'static str {
 
 /// The number of a documented event type's name.
 pub fn event_type_by_name(name: &str) -> Option<i64> {
-    EVENT_TYPES
-        .iter()
-        .find(|(_, known)| *known == name)
-        .map(|(number, _)| *number)
+    EventTypeSpec::named(name).map(|spec| spec.number)
 }
 
 /// A set of event types: every type, or those listed.
@@ -112,7 +313,7 @@ impl EventTypes {
             return Ok(Some(number));
         }
         event_type_by_name(item).map(Some).ok_or_else(|| {
-            let valid: Vec<&str> = EVENT_TYPES.iter().map(|(_, name)| *name).collect();
+            let valid: Vec<&str> = EVENT_TYPES.iter().map(|spec| spec.name).collect();
             format!(
                 "unknown event type `{item}`; valid names are: {}, or \"*\" for every type, or a number",
                 valid.join(", ")
@@ -247,15 +448,55 @@ mod tests {
 
     #[test]
     fn names_and_numbers_are_unique_and_round_trip() {
-        for (number, name) in EVENT_TYPES {
+        for &EventTypeSpec { number, name, .. } in EVENT_TYPES {
             assert_eq!(event_type_by_name(name), Some(number));
             assert_eq!(event_type_name(number), Some(name));
             assert_eq!(event_type_label(number), name);
         }
-        let mut names: Vec<_> = EVENT_TYPES.iter().map(|(_, name)| name).collect();
+        let mut names: Vec<_> = EVENT_TYPES.iter().map(|spec| spec.name).collect();
         names.sort();
         names.dedup();
         assert_eq!(names.len(), EVENT_TYPES.len());
+    }
+
+    #[test]
+    fn every_row_parses_back_the_view_it_reads_and_rows_sharing_a_key_share_a_view() {
+        for spec in EVENT_TYPES {
+            let view = (spec.read)(&Map::new(), &mut Vec::new());
+            let stored = serde_json::to_value(&view).unwrap();
+            assert_eq!((spec.parse)(stored).unwrap(), view, "{}", spec.name);
+            let first = EVENT_TYPES
+                .iter()
+                .find(|other| other.key == spec.key)
+                .unwrap();
+            assert_eq!(
+                (first.read)(&Map::new(), &mut Vec::new()),
+                view,
+                "{} and {} share `{}`",
+                first.name,
+                spec.name,
+                spec.key
+            );
+        }
+        let mut numbers: Vec<_> = EVENT_TYPES.iter().map(|spec| spec.number).collect();
+        numbers.dedup();
+        assert_eq!(
+            numbers.len(),
+            EVENT_TYPES.len(),
+            "in number order, once each"
+        );
+        assert!(numbers.is_sorted());
+    }
+
+    #[test]
+    fn a_type_sent_under_another_number_is_told_apart_only_by_its_content() {
+        for spec in EVENT_TYPES {
+            if let Some(sent_as) = spec.sent_as {
+                assert!(EventTypeSpec::of(sent_as.number).is_some(), "{}", spec.name);
+                assert_eq!(classify(sent_as.number, &Map::new()), sent_as.number);
+            }
+            assert_eq!(classify(spec.number, &Map::new()), spec.number);
+        }
     }
 
     #[test]

@@ -7,10 +7,15 @@
 //! Every field is optional: the documentation and real payloads disagree on
 //! which fields each type carries, so a missing field is not a warning here.
 //! Fields no view models are listed in `unknown_fields`.
+//!
+//! [`EventView`] holds any one view, the recording's included; which event
+//! type reads which view, and under which key a record carries it, is
+//! [`super::EVENT_TYPES`]'s business.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::Recording;
 use super::fields::FieldReader;
 
 /// Declares a view: a struct of optional fields, each read from its JSON
@@ -51,6 +56,12 @@ macro_rules! view {
                 };
                 view.unknown_fields = reader.unknown_fields();
                 view
+            }
+        }
+
+        impl ReadView for $name {
+            fn read(fields: &Map<String, Value>, warnings: &mut Vec<String>) -> Self {
+                Self::read_from(&mut FieldReader::new(fields, warnings))
             }
         }
     };
@@ -647,92 +658,85 @@ view! {
     }
 }
 
-/// The typed view of one callback, by (classified) event type.
-// Built once per callback and moved at once into its record's boxed field,
-// so the size of the largest variant costs nothing worth an indirection.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq)]
+/// The typed view of one callback: one variant per view, named for the key it
+/// sits under in a record. [`super::EVENT_TYPES`] says which event type reads
+/// which view; serialised, a view is just its fields (its record supplies the key).
+// Boxed: the views differ in size by an order of magnitude (an image audit
+// has some forty fields), and a record carries at most one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum EventView {
-    /// 0 and 1.
-    Push(Push),
-    /// 200.
-    Screenshot(Screenshot),
-    /// 314.
-    Relay(Relay),
-    /// 315.
-    AudioAudit(AudioAudit),
-    /// 317.
-    ImageAudit(ImageAudit),
-    /// 321.
-    PushException(PushException),
-    /// 328.
-    StreamMonitor(StreamMonitor),
-    /// 332.
-    RecordStatus(RecordStatus),
-    /// 338.
-    Subtitles(Subtitles),
-    /// 341.
-    RecordException(RecordException),
-    /// 343.
-    QualityControl(Quality),
-    /// 344.
-    AssessmentThreshold(Quality),
-    /// 345.
-    AssessmentAverage(Quality),
-    /// 347.
-    Erase(Subtitles),
-    /// 348.
-    LiveSummary(LiveSummary),
-    /// 349.
-    Highlight(Highlight),
-}
-
-/// The event type a callback is, from its number and, where the number is
-/// known to lie, its content: the documented samples of 345 (average score)
-/// say 344, so a 344 or 345 carrying `average_score` or `frames` is a 345.
-pub fn classify(event_type: i64, fields: &Map<String, Value>) -> i64 {
-    let has = |name: &str| fields.get(name).is_some_and(|value| !value.is_null());
-    match event_type {
-        344 | 345 if has("average_score") || has("frames") => 345,
-        other => other,
-    }
+    /// A recording file.
+    Recording(Box<Recording>),
+    /// Push started or ended.
+    Push(Box<Push>),
+    /// A screenshot.
+    Screenshot(Box<Screenshot>),
+    /// A relay (pull-and-push) task.
+    Relay(Box<Relay>),
+    /// Audio moderation.
+    AudioAudit(Box<AudioAudit>),
+    /// Image moderation.
+    ImageAudit(Box<ImageAudit>),
+    /// Push exceptions.
+    PushException(Box<PushException>),
+    /// Stream monitoring.
+    StreamMonitor(Box<StreamMonitor>),
+    /// Recording status.
+    RecordStatus(Box<RecordStatus>),
+    /// Live subtitles.
+    Subtitles(Box<Subtitles>),
+    /// Recording exceptions.
+    RecordException(Box<RecordException>),
+    /// Quality control.
+    QualityControl(Box<Quality>),
+    /// An assessment threshold alert.
+    AssessmentThreshold(Box<Quality>),
+    /// An assessment average score.
+    AssessmentAverage(Box<Quality>),
+    /// Erased segments.
+    Erase(Box<Subtitles>),
+    /// A live summary.
+    LiveSummary(Box<LiveSummary>),
+    /// Smart highlight clips.
+    Highlight(Box<Highlight>),
 }
 
 impl EventView {
-    /// Reads the view of a callback of (classified) `event_type`, appending a
-    /// warning for every unusable value. `None` for 100 (read by
-    /// [`super::Recording`]) and for undocumented types.
-    pub fn read(
-        event_type: i64,
-        fields: &Map<String, Value>,
-        warnings: &mut Vec<String>,
-    ) -> Option<Self> {
-        let reader = &mut FieldReader::new(fields, warnings);
-        Some(match event_type {
-            0 | 1 => Self::Push(Push::read_from(reader)),
-            200 => Self::Screenshot(Screenshot::read_from(reader)),
-            314 => Self::Relay(Relay::read_from(reader)),
-            315 => Self::AudioAudit(AudioAudit::read_from(reader)),
-            317 => Self::ImageAudit(ImageAudit::read_from(reader)),
-            321 => Self::PushException(PushException::read_from(reader)),
-            328 => Self::StreamMonitor(StreamMonitor::read_from(reader)),
-            332 => Self::RecordStatus(RecordStatus::read_from(reader)),
-            338 => Self::Subtitles(Subtitles::read_from(reader)),
-            341 => Self::RecordException(RecordException::read_from(reader)),
-            343 => Self::QualityControl(Quality::read_from(reader)),
-            344 => Self::AssessmentThreshold(Quality::read_from(reader)),
-            345 => Self::AssessmentAverage(Quality::read_from(reader)),
-            347 => Self::Erase(Subtitles::read_from(reader)),
-            348 => Self::LiveSummary(LiveSummary::read_from(reader)),
-            349 => Self::Highlight(Highlight::read_from(reader)),
-            _ => return None,
-        })
+    /// The view of a recording callback (100).
+    pub fn recording(&self) -> Option<&Recording> {
+        match self {
+            Self::Recording(recording) => Some(recording),
+            _ => None,
+        }
     }
+}
+
+/// A view read from the top level of a callback, the way
+/// [`super::EVENT_TYPES`] reads one.
+pub(crate) trait ReadView: Sized {
+    /// Reads the view from a callback's fields, appending a warning for
+    /// every unusable value.
+    fn read(fields: &Map<String, Value>, warnings: &mut Vec<String>) -> Self;
+}
+
+impl ReadView for Recording {
+    fn read(fields: &Map<String, Value>, warnings: &mut Vec<String>) -> Self {
+        Recording::read(fields, warnings)
+    }
+}
+
+/// Whether an assessment callback carries an average score, which makes it
+/// a 345 whatever number it was sent with (the documented samples of 345 say 344).
+pub(crate) fn carries_average_score(fields: &Map<String, Value>) -> bool {
+    let has = |name: &str| fields.get(name).is_some_and(|value| !value.is_null());
+    has("average_score") || has("frames")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{EventTypeSpec, classify};
     use serde_json::json;
 
     const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/events");
@@ -747,8 +751,8 @@ mod tests {
     fn read(event_type: i64, value: Value) -> (EventView, Vec<String>) {
         let fields = object(value);
         let mut warnings = Vec::new();
-        let view = EventView::read(classify(event_type, &fields), &fields, &mut warnings)
-            .expect("a documented type");
+        let spec = EventTypeSpec::of(classify(event_type, &fields)).expect("a documented type");
+        let view = (spec.read)(&fields, &mut warnings);
         (view, warnings)
     }
 
@@ -769,24 +773,7 @@ mod tests {
     }
 
     fn view_json(view: &EventView) -> Value {
-        match view {
-            EventView::Push(v) => serde_json::to_value(v),
-            EventView::Screenshot(v) => serde_json::to_value(v),
-            EventView::Relay(v) => serde_json::to_value(v),
-            EventView::AudioAudit(v) => serde_json::to_value(v),
-            EventView::ImageAudit(v) => serde_json::to_value(v),
-            EventView::PushException(v) => serde_json::to_value(v),
-            EventView::StreamMonitor(v) => serde_json::to_value(v),
-            EventView::RecordStatus(v) => serde_json::to_value(v),
-            EventView::Subtitles(v) | EventView::Erase(v) => serde_json::to_value(v),
-            EventView::RecordException(v) => serde_json::to_value(v),
-            EventView::QualityControl(v)
-            | EventView::AssessmentThreshold(v)
-            | EventView::AssessmentAverage(v) => serde_json::to_value(v),
-            EventView::LiveSummary(v) => serde_json::to_value(v),
-            EventView::Highlight(v) => serde_json::to_value(v),
-        }
-        .unwrap()
+        serde_json::to_value(view).unwrap()
     }
 
     #[test]
@@ -973,8 +960,10 @@ mod tests {
 
     #[test]
     fn undocumented_types_have_no_view() {
-        let mut warnings = Vec::new();
-        assert!(EventView::read(100, &Map::new(), &mut warnings).is_none());
-        assert!(EventView::read(329, &Map::new(), &mut warnings).is_none());
+        assert!(EventTypeSpec::of(329).is_none());
+        // The recording is read by its own module, through the same table.
+        let recording = EventTypeSpec::of(100).expect("documented");
+        let view = (recording.read)(&Map::new(), &mut Vec::new());
+        assert!(view.recording().is_some(), "{view:?}");
     }
 }

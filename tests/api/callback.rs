@@ -37,12 +37,12 @@ async fn both_published_samples_are_accepted_and_stored_whole() {
         assert!(!record.event.contains_key("sign"));
         assert_eq!(record.event_type, 100);
         assert!(record.warnings.is_empty(), "{name}: {:?}", record.warnings);
-        let recording = record.recording.as_ref().unwrap();
+        let recording = record.recording().unwrap();
         assert_eq!(recording.stream_id.as_deref(), Some("stream_test"));
         assert_eq!(recording.file_size, Some(277_941_079));
     }
     assert_eq!(
-        stored[1].recording.as_ref().unwrap().callback_ext,
+        stored[1].recording().unwrap().callback_ext,
         Some(json!({"video_codec": "h264", "resolution": "640x480"}))
     );
 }
@@ -201,7 +201,7 @@ async fn other_event_types_are_stored_but_only_reach_sinks_that_take_them() {
     let stored = app.stored().await;
     assert_eq!(stored.len(), 2);
     assert_eq!(stored[0].event_type, 1);
-    assert!(stored[0].recording.is_none());
+    assert!(stored[0].recording().is_none());
     // The default log sink takes [100] only.
     assert!(app.delivery(&stored[0].id, "console").await.is_none());
     let delivered = app
@@ -222,7 +222,7 @@ async fn a_mistyped_or_missing_field_is_accepted_with_a_stored_warning() {
     let record = app.stored().await.pop().unwrap();
     assert_eq!(record.event["file_size"], "abc");
     assert_eq!(record.event["field_from_2030"], json!({"nested": [1, 2]}));
-    let recording = record.recording.unwrap();
+    let recording = record.recording().unwrap();
     assert_eq!(recording.file_size, None);
     assert_eq!(recording.unknown_fields, ["field_from_2030"]);
     assert!(
@@ -249,7 +249,7 @@ async fn integers_as_strings_and_upper_case_signatures_are_accepted() {
     assert_eq!(app.post_json(&body).await.status(), 200);
     let record = app.stored().await.pop().unwrap();
     assert_eq!(record.event_type, 100);
-    assert_eq!(record.recording.unwrap().duration, Some(2962));
+    assert_eq!(record.recording().unwrap().duration, Some(2962));
 }
 
 #[tokio::test]

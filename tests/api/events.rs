@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use recordhook::protocol::{EVENT_TYPES, event_type_name};
+use recordhook::protocol::{EVENT_TYPES, EventTypeSpec, event_type_name};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -38,7 +38,7 @@ pub fn is_signed(body: &Value) -> bool {
 pub fn sink_per_type(out: &Path) -> String {
     EVENT_TYPES
         .iter()
-        .map(|(_, name)| {
+        .map(|&EventTypeSpec { name, .. }| {
             let path = out.join(format!("{name}.jsonl"));
             format!(
                 "[[sinks]]\nname = \"{name}\"\ntype = \"file\"\npath = {path:?}\nevent_types = [\"{name}\"]\n"
@@ -61,13 +61,13 @@ pub fn lines(path: &PathBuf) -> Vec<Value> {
 pub async fn assert_delivered_by_name(out: &TempDir, expected: &[(String, &'static str, Value)]) {
     let count = |name: &str| expected.iter().filter(|(_, n, _)| *n == name).count();
     let all_written = eventually(Duration::from_secs(20), || async {
-        EVENT_TYPES
-            .iter()
-            .all(|(_, name)| lines(&out.path().join(format!("{name}.jsonl"))).len() >= count(name))
+        EVENT_TYPES.iter().all(|&EventTypeSpec { name, .. }| {
+            lines(&out.path().join(format!("{name}.jsonl"))).len() >= count(name)
+        })
     })
     .await;
     assert!(all_written, "not every record reached its sink");
-    for (number, name) in EVENT_TYPES {
+    for &EventTypeSpec { number, name, .. } in EVENT_TYPES {
         let written = lines(&out.path().join(format!("{name}.jsonl")));
         assert_eq!(written.len(), count(name), "{name}: {written:?}");
         for record in written {

@@ -186,7 +186,7 @@ async fn tens_of_thousands_of_fields_within_the_size_limit_are_accepted() {
     assert_eq!(app.post_raw(text).await.status(), 200);
     let record = app.stored().await.pop().unwrap();
     assert_eq!(record.event.len(), received);
-    assert_eq!(record.recording.unwrap().unknown_fields.len(), 40_000);
+    assert_eq!(record.recording().unwrap().unknown_fields.len(), 40_000);
     still_serving(&app, "after-wide").await;
 }
 
