@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::settings::InvalidSetting;
+use super::checks::InvalidSetting;
 use super::{BoxFuture, DeliveryError, Sink};
 use crate::record::StoredRecord;
 

@@ -11,16 +11,11 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AF
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::settings::{InvalidSetting, check_range};
+use super::checks::{self, InvalidSetting, check_range};
 use super::webhook::WebhookSigner;
 use super::{BoxFuture, DeliveryError, Sink};
 use crate::record::StoredRecord;
 
-/// Default seconds before a forward attempt is abandoned.
-pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
-/// Longest `timeout_secs`: an hour. A target slower than that is down, and an
-/// attempt must end well within any shutdown or retry horizon.
-pub const MAX_TIMEOUT_SECS: u64 = 3_600;
 /// Default requests in flight per forward sink.
 pub const DEFAULT_CONCURRENCY: usize = 8;
 /// Most requests in flight per forward sink. A delivery round holds at most
@@ -35,8 +30,8 @@ pub struct ForwardSinkSettings {
     /// The `http` or `https` URL to POST records to. Required.
     #[serde(default)]
     pub url: String,
-    /// Seconds before an attempt is abandoned (and retried); 1 to [`MAX_TIMEOUT_SECS`].
-    #[serde(default = "default_timeout_secs")]
+    /// Seconds before an attempt is abandoned (and retried); 1 to [`checks::MAX_TIMEOUT_SECS`].
+    #[serde(default = "checks::default_timeout_secs")]
     pub timeout_secs: u64,
     /// Extra request headers, e.g. `{ Authorization = "Bearer ..." }`. Values
     /// are secrets: redacted in debug output and the effective configuration.
@@ -51,10 +46,6 @@ pub struct ForwardSinkSettings {
     pub concurrency: usize,
 }
 
-fn default_timeout_secs() -> u64 {
-    DEFAULT_TIMEOUT_SECS
-}
-
 fn default_concurrency() -> usize {
     DEFAULT_CONCURRENCY
 }
@@ -64,7 +55,7 @@ impl ForwardSinkSettings {
     pub fn new(url: &str) -> Self {
         Self {
             url: url.to_owned(),
-            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            timeout_secs: checks::DEFAULT_TIMEOUT_SECS,
             headers: BTreeMap::new(),
             signing_secret: None,
             concurrency: DEFAULT_CONCURRENCY,
@@ -74,7 +65,7 @@ impl ForwardSinkSettings {
     /// Checks what the types alone cannot.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         self.parsed_url()?;
-        check_range("timeout_secs", self.timeout_secs, 1, MAX_TIMEOUT_SECS, " s")?;
+        checks::check_timeout(self.timeout_secs)?;
         check_range("concurrency", self.concurrency, 1, MAX_CONCURRENCY, "")?;
         self.signer()?;
         header_map(

@@ -23,7 +23,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OnceCell, watch};
 
-use super::settings::{InvalidSetting, check_range};
+use super::checks::{self, InvalidSetting};
 use super::{BoxFuture, DeliveryError, Sink};
 use crate::record::StoredRecord;
 use crate::secret_url::SecretUrl;
@@ -35,10 +35,6 @@ pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
 pub const DEFAULT_SUBJECT: &str = "recordhook.{event_type}";
 /// The placeholder a subject may contain.
 pub const EVENT_TYPE_PLACEHOLDER: &str = "{event_type}";
-/// Default seconds to wait for JetStream's ack.
-pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
-/// Longest `timeout_secs`: an hour, as for the forward sink.
-pub const MAX_TIMEOUT_SECS: u64 = 3_600;
 /// Publishes awaiting their ack at once, per sink. A delivery round holds at
 /// most 256 records, so a whole round is pipelined: published back to back,
 /// then its acks collected, not one round trip per record.
@@ -69,8 +65,8 @@ pub struct NatsSinkSettings {
     #[serde(default = "default_subject")]
     pub subject: String,
     /// Seconds to wait for a publish's ack before the attempt is abandoned
-    /// (and retried); 1 to [`MAX_TIMEOUT_SECS`].
-    #[serde(default = "default_timeout_secs")]
+    /// (and retried); 1 to [`checks::MAX_TIMEOUT_SECS`].
+    #[serde(default = "checks::default_timeout_secs")]
     pub timeout_secs: u64,
     /// A NATS credentials file (user JWT and nkey seed) to authenticate with,
     /// instead of credentials in the URL. Its path is shown; its contents
@@ -89,17 +85,13 @@ fn default_subject() -> String {
     DEFAULT_SUBJECT.to_owned()
 }
 
-fn default_timeout_secs() -> u64 {
-    DEFAULT_TIMEOUT_SECS
-}
-
 impl NatsSinkSettings {
     /// A NATS sink to `url` with the default subject and timeout.
     pub fn new(url: SecretUrl) -> Self {
         Self {
             url,
             subject: default_subject(),
-            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            timeout_secs: checks::DEFAULT_TIMEOUT_SECS,
             creds_file: None,
         }
     }
@@ -124,7 +116,7 @@ impl NatsSinkSettings {
             ));
         }
         check_subject(&self.subject)?;
-        check_range("timeout_secs", self.timeout_secs, 1, MAX_TIMEOUT_SECS, " s")
+        checks::check_timeout(self.timeout_secs)
     }
 }
 

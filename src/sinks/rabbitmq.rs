@@ -29,7 +29,7 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProper
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::settings::{InvalidSetting, check_range};
+use super::checks::{self, InvalidSetting};
 use super::{BoxFuture, DeliveryError, Sink};
 use crate::record::StoredRecord;
 use crate::secret_url::SecretUrl;
@@ -38,11 +38,6 @@ use crate::secret_url::SecretUrl;
 pub const DEFAULT_ROUTING_KEY: &str = "css.{event_type}";
 /// The one placeholder `routing_key` may hold.
 pub const EVENT_TYPE_PLACEHOLDER: &str = "{event_type}";
-/// Default seconds a publish may wait for its confirm.
-pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
-/// Longest `timeout_secs`: an hour. A broker slower than that is down, and an
-/// attempt must end well within any shutdown or retry horizon.
-pub const MAX_TIMEOUT_SECS: u64 = 3_600;
 /// Header carrying the record's event type, as an AMQP signed 64-bit integer.
 pub const EVENT_TYPE_HEADER: &str = "recordhook-event-type";
 /// The payload's content type.
@@ -76,17 +71,13 @@ pub struct RabbitMqSinkSettings {
     #[serde(default = "default_routing_key")]
     pub routing_key: String,
     /// Seconds a publish may wait for the broker's confirm (and a connection
-    /// attempt for the broker) before it is retried; 1 to [`MAX_TIMEOUT_SECS`].
-    #[serde(default = "default_timeout_secs")]
+    /// attempt for the broker) before it is retried; 1 to [`checks::MAX_TIMEOUT_SECS`].
+    #[serde(default = "checks::default_timeout_secs")]
     pub timeout_secs: u64,
 }
 
 fn default_routing_key() -> String {
     DEFAULT_ROUTING_KEY.to_owned()
-}
-
-fn default_timeout_secs() -> u64 {
-    DEFAULT_TIMEOUT_SECS
 }
 
 impl RabbitMqSinkSettings {
@@ -96,7 +87,7 @@ impl RabbitMqSinkSettings {
             url,
             exchange: exchange.to_owned(),
             routing_key: default_routing_key(),
-            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            timeout_secs: checks::DEFAULT_TIMEOUT_SECS,
         }
     }
 
@@ -105,7 +96,7 @@ impl RabbitMqSinkSettings {
         amqp_uri(&self.url)?;
         check_exchange(&self.exchange)?;
         check_routing_key(&self.routing_key)?;
-        check_range("timeout_secs", self.timeout_secs, 1, MAX_TIMEOUT_SECS, " s")?;
+        checks::check_timeout(self.timeout_secs)?;
         Ok(())
     }
 }

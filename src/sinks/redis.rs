@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::settings::{InvalidSetting, check_range};
+use super::checks::{self, InvalidSetting, check_range};
 use super::{BoxFuture, DeliveryError, Sink};
 use crate::record::StoredRecord;
 use crate::secret_url::SecretUrl;
@@ -47,10 +47,6 @@ pub const MAX_DEDUP_WINDOW_SECS: u64 = 30 * 24 * 60 * 60;
 /// Largest `max_len`: far more entries than a Redis server holds in memory,
 /// so anything beyond is a typo.
 pub const MAX_MAX_LEN: u64 = 1_000_000_000_000;
-/// Default seconds before an attempt is abandoned.
-pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
-/// Longest `timeout_secs`: an hour, as for the forward sink.
-pub const MAX_TIMEOUT_SECS: u64 = 3_600;
 
 /// Commands in flight at once on the connection during a batch. They are
 /// pipelined on one socket, so a batch costs about one round trip per this
@@ -88,8 +84,8 @@ pub struct RedisSinkSettings {
     #[serde(default = "default_dedup_window_secs")]
     pub dedup_window_secs: u64,
     /// Seconds before an attempt (connecting included) is abandoned and
-    /// retried; 1 to [`MAX_TIMEOUT_SECS`].
-    #[serde(default = "default_timeout_secs")]
+    /// retried; 1 to [`checks::MAX_TIMEOUT_SECS`].
+    #[serde(default = "checks::default_timeout_secs")]
     pub timeout_secs: u64,
 }
 
@@ -101,10 +97,6 @@ fn default_dedup_window_secs() -> u64 {
     DEFAULT_DEDUP_WINDOW_SECS
 }
 
-fn default_timeout_secs() -> u64 {
-    DEFAULT_TIMEOUT_SECS
-}
-
 impl RedisSinkSettings {
     /// A redis sink to `url` with the default settings.
     pub fn new(url: SecretUrl) -> Self {
@@ -113,7 +105,7 @@ impl RedisSinkSettings {
             stream: default_stream(),
             max_len: 0,
             dedup_window_secs: DEFAULT_DEDUP_WINDOW_SECS,
-            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            timeout_secs: checks::DEFAULT_TIMEOUT_SECS,
         }
     }
 
@@ -129,7 +121,7 @@ impl RedisSinkSettings {
             MAX_DEDUP_WINDOW_SECS,
             " s",
         )?;
-        check_range("timeout_secs", self.timeout_secs, 1, MAX_TIMEOUT_SECS, " s")?;
+        checks::check_timeout(self.timeout_secs)?;
         Ok(())
     }
 

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use serde::de::{Deserializer, Error as _, Visitor};
 use serde::{Deserialize, Serialize};
 
+use super::checks::{InvalidSetting, check_range};
 use super::file::FileSinkSettings;
 use super::forward::ForwardSinkSettings;
 use super::nats::NatsSinkSettings;
@@ -68,46 +69,6 @@ pub enum SinkKind {
     /// Publishes each record to a RabbitMQ exchange, confirmed.
     #[serde(rename = "rabbitmq")]
     RabbitMq(RabbitMqSinkSettings),
-}
-
-/// A setting that cannot work, named relative to its sink (`url`, not `sinks[0].url`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{field}`: {reason}")]
-pub struct InvalidSetting {
-    /// The key within the sink's table.
-    pub field: &'static str,
-    /// What is wrong with it and what is expected.
-    pub reason: String,
-}
-
-impl InvalidSetting {
-    /// An error for `field`.
-    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
-        Self {
-            field,
-            reason: reason.into(),
-        }
-    }
-}
-
-/// Checks that `value` lies in `min..=max`, naming the bound when it does not.
-pub(crate) fn check_range<T>(
-    field: &'static str,
-    value: T,
-    min: T,
-    max: T,
-    unit: &str,
-) -> Result<(), InvalidSetting>
-where
-    T: PartialOrd + std::fmt::Display,
-{
-    if value < min || value > max {
-        return Err(InvalidSetting::new(
-            field,
-            format!("must be between {min} and {max}{unit}, not {value}"),
-        ));
-    }
-    Ok(())
 }
 
 impl SinkSettings {
