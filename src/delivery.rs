@@ -97,34 +97,6 @@ fn log_outcome(sink: &str, record: &StoredRecord, attempts: u32, settlement: &Se
     }
 }
 
-/// One result per record, in order: what `sink` answered when it kept to
-/// that, else a retriable failure for every record. A sink that loses count
-/// cannot say which of the records it took, so none counts as delivered.
-fn one_result_per_record(
-    results: Vec<Result<(), DeliveryError>>,
-    records: usize,
-) -> Vec<Result<(), DeliveryError>> {
-    if results.len() == records {
-        return results;
-    }
-    let reason = format!(
-        "the sink returned {} results for {records} records; retrying them all",
-        results.len()
-    );
-    tracing::error!(
-        records,
-        results = results.len(),
-        "sink broke the one-result-per-record rule"
-    );
-    vec![
-        Err(DeliveryError::Retriable {
-            reason,
-            retry_after: None,
-        });
-        records
-    ]
-}
-
 /// Delivers `sink`'s records until `shutdown` is cancelled: claims a batch
 /// (due retries and fresh records, see [`Spool::claim`]), attempts it, and
 /// settles the outcomes. `wake` is notified when new records are accepted,
@@ -188,8 +160,10 @@ pub async fn run(
             .unzip();
         let span = tracing::info_span!("delivery", sink = name, records = records.len());
         let attempt = sink.sink.deliver_batch(&records).instrument(span);
+        // One outcome per record by construction (`Outcomes` is only built
+        // from the batch), so every record claimed is settled: none is passed
+        // over by the cursor without an answer.
         let results = spool.hold_while(name, &receipt, attempt).await;
-        let results = one_result_per_record(results, records.len());
         let finished = SystemTime::now();
         let finished_ms = unix_ms(finished);
         let outcomes: Vec<Outcome> = positions
@@ -288,27 +262,6 @@ mod tests {
             retry_delay(1, SECOND, TEN_MINUTES, too_long, 1.0),
             TEN_MINUTES
         );
-    }
-
-    #[test]
-    fn a_sink_that_loses_count_gets_every_record_retried() {
-        for results in [vec![Ok(())], vec![Ok(()), Ok(()), Ok(()), Ok(())], vec![]] {
-            let checked = one_result_per_record(results, 3);
-            assert_eq!(checked.len(), 3);
-            assert!(
-                checked
-                    .iter()
-                    .all(|r| matches!(r, Err(DeliveryError::Retriable { .. }))),
-                "{checked:?}"
-            );
-        }
-        let honest = vec![
-            Ok(()),
-            Err(DeliveryError::Permanent {
-                reason: "no".into(),
-            }),
-        ];
-        assert_eq!(one_result_per_record(honest.clone(), 2), honest);
     }
 
     #[test]

@@ -5,15 +5,14 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::StreamExt;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::checks::{self, InvalidSetting, check_range};
+use super::contract::{BoxFuture, DeliveryError, Outcomes, Sink};
 use super::webhook::WebhookSigner;
-use super::{BoxFuture, DeliveryError, Sink};
 use crate::record::StoredRecord;
 
 /// Default requests in flight per forward sink.
@@ -198,10 +197,7 @@ impl ForwardSink {
         }
         let response = request.body(body).send().await.map_err(|err| {
             // The URL may carry credentials in its query; keep it out of errors.
-            DeliveryError::Retriable {
-                reason: describe(&err.without_url()),
-                retry_after: None,
-            }
+            DeliveryError::retriable(describe(&err.without_url()))
         })?;
         let status = response.status();
         if status.is_success() {
@@ -226,7 +222,7 @@ impl ForwardSink {
                 retry_after,
             })
         } else {
-            Err(DeliveryError::Permanent { reason })
+            Err(DeliveryError::permanent(reason))
         }
     }
 }
@@ -301,25 +297,17 @@ pub fn header_map<'a>(
 }
 
 impl Sink for ForwardSink {
-    fn deliver<'a>(&'a self, record: &'a StoredRecord) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(self.post(record))
-    }
-
-    fn deliver_batch<'a>(
-        &'a self,
-        records: &'a [StoredRecord],
-    ) -> BoxFuture<'a, Vec<Result<(), DeliveryError>>> {
-        Box::pin(
-            futures_util::stream::iter(records.iter().map(|record| self.post(record)))
-                .buffered(self.concurrency)
-                .collect(),
-        )
+    fn deliver_batch<'a>(&'a self, records: &'a [StoredRecord]) -> BoxFuture<'a, Outcomes> {
+        Box::pin(Outcomes::buffered(records, self.concurrency, |record| {
+            self.post(record)
+        }))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sinks::contract::deliver_alone;
 
     #[test]
     fn retriable_statuses_are_408_429_and_5xx() {
@@ -391,7 +379,7 @@ mod tests {
             json: "{}".to_owned(),
         };
         let started = std::time::Instant::now();
-        let result = tokio::time::timeout(Duration::from_secs(10), sink.deliver(&record))
+        let result = tokio::time::timeout(Duration::from_secs(10), deliver_alone(&sink, &record))
             .await
             .expect("the error body must not be read to its (missing) end");
         let Err(DeliveryError::Retriable { reason, .. }) = result else {

@@ -8,9 +8,11 @@
 //!
 //! Dependencies inside run one way: `settings` imports each sink's settings
 //! struct; the sink modules import only the lower, shared modules (`checks`
-//! for settings errors and bounds), never `settings`.
+//! for settings errors and bounds, `contract` for the [`Sink`] trait and its
+//! [`Outcomes`]), never `settings` nor this module.
 
 mod checks;
+mod contract;
 mod file;
 mod forward;
 mod log;
@@ -20,15 +22,12 @@ mod redis;
 mod settings;
 mod webhook;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
-
-use crate::record::StoredRecord;
 
 pub use self::checks::{
     InvalidSetting, MAX_TIMEOUT_SECS, MAX_TIMEOUT_SECS as MAX_FORWARD_TIMEOUT_SECS,
 };
+pub use self::contract::{BoxFuture, DeliveryError, DeliveryResult, Outcomes, Sink};
 pub use self::file::{FileSink, FileSinkSettings, Rotation};
 pub use self::forward::{
     EVENT_ID_HEADER, ForwardSink, ForwardSinkSettings, MAX_CONCURRENCY as MAX_FORWARD_CONCURRENCY,
@@ -40,73 +39,6 @@ pub use self::redis::{RedisSink, RedisSinkSettings};
 pub use self::settings::{MAX_ATTEMPTS, MAX_RETRY_MS, SinkKind, SinkSettings};
 pub use self::webhook::{WebhookSigner, webhook_key};
 pub use crate::secret_url::SecretUrl;
-
-/// A boxed future, so sinks can be trait objects.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Why a delivery failed, and whether trying again may help.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DeliveryError {
-    /// Worth retrying: the target may recover (network error, timeout, 5xx, disk full).
-    #[error("{reason}")]
-    Retriable {
-        /// What went wrong.
-        reason: String,
-        /// How long the target asked us to wait (`Retry-After`), if it did.
-        retry_after: Option<Duration>,
-    },
-    /// Retrying the same record cannot succeed (the target rejected it).
-    #[error("{reason}")]
-    Permanent {
-        /// What went wrong.
-        reason: String,
-    },
-}
-
-/// A delivery target.
-pub trait Sink: Send + Sync {
-    /// Delivers one record; `Ok` only once the target has it.
-    fn deliver<'a>(&'a self, record: &'a StoredRecord) -> BoxFuture<'a, Result<(), DeliveryError>>;
-
-    /// Delivers several records, returning one result per record in order.
-    /// Sinks that can make one durable write for many override this.
-    fn deliver_batch<'a>(
-        &'a self,
-        records: &'a [StoredRecord],
-    ) -> BoxFuture<'a, Vec<Result<(), DeliveryError>>> {
-        Box::pin(async move {
-            let mut results = Vec::with_capacity(records.len());
-            for record in records {
-                results.push(self.deliver(record).await);
-            }
-            results
-        })
-    }
-
-    /// Reopens any file the sink holds (SIGHUP); most sinks hold none.
-    fn reopen(&self) {}
-
-    /// Whether only one process at a time may deliver to it: true for a sink
-    /// that writes a file on its host. With several replicas on one
-    /// PostgreSQL spool, one replica at a time holds such a sink.
-    fn single_writer(&self) -> bool {
-        false
-    }
-}
-
-/// Runs CPU-heavy synchronous work (serialising or logging a whole batch)
-/// without stalling the requests that share this worker thread: on the
-/// multi-threaded runtime the thread's other tasks move elsewhere meanwhile.
-/// A current-thread runtime (as in tests) cannot do that; there it runs inline.
-pub(crate) fn run_blocking<R>(work: impl FnOnce() -> R) -> R {
-    let multi_threaded = tokio::runtime::Handle::try_current()
-        .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if multi_threaded {
-        tokio::task::block_in_place(work)
-    } else {
-        work()
-    }
-}
 
 /// A sink together with the settings that govern its deliveries.
 pub struct ConfiguredSink {

@@ -19,12 +19,11 @@ use std::time::Duration;
 
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OnceCell, watch};
 
 use super::checks::{self, InvalidSetting};
-use super::{BoxFuture, DeliveryError, Sink};
+use super::contract::{BoxFuture, DeliveryError, Outcomes, Sink};
 use crate::record::StoredRecord;
 use crate::secret_url::SecretUrl;
 
@@ -276,16 +275,17 @@ impl NatsSink {
     }
 
     async fn connect(&self) -> Result<Link, DeliveryError> {
-        let server = Server::from_url(&self.url).map_err(|err| DeliveryError::Permanent {
-            reason: err.to_string(),
-        })?;
+        let server =
+            Server::from_url(&self.url).map_err(|err| DeliveryError::permanent(err.to_string()))?;
         let mut options = match &self.creds_file {
             Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
                 .await
-                .map_err(|err| DeliveryError::Retriable {
+                .map_err(|err| {
                     // The error names the file and what is wrong, never its contents.
-                    reason: format!("cannot use creds_file `{}`: {err}", path.display()),
-                    retry_after: None,
+                    DeliveryError::retriable(format!(
+                        "cannot use creds_file `{}`: {err}",
+                        path.display()
+                    ))
                 })?,
             None => async_nats::ConnectOptions::new(),
         };
@@ -312,9 +312,11 @@ impl NatsSink {
         let client = options
             .connect(server.address.as_str())
             .await
-            .map_err(|err| DeliveryError::Retriable {
-                reason: format!("NATS client for {} could not start: {err}", self.url),
-                retry_after: None,
+            .map_err(|err| {
+                DeliveryError::retriable(format!(
+                    "NATS client for {} could not start: {err}",
+                    self.url
+                ))
             })?;
         let jetstream = async_nats::jetstream::ContextBuilder::new()
             .timeout(self.timeout)
@@ -349,10 +351,10 @@ impl NatsSink {
                 "still connecting".to_owned()
             }
         });
-        Err(DeliveryError::Retriable {
-            reason: format!("NATS not connected to {}: {cause}", self.url),
-            retry_after: None,
-        })
+        Err(DeliveryError::retriable(format!(
+            "NATS not connected to {}: {cause}",
+            self.url
+        )))
     }
 
     /// Publishes one record and waits for its ack.
@@ -391,53 +393,36 @@ impl NatsSink {
         if let Some(error) = &link.status.borrow().last_error {
             reason.push_str(&format!(" (last NATS error: {error})"));
         }
-        DeliveryError::Retriable {
-            reason,
-            retry_after: None,
-        }
+        DeliveryError::retriable(reason)
     }
 
     fn publish_failed(&self, link: &Link, subject: &str, err: &PublishError) -> DeliveryError {
         match err.kind() {
-            PublishErrorKind::StreamNotFound => DeliveryError::Retriable {
-                reason: format!(
-                    "no JetStream stream captures subject `{subject}` (NATS answered: no responders); \
-                     create a stream for it, change `subject`, or enable JetStream"
-                ),
-                retry_after: None,
-            },
+            PublishErrorKind::StreamNotFound => DeliveryError::retriable(format!(
+                "no JetStream stream captures subject `{subject}` (NATS answered: no responders); \
+                 create a stream for it, change `subject`, or enable JetStream"
+            )),
             PublishErrorKind::TimedOut => self.timed_out(link, subject),
             // The record itself is larger than the server accepts: retrying
             // the same bytes cannot succeed.
-            PublishErrorKind::MaxPayloadExceeded => DeliveryError::Permanent {
-                reason: format!("publish to `{subject}` refused: {err}"),
-            },
-            _ => DeliveryError::Retriable {
-                reason: format!("publish to `{subject}` failed: {err}"),
-                retry_after: None,
-            },
+            PublishErrorKind::MaxPayloadExceeded => {
+                DeliveryError::permanent(format!("publish to `{subject}` refused: {err}"))
+            }
+            _ => DeliveryError::retriable(format!("publish to `{subject}` failed: {err}")),
         }
     }
 
-    async fn deliver_all(&self, records: &[StoredRecord]) -> Vec<Result<(), DeliveryError>> {
+    async fn deliver_all(&self, records: &[StoredRecord]) -> Outcomes {
         let ready = match self.link().await {
             Ok(link) => self.check_connected(link).map(|()| link),
             Err(err) => Err(err),
         };
-        let link = match ready {
-            Ok(link) => link,
-            Err(err) => return vec![Err(err); records.len()],
-        };
-        // Made first, then driven: a closure returning them would not be
-        // general enough over lifetimes for the `Send` bound.
-        let publishes: Vec<_> = records
-            .iter()
-            .map(|record| self.publish(link, record))
-            .collect();
-        futures_util::stream::iter(publishes)
-            .buffered(IN_FLIGHT)
-            .collect()
-            .await
+        match ready {
+            Ok(link) => {
+                Outcomes::buffered(records, IN_FLIGHT, |record| self.publish(link, record)).await
+            }
+            Err(err) => Outcomes::all(records, Err(err)),
+        }
     }
 }
 
@@ -492,22 +477,7 @@ fn report(status: &watch::Sender<LinkStatus>, sink: &str, url: &str, error: Stri
 }
 
 impl Sink for NatsSink {
-    fn deliver<'a>(&'a self, record: &'a StoredRecord) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(async move {
-            let mut results = self.deliver_all(std::slice::from_ref(record)).await;
-            results.pop().unwrap_or_else(|| {
-                Err(DeliveryError::Retriable {
-                    reason: "no result for the record".to_owned(),
-                    retry_after: None,
-                })
-            })
-        })
-    }
-
-    fn deliver_batch<'a>(
-        &'a self,
-        records: &'a [StoredRecord],
-    ) -> BoxFuture<'a, Vec<Result<(), DeliveryError>>> {
+    fn deliver_batch<'a>(&'a self, records: &'a [StoredRecord]) -> BoxFuture<'a, Outcomes> {
         Box::pin(self.deliver_all(records))
     }
 }
@@ -515,6 +485,7 @@ impl Sink for NatsSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sinks::contract::deliver_alone;
 
     fn settings(toml: &str) -> Result<NatsSinkSettings, String> {
         toml::from_str::<NatsSinkSettings>(toml).map_err(|err| err.to_string())
@@ -637,9 +608,9 @@ mod tests {
         };
         // The first round may wait out the first-connection grace (1 s here);
         // later rounds fail at once.
-        let _ = sink.deliver(&record).await;
+        let _ = deliver_alone(&sink, &record).await;
         let started = std::time::Instant::now();
-        let result = sink.deliver(&record).await;
+        let result = deliver_alone(&sink, &record).await;
         assert!(started.elapsed() < Duration::from_millis(500));
         let Err(DeliveryError::Retriable { reason, .. }) = result else {
             panic!("not retriable: {result:?}");

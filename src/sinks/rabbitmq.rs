@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::checks::{self, InvalidSetting};
-use super::{BoxFuture, DeliveryError, Sink};
+use super::contract::{BoxFuture, DeliveryError, Outcomes, Sink};
 use crate::record::StoredRecord;
 use crate::secret_url::SecretUrl;
 
@@ -249,10 +249,7 @@ impl RabbitMqSink {
 
     /// A retriable error; client texts in `reason` went through [`Self::client_text`].
     fn retriable(&self, reason: String) -> DeliveryError {
-        DeliveryError::Retriable {
-            reason,
-            retry_after: None,
-        }
+        DeliveryError::retriable(reason)
     }
 
     /// A client error's (or the broker's) text with the password scrubbed.
@@ -430,10 +427,9 @@ impl RabbitMqSink {
 
     /// The message properties for `record`.
     fn properties(&self, record: &StoredRecord) -> Result<BasicProperties, DeliveryError> {
-        let message_id =
-            ShortString::try_new(record.id.clone()).map_err(|err| DeliveryError::Permanent {
-                reason: format!("event id cannot be an AMQP message_id: {err}"),
-            })?;
+        let message_id = ShortString::try_new(record.id.clone()).map_err(|err| {
+            DeliveryError::permanent(format!("event id cannot be an AMQP message_id: {err}"))
+        })?;
         let mut headers = FieldTable::default();
         headers.insert(
             EVENT_TYPE_HEADER.into(),
@@ -446,15 +442,18 @@ impl RabbitMqSink {
             .with_headers(headers))
     }
 
-    /// Publishes `records` back to back, then awaits each confirm; one
-    /// result per record. Every wait ends at one deadline, `timeout` from
-    /// the start. Returns whether the connection should be dropped (a
-    /// confirm that never came may mean a dead connection).
+    /// Publishes `records` (the batch's records from `first` on) back to
+    /// back, then awaits each confirm, giving each its result in
+    /// `outcomes`. Every wait ends at one deadline, `timeout` from the
+    /// start. Returns whether the connection should be dropped (a confirm
+    /// that never came may mean a dead connection).
     async fn publish_group(
         &self,
         channel: &Channel,
+        first: usize,
         records: &[StoredRecord],
-    ) -> (Vec<Result<(), DeliveryError>>, bool) {
+        outcomes: &mut Outcomes,
+    ) -> bool {
         let deadline = Instant::now() + self.timeout;
         let timed_out = || {
             self.retriable(format!(
@@ -469,9 +468,9 @@ impl RabbitMqSink {
             let key = routing_key(&self.routing_key, record.event_type);
             let published = match (self.properties(record), ShortString::try_new(key)) {
                 (Err(err), _) => Err(err),
-                (_, Err(err)) => Err(DeliveryError::Permanent {
-                    reason: format!("routing key is too long: {err}"),
-                }),
+                (_, Err(err)) => Err(DeliveryError::permanent(format!(
+                    "routing key is too long: {err}"
+                ))),
                 (Ok(properties), Ok(key)) => {
                     let publish = channel.basic_publish(
                         self.exchange.clone(),
@@ -495,12 +494,11 @@ impl RabbitMqSink {
             };
             pending.push(published);
         }
-        let mut results = Vec::with_capacity(records.len());
-        for (published, record) in pending.into_iter().zip(records) {
+        for (index, (published, record)) in pending.into_iter().zip(records).enumerate() {
             let confirm = match published {
                 Ok(confirm) => confirm,
                 Err(err) => {
-                    results.push(Err(err));
+                    outcomes.set(first + index, Err(err));
                     continue;
                 }
             };
@@ -532,29 +530,33 @@ impl RabbitMqSink {
             if let Err(err) = &result {
                 tracing::debug!(event_id = %record.id, error = %err, "publish not confirmed");
             }
-            results.push(result);
+            outcomes.set(first + index, result);
         }
-        (results, stale)
+        stale
     }
 
-    async fn publish(&self, records: &[StoredRecord]) -> Vec<Result<(), DeliveryError>> {
+    async fn publish(&self, records: &[StoredRecord]) -> Outcomes {
         let channel = match self.channel().await {
             Ok(channel) => channel,
-            Err(err) => return vec![Err(err); records.len()],
+            Err(err) => return Outcomes::all(records, Err(err)),
         };
-        let mut results = Vec::with_capacity(records.len());
-        for group in records.chunks(MAX_IN_FLIGHT) {
-            let (group_results, stale) = self.publish_group(&channel, group).await;
-            results.extend(group_results);
-            if stale {
+        // A record keeps this failure unless its group is published: after a
+        // reset, the rest of the batch waits for the next round.
+        let mut outcomes = Outcomes::unsettled(
+            records,
+            format!("not attempted: the connection to {} was reset", self.shown),
+        );
+        for (number, group) in records.chunks(MAX_IN_FLIGHT).enumerate() {
+            let first = number * MAX_IN_FLIGHT;
+            if self
+                .publish_group(&channel, first, group, &mut outcomes)
+                .await
+            {
                 self.link.lock().await.reset();
-                // The rest of the batch waits for the next round.
-                let reason = format!("not attempted: the connection to {} was reset", self.shown);
-                results.resize_with(records.len(), || Err(self.retriable(reason.clone())));
                 break;
             }
         }
-        results
+        outcomes
     }
 }
 
@@ -568,19 +570,7 @@ fn reconnect_delay(failures: u32) -> Duration {
 }
 
 impl Sink for RabbitMqSink {
-    fn deliver<'a>(&'a self, record: &'a StoredRecord) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(async move {
-            self.publish(std::slice::from_ref(record))
-                .await
-                .pop()
-                .unwrap_or_else(|| Err(self.retriable("no result".to_owned())))
-        })
-    }
-
-    fn deliver_batch<'a>(
-        &'a self,
-        records: &'a [StoredRecord],
-    ) -> BoxFuture<'a, Vec<Result<(), DeliveryError>>> {
+    fn deliver_batch<'a>(&'a self, records: &'a [StoredRecord]) -> BoxFuture<'a, Outcomes> {
         Box::pin(self.publish(records))
     }
 }

@@ -25,13 +25,12 @@ use std::time::Duration;
 
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError, Script};
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::checks::{self, InvalidSetting, check_range};
-use super::{BoxFuture, DeliveryError, Sink};
+use super::contract::{BoxFuture, DeliveryError, Outcomes, Sink};
 use crate::record::StoredRecord;
 use crate::secret_url::SecretUrl;
 
@@ -236,22 +235,17 @@ impl RedisSink {
 
     /// Adds every record, at most [`MAX_IN_FLIGHT`] at once, all within one
     /// timeout; one result per record, in order.
-    async fn add_all(&self, records: &[StoredRecord]) -> Vec<Result<(), DeliveryError>> {
+    async fn add_all(&self, records: &[StoredRecord]) -> Outcomes {
         let deadline = Instant::now() + self.timeout;
-        let (generation, connection) = match self.connection.get(deadline).await {
-            Ok(connected) => connected,
-            Err(err) => return vec![Err(err); records.len()],
-        };
-        // Collected first: a lazy `map` held across the await below would
-        // make this future's `Send` bound unprovable for the compiler.
-        let attempts: Vec<_> = records
-            .iter()
-            .map(|record| self.attempt(connection.clone(), generation, record, deadline))
-            .collect();
-        futures_util::stream::iter(attempts)
-            .buffered(MAX_IN_FLIGHT)
-            .collect()
-            .await
+        match self.connection.get(deadline).await {
+            Ok((generation, connection)) => {
+                Outcomes::buffered(records, MAX_IN_FLIGHT, |record| {
+                    self.attempt(connection.clone(), generation, record, deadline)
+                })
+                .await
+            }
+            Err(err) => Outcomes::all(records, Err(err)),
+        }
     }
 
     /// Adds one record on `connection` before `deadline`; a connection that
@@ -274,7 +268,7 @@ impl RedisSink {
             }
             Err(_) => {
                 self.connection.lost(generation).await;
-                Err(retriable(format!(
+                Err(DeliveryError::retriable(format!(
                     "timed out after {} s waiting for redis at {} to answer",
                     self.timeout.as_secs(),
                     self.connection.url
@@ -338,32 +332,13 @@ impl RedisSink {
             _ if breaks_connection(err) => format!("lost the connection to redis at {url}: {text}"),
             _ => format!("redis at {url} refused the entry: {text}"),
         };
-        retriable(reason)
+        DeliveryError::retriable(reason)
     }
 }
 
 impl Sink for RedisSink {
-    fn deliver<'a>(&'a self, record: &'a StoredRecord) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(async move {
-            let mut results = self.add_all(std::slice::from_ref(record)).await;
-            results
-                .pop()
-                .unwrap_or_else(|| Err(retriable("no result for the record".to_owned())))
-        })
-    }
-
-    fn deliver_batch<'a>(
-        &'a self,
-        records: &'a [StoredRecord],
-    ) -> BoxFuture<'a, Vec<Result<(), DeliveryError>>> {
+    fn deliver_batch<'a>(&'a self, records: &'a [StoredRecord]) -> BoxFuture<'a, Outcomes> {
         Box::pin(self.add_all(records))
-    }
-}
-
-fn retriable(reason: String) -> DeliveryError {
-    DeliveryError::Retriable {
-        reason,
-        retry_after: None,
     }
 }
 
@@ -454,7 +429,7 @@ impl Connection {
     /// an attempt still connecting at `deadline` counts as failed.
     async fn get(&self, deadline: Instant) -> Result<(u64, MultiplexedConnection), DeliveryError> {
         let Ok(mut state) = tokio::time::timeout_at(deadline, self.state.lock()).await else {
-            return Err(retriable(format!(
+            return Err(DeliveryError::retriable(format!(
                 "timed out waiting for the connection to redis at {}",
                 self.url
             )));
@@ -469,7 +444,7 @@ impl Connection {
             } => {
                 let now = Instant::now();
                 if let (Some(reason), true) = (reason, now < *retry_at) {
-                    return Err(retriable(format!(
+                    return Err(DeliveryError::retriable(format!(
                         "{reason} (next connection attempt in {} ms)",
                         retry_at.duration_since(now).as_millis()
                     )));
@@ -501,7 +476,7 @@ impl Connection {
                     reason: Some(reason.clone()),
                     next,
                 };
-                Err(retriable(reason))
+                Err(DeliveryError::retriable(reason))
             }
         }
     }
@@ -540,6 +515,7 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sinks::contract::deliver_alone;
 
     fn settings(toml: &str) -> Result<RedisSinkSettings, String> {
         let settings: RedisSinkSettings = toml::from_str(toml).map_err(|err| err.to_string())?;
@@ -689,7 +665,7 @@ mod tests {
             json: "{}".to_owned(),
         };
         let started = std::time::Instant::now();
-        let result = sink.deliver(&record).await;
+        let result = deliver_alone(&sink, &record).await;
         let Err(DeliveryError::Retriable { reason, .. }) = &result else {
             panic!("{result:?}")
         };
