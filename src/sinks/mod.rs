@@ -9,8 +9,10 @@
 //! Dependencies inside run one way: `settings` imports each sink's settings
 //! struct; the sink modules import only the lower, shared modules (`checks`
 //! for settings errors and bounds, `contract` for the [`Sink`] trait and its
-//! [`Outcomes`]), never `settings` nor this module.
+//! [`Outcomes`], `broker` for what nats, redis and rabbitmq share), never
+//! `settings` nor this module.
 
+mod broker;
 mod checks;
 mod contract;
 mod file;

@@ -22,6 +22,7 @@ use async_nats::jetstream::message::PublishMessage;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OnceCell, watch};
 
+use super::broker::{Template, check_scheme};
 use super::checks::{self, InvalidSetting};
 use super::contract::{BoxFuture, DeliveryError, Outcomes, Sink};
 use crate::record::StoredRecord;
@@ -32,8 +33,6 @@ use crate::secret_url::SecretUrl;
 pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
 /// The default subject; `{event_type}` becomes the record's type number.
 pub const DEFAULT_SUBJECT: &str = "recordhook.{event_type}";
-/// The placeholder a subject may contain.
-pub const EVENT_TYPE_PLACEHOLDER: &str = "{event_type}";
 /// Publishes awaiting their ack at once, per sink. A delivery round holds at
 /// most 256 records, so a whole round is pipelined: published back to back,
 /// then its acks collected, not one round trip per record.
@@ -114,23 +113,21 @@ impl NatsSinkSettings {
                 "must be a path (or left out)",
             ));
         }
-        check_subject(&self.subject)?;
+        subject_template(&self.subject)?;
         checks::check_timeout(self.timeout_secs)
     }
 }
 
-/// Checks a subject template: NATS tokens separated by dots, none empty, no
-/// whitespace, no wildcard (a publish subject names one subject), and no
-/// placeholder but `{event_type}`.
-fn check_subject(subject: &str) -> Result<(), InvalidSetting> {
+/// The subject template, checked: NATS tokens separated by dots, none
+/// empty, no whitespace, no wildcard (a publish subject names one subject),
+/// and no placeholder but `{event_type}`.
+fn subject_template(subject: &str) -> Result<Template, InvalidSetting> {
     let invalid = |reason: &str| Err(InvalidSetting::new("subject", reason));
     if subject.is_empty() {
         return invalid("must not be empty");
     }
-    let sample = subject.replace(EVENT_TYPE_PLACEHOLDER, "100");
-    if sample.contains(['{', '}']) {
-        return invalid("the only placeholder is `{event_type}`");
-    }
+    let template = Template::parse("subject", subject)?;
+    let sample = template.longest();
     if sample.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return invalid("must not contain whitespace");
     }
@@ -142,7 +139,7 @@ fn check_subject(subject: &str) -> Result<(), InvalidSetting> {
             "must be dot-separated tokens, none empty (no leading, trailing or double dot)",
         );
     }
-    Ok(())
+    Ok(template)
 }
 
 /// How the client authenticates, taken out of the URL.
@@ -164,9 +161,7 @@ impl Server {
     /// Splits the configured URL; the errors never repeat it.
     fn from_url(url: &SecretUrl) -> Result<Self, InvalidSetting> {
         let invalid = |reason: &str| InvalidSetting::new("url", reason);
-        if !matches!(url.scheme(), "nats" | "tls") {
-            return Err(invalid("must be a nats:// or tls:// URL"));
-        }
+        check_scheme(url, ["nats", "tls"])?;
         let parsed = url::Url::parse(url.expose())
             .map_err(|_| invalid("must be a nats:// or tls:// URL"))?;
         let host = parsed
@@ -241,7 +236,7 @@ pub struct NatsSink {
     /// The URL as configured; only its redacted form is ever shown.
     url: SecretUrl,
     creds_file: Option<PathBuf>,
-    subject: String,
+    subject: Template,
     timeout: Duration,
     /// Made on first use, so start-up never waits for (or fails on) the network.
     link: OnceCell<Link>,
@@ -255,7 +250,7 @@ impl NatsSink {
             name: name.to_owned(),
             url: settings.url.clone(),
             creds_file: settings.creds_file.clone(),
-            subject: settings.subject.clone(),
+            subject: subject_template(&settings.subject)?,
             timeout: Duration::from_secs(settings.timeout_secs),
             link: OnceCell::new(),
         })
@@ -263,8 +258,7 @@ impl NatsSink {
 
     /// The subject for a record of `event_type`.
     fn subject_for(&self, event_type: i64) -> String {
-        self.subject
-            .replace(EVENT_TYPE_PLACEHOLDER, &event_type.to_string())
+        self.subject.render(event_type)
     }
 
     /// The client, created on first use. Creating it starts the connection
@@ -297,7 +291,7 @@ impl NatsSink {
         let (status_tx, status) = watch::channel(LinkStatus::default());
         let status_tx = Arc::new(status_tx);
         let sink = self.name.clone();
-        let url = self.url.redacted().to_owned();
+        let url = self.url.clone();
         let options = options
             .name(format!("recordhook/{}", self.name))
             .retry_on_initial_connect()
@@ -314,8 +308,9 @@ impl NatsSink {
             .await
             .map_err(|err| {
                 DeliveryError::retriable(format!(
-                    "NATS client for {} could not start: {err}",
-                    self.url
+                    "NATS client for {} could not start: {}",
+                    self.url,
+                    self.url.scrub(&err.to_string())
                 ))
             })?;
         let jetstream = async_nats::jetstream::ContextBuilder::new()
@@ -439,7 +434,14 @@ fn headers(record: &StoredRecord) -> async_nats::HeaderMap {
 
 /// Keeps the status current and logs changes (not every reconnect attempt
 /// of a server that stays down: only a new kind of problem).
-fn on_event(status: &watch::Sender<LinkStatus>, sink: &str, url: &str, event: async_nats::Event) {
+/// The problems reported are scrubbed of the URL's credentials (the client
+/// was given them, and its errors may echo them).
+fn on_event(
+    status: &watch::Sender<LinkStatus>,
+    sink: &str,
+    url: &SecretUrl,
+    event: async_nats::Event,
+) {
     use async_nats::Event;
     match event {
         Event::Connected => {
@@ -447,23 +449,23 @@ fn on_event(status: &watch::Sender<LinkStatus>, sink: &str, url: &str, event: as
                 s.ever_connected = true;
                 s.last_error = None;
             });
-            tracing::info!(sink, url, "NATS connected");
+            tracing::info!(sink, url = %url, "NATS connected");
         }
         Event::Disconnected => {
             status.send_modify(|s| s.last_error = Some("disconnected".to_owned()));
-            tracing::warn!(sink, url, "NATS disconnected; reconnecting with backoff");
+            tracing::warn!(sink, url = %url, "NATS disconnected; reconnecting with backoff");
         }
         Event::Closed => {
             status.send_modify(|s| s.last_error = Some("connection closed".to_owned()));
-            tracing::warn!(sink, url, "NATS connection closed");
+            tracing::warn!(sink, url = %url, "NATS connection closed");
         }
-        Event::ServerError(err) => report(status, sink, url, err.to_string()),
-        Event::ClientError(err) => report(status, sink, url, err.to_string()),
-        other => tracing::debug!(sink, url, event = %other, "NATS event"),
+        Event::ServerError(err) => report(status, sink, url, url.scrub(&err.to_string())),
+        Event::ClientError(err) => report(status, sink, url, url.scrub(&err.to_string())),
+        other => tracing::debug!(sink, url = %url, event = %other, "NATS event"),
     }
 }
 
-fn report(status: &watch::Sender<LinkStatus>, sink: &str, url: &str, error: String) {
+fn report(status: &watch::Sender<LinkStatus>, sink: &str, url: &SecretUrl, error: String) {
     let changed = status.send_if_modified(|s| {
         if s.last_error.as_deref() == Some(error.as_str()) {
             return false;
@@ -472,7 +474,7 @@ fn report(status: &watch::Sender<LinkStatus>, sink: &str, url: &str, error: Stri
         true
     });
     if changed {
-        tracing::warn!(sink, url, error = %error, "NATS connection problem");
+        tracing::warn!(sink, url = %url, error = %error, "NATS connection problem");
     }
 }
 
