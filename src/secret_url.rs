@@ -8,7 +8,14 @@ use std::fmt;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::error_chain::error_chain;
 use crate::redact::REDACTED;
+
+/// Why a URL could not be parsed. It never holds the text, which may carry
+/// a password: only the parser's own description of what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a valid URL")]
+pub struct InvalidUrl(#[source] url::ParseError);
 
 /// A parsed URL whose password (and any `token` or `password` query
 /// parameter) is a secret.
@@ -25,8 +32,8 @@ pub struct SecretUrl {
 impl SecretUrl {
     /// Parses `text` as a URL; the error never repeats the text (it may hold
     /// a password).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let url = url::Url::parse(text).map_err(|err| format!("not a valid URL: {err}"))?;
+    pub fn parse(text: &str) -> Result<Self, InvalidUrl> {
+        let url = url::Url::parse(text).map_err(InvalidUrl)?;
         let mut shown = url.clone();
         if shown.password().is_some() {
             let _ = shown.set_password(Some(REDACTED));
@@ -145,7 +152,8 @@ impl Serialize for SecretUrl {
 impl<'de> Deserialize<'de> for SecretUrl {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        Self::parse(&text).map_err(serde::de::Error::custom)
+        // serde takes only text: the cause goes with it.
+        Self::parse(&text).map_err(|err| serde::de::Error::custom(error_chain(&err)))
     }
 }
 
@@ -193,8 +201,21 @@ mod tests {
     #[test]
     fn an_invalid_url_is_refused_without_repeating_it() {
         let err = SecretUrl::parse("amqp://guest:s3cret@[bad").unwrap_err();
-        assert!(err.starts_with("not a valid URL"), "{err}");
-        assert!(!err.contains("s3cret"), "{err}");
+        assert_eq!(err.to_string(), "not a valid URL");
+        let chain = error_chain(&err);
+        assert_eq!(chain, "not a valid URL: invalid IPv6 address");
+        assert!(!chain.contains("s3cret"), "{chain}");
+        // serde, which takes only text, gets the cause too.
+        let parsed: Result<SecretUrl, _> =
+            toml::from_str::<toml::Value>("u = \"amqp://guest:s3cret@[bad\"").unwrap()["u"]
+                .clone()
+                .try_into();
+        let message = parsed.unwrap_err().to_string();
+        assert!(
+            message.contains("not a valid URL: invalid IPv6 address"),
+            "{message}"
+        );
+        assert!(!message.contains("s3cret"), "{message}");
     }
 
     #[test]

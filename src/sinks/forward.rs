@@ -67,13 +67,17 @@ impl ForwardSinkSettings {
         checks::check_timeout(self.timeout_secs)?;
         check_range("concurrency", self.concurrency, 1, MAX_CONCURRENCY, "")?;
         self.signer()?;
+        self.header_map()?;
+        Ok(())
+    }
+
+    /// The extra headers as a header map, their values marked sensitive.
+    fn header_map(&self) -> Result<HeaderMap, InvalidSetting> {
         header_map(
             self.headers
                 .iter()
                 .map(|(name, value)| (name.as_str(), value.expose_secret())),
         )
-        .map_err(|reason| InvalidSetting::new("headers", reason))?;
-        Ok(())
     }
 
     /// The URL, which must be `http` or `https` with a host.
@@ -136,17 +140,10 @@ impl ForwardSink {
         client: reqwest::Client,
         settings: &ForwardSinkSettings,
     ) -> Result<Self, InvalidSetting> {
-        let headers = header_map(
-            settings
-                .headers
-                .iter()
-                .map(|(name, value)| (name.as_str(), value.expose_secret())),
-        )
-        .map_err(|reason| InvalidSetting::new("headers", reason))?;
         Ok(Self::new(
             client,
             settings.parsed_url()?,
-            headers,
+            settings.header_map()?,
             settings.signer()?,
             Duration::from_secs(settings.timeout_secs),
             settings.concurrency,
@@ -279,16 +276,19 @@ fn describe(err: &reqwest::Error) -> String {
     reason
 }
 
-/// Builds the header map for a forward sink, rejecting invalid names or values.
+/// Builds the header map for a forward sink, rejecting invalid names or
+/// values as the setting `headers`. The errors never show a value (it may be
+/// a credential).
 pub fn header_map<'a>(
     headers: impl Iterator<Item = (&'a str, &'a str)>,
-) -> Result<HeaderMap, String> {
+) -> Result<HeaderMap, InvalidSetting> {
+    let invalid = |reason: String| InvalidSetting::new("headers", reason);
     let mut map = HeaderMap::new();
     for (name, value) in headers {
         let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| format!("`{name}` is not a valid header name"))?;
+            .map_err(|_| invalid(format!("`{name}` is not a valid header name")))?;
         let mut value = HeaderValue::from_str(value)
-            .map_err(|_| format!("the value of header `{name}` is not valid"))?;
+            .map_err(|_| invalid(format!("the value of header `{name}` is not valid")))?;
         // Header values may be credentials; keep them out of any debug output.
         value.set_sensitive(true);
         map.insert(name, value);

@@ -58,14 +58,29 @@ pub struct ConfiguredSink {
     pub sink: Box<dyn Sink>,
 }
 
-/// Why a sink could not be built.
+/// Why a sink could not be built: its name here, what went wrong as the
+/// source, so a log or `check-config` shows the whole chain
+/// (`sink \`bus\` could not be set up: \`url\`: must be ...`).
 #[derive(Debug, thiserror::Error)]
-#[error("sink `{name}` could not be set up: {reason}")]
+#[error("sink `{name}` could not be set up")]
 pub struct SinkBuildError {
     /// The sink's name.
     pub name: String,
     /// What went wrong.
-    pub reason: String,
+    #[source]
+    pub cause: SinkBuildCause,
+}
+
+/// What kept a sink from being built.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkBuildCause {
+    /// One of its settings cannot work; the message names the key.
+    #[error(transparent)]
+    Setting(#[from] InvalidSetting),
+    /// The HTTP client the forward sinks share could not be built (its TLS
+    /// set-up failed).
+    #[error("the HTTP client for forward sinks could not be built")]
+    HttpClient(#[source] reqwest::Error),
 }
 
 /// Turns the configured sinks into runtime sinks, failing on the first that
@@ -75,37 +90,10 @@ pub fn build(settings: &[SinkSettings]) -> Result<Vec<ConfiguredSink>, SinkBuild
     settings
         .iter()
         .map(|s| {
-            let fail = |reason: String| SinkBuildError {
+            let sink = build_one(s, &mut client).map_err(|cause| SinkBuildError {
                 name: s.name.clone(),
-                reason,
-            };
-            let sink: Box<dyn Sink> = match &s.kind {
-                SinkKind::Log => Box::new(LogSink::new(&s.name)),
-                SinkKind::Nats(nats) => Box::new(
-                    NatsSink::from_settings(&s.name, nats).map_err(|err| fail(err.to_string()))?,
-                ),
-                SinkKind::RabbitMq(rabbitmq) => Box::new(
-                    RabbitMqSink::from_settings(&s.name, rabbitmq)
-                        .map_err(|err| fail(err.to_string()))?,
-                ),
-                SinkKind::File(file) => Box::new(FileSink::new(file.path.clone(), file.rotation())),
-                SinkKind::Redis(redis) => {
-                    Box::new(RedisSink::from_settings(redis).map_err(|err| fail(err.to_string()))?)
-                }
-                SinkKind::Forward(forward) => {
-                    let client = match &client {
-                        Some(client) => reqwest::Client::clone(client),
-                        None => {
-                            let built = http_client().map_err(|err| fail(err.to_string()))?;
-                            client.insert(built).clone()
-                        }
-                    };
-                    Box::new(
-                        ForwardSink::from_settings(client, forward)
-                            .map_err(|err| fail(err.to_string()))?,
-                    )
-                }
-            };
+                cause,
+            })?;
             Ok(ConfiguredSink {
                 name: s.name.clone(),
                 event_types: s.event_types.clone(),
@@ -118,6 +106,31 @@ pub fn build(settings: &[SinkSettings]) -> Result<Vec<ConfiguredSink>, SinkBuild
         .collect()
 }
 
+/// The sink `settings` describe; `client` is the forward sinks' shared HTTP
+/// client, made by the first that needs it.
+fn build_one(
+    settings: &SinkSettings,
+    client: &mut Option<reqwest::Client>,
+) -> Result<Box<dyn Sink>, SinkBuildCause> {
+    let name = settings.name.as_str();
+    Ok(match &settings.kind {
+        SinkKind::Log => Box::new(LogSink::new(name)),
+        SinkKind::Nats(nats) => Box::new(NatsSink::from_settings(name, nats)?),
+        SinkKind::RabbitMq(rabbitmq) => Box::new(RabbitMqSink::from_settings(name, rabbitmq)?),
+        SinkKind::File(file) => Box::new(FileSink::new(file.path.clone(), file.rotation())),
+        SinkKind::Redis(redis) => Box::new(RedisSink::from_settings(redis)?),
+        SinkKind::Forward(forward) => {
+            let client = match client {
+                Some(client) => reqwest::Client::clone(client),
+                None => client
+                    .insert(http_client().map_err(SinkBuildCause::HttpClient)?)
+                    .clone(),
+            };
+            Box::new(ForwardSink::from_settings(client, forward)?)
+        }
+    })
+}
+
 /// The HTTP client for forward sinks: rustls with the Mozilla roots built in
 /// (so a minimal container image needs no CA bundle), no redirects (a 3xx is
 /// a permanent failure rather than a silent re-POST elsewhere).
@@ -127,4 +140,29 @@ fn http_client() -> reqwest::Result<reqwest::Client> {
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(10))
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error_chain::error_chain;
+
+    #[test]
+    fn a_sink_that_cannot_be_built_is_named_with_the_setting_at_fault_as_the_cause() {
+        let mut settings = SinkSettings::log("bus");
+        let url = SecretUrl::parse("http://:s3cret@h").unwrap();
+        settings.kind = SinkKind::Redis(RedisSinkSettings::new(url));
+        let Err(err) = build(&[SinkSettings::log("console"), settings]) else {
+            panic!("a redis sink with an http:// URL was built");
+        };
+        assert_eq!(err.to_string(), "sink `bus` could not be set up");
+        assert!(
+            matches!(err.cause, SinkBuildCause::Setting(ref invalid) if invalid.field == "url")
+        );
+        assert_eq!(
+            error_chain(&err),
+            "sink `bus` could not be set up: `url`: \
+             must be a redis:// or rediss:// URL, not `http://:[redacted]@h/`"
+        );
+    }
 }
