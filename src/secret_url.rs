@@ -219,7 +219,7 @@ mod tests {
     }
 
     #[test]
-    fn scrubbing_takes_every_form_of_every_secret_out_of_a_text() {
+    fn scrubbing_takes_every_copy_and_form_of_every_secret_out_of_a_text() {
         let url = SecretUrl::parse("redis://user:p%40ss@h:1?token=t0k").unwrap();
         let text = url.scrub("redis://user:p%40ss@h:1?token=t0k said p@ss, p%40ss and t0k");
         assert_eq!(
@@ -231,16 +231,9 @@ mod tests {
         // An AMQP user name is not a secret; its password is.
         let amqp = SecretUrl::parse("amqp://guest:pw@h/%2f").unwrap();
         assert_eq!(amqp.scrub("guest pw"), "guest [redacted]");
+        assert_eq!(amqp.scrub("a pw b pw"), "a [redacted] b [redacted]");
         let plain = SecretUrl::parse("redis://h").unwrap();
         assert_eq!(plain.scrub("nothing to hide"), "nothing to hide");
-    }
-
-    #[test]
-    fn scrubbing_replaces_every_copy_of_the_secret() {
-        let url = SecretUrl::parse("amqp://guest:pw@h/%2f").unwrap();
-        assert_eq!(url.scrub("a pw b pw"), "a [redacted] b [redacted]");
-        let open = SecretUrl::parse("amqp://h/%2f").unwrap();
-        assert_eq!(open.scrub("nothing"), "nothing");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::checks::{self, InvalidSetting, check_range};
 use super::contract::{BoxFuture, DeliveryError, Outcomes, Sink};
 use super::webhook::WebhookSigner;
+use crate::error_chain::error_chain;
 use crate::record::StoredRecord;
 
 /// Default requests in flight per forward sink.
@@ -140,34 +141,15 @@ impl ForwardSink {
         client: reqwest::Client,
         settings: &ForwardSinkSettings,
     ) -> Result<Self, InvalidSetting> {
-        Ok(Self::new(
+        Ok(Self {
             client,
-            settings.parsed_url()?,
-            settings.header_map()?,
-            settings.signer()?,
-            Duration::from_secs(settings.timeout_secs),
-            settings.concurrency,
-        ))
-    }
-
-    /// A forward sink sharing `client`; `headers` are sent on every request,
-    /// and an attempt is abandoned (and retried) after `timeout`.
-    pub fn new(
-        client: reqwest::Client,
-        url: reqwest::Url,
-        headers: HeaderMap,
-        signer: Option<WebhookSigner>,
-        timeout: Duration,
-        concurrency: usize,
-    ) -> Self {
-        Self {
-            client,
-            url,
-            headers,
-            signer,
-            timeout,
-            concurrency: concurrency.max(1),
-        }
+            url: settings.parsed_url()?,
+            headers: settings.header_map()?,
+            signer: settings.signer()?,
+            timeout: Duration::from_secs(settings.timeout_secs),
+            // Validation keeps it at least 1; `buffered` needs that to progress.
+            concurrency: settings.concurrency.max(1),
+        })
     }
 
     async fn post(&self, record: &StoredRecord) -> Result<(), DeliveryError> {
@@ -267,13 +249,7 @@ fn describe(err: &reqwest::Error) -> String {
         "request failed"
     };
     // reqwest's Display hides the cause; the source chain names it.
-    let mut reason = format!("{kind}: {err}");
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        reason.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    reason
+    format!("{kind}: {}", error_chain(err))
 }
 
 /// Builds the header map for a forward sink, rejecting invalid names or
@@ -364,15 +340,11 @@ mod tests {
     #[tokio::test]
     async fn an_endless_error_body_is_cut_short_and_the_failure_is_retriable() {
         let url = endless_error_target().await;
-        let sink = ForwardSink::new(
-            reqwest::Client::new(),
-            url,
-            HeaderMap::new(),
-            None,
-            // Reading the whole body would run into this timeout.
-            Duration::from_secs(60),
-            1,
-        );
+        let mut settings = ForwardSinkSettings::new(url.as_str());
+        // Reading the whole body would run into this timeout.
+        settings.timeout_secs = 60;
+        settings.concurrency = 1;
+        let sink = ForwardSink::from_settings(reqwest::Client::new(), &settings).unwrap();
         let record = crate::record::StoredRecord {
             id: "evt".to_owned(),
             event_type: 100,
