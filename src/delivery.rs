@@ -97,9 +97,10 @@ fn log_outcome(sink: &str, record: &StoredRecord, attempts: u32, settlement: &Se
     }
 }
 
-/// One result per record, in order: what `sink` answered when it kept to
-/// that, else a retriable failure for every record. A sink that loses count
-/// cannot say which of the records it took, so none counts as delivered.
+/// One result per record, in order: what the sink answered when it
+/// answered for exactly the batch, else a retriable failure for every
+/// record. A sink that answered for another slice cannot say which of the
+/// records it took, so none counts as delivered.
 fn one_result_per_record(
     results: Vec<Result<(), DeliveryError>>,
     records: usize,
@@ -107,22 +108,16 @@ fn one_result_per_record(
     if results.len() == records {
         return results;
     }
-    let reason = format!(
-        "the sink returned {} results for {records} records; retrying them all",
-        results.len()
-    );
     tracing::error!(
         records,
         results = results.len(),
         "sink broke the one-result-per-record rule"
     );
-    vec![
-        Err(DeliveryError::Retriable {
-            reason,
-            retry_after: None,
-        });
-        records
-    ]
+    let reason = format!(
+        "the sink returned {} results for {records} records; retrying them all",
+        results.len()
+    );
+    vec![Err(DeliveryError::retriable(reason)); records]
 }
 
 /// Delivers `sink`'s records until `shutdown` is cancelled: claims a batch
@@ -188,8 +183,18 @@ pub async fn run(
             .unzip();
         let span = tracing::info_span!("delivery", sink = name, records = records.len());
         let attempt = sink.sink.deliver_batch(&records).instrument(span);
-        let results = spool.hold_while(name, &receipt, attempt).await;
-        let results = one_result_per_record(results, records.len());
+        // One outcome per record by construction (`Outcomes` is only built
+        // from a batch). A sink could still build it from another slice, and
+        // the cursor would then pass records over without an answer: checked
+        // once more here, where a loss would happen.
+        let results = one_result_per_record(
+            spool
+                .hold_while(name, &receipt, attempt)
+                .await
+                .into_iter()
+                .collect(),
+            records.len(),
+        );
         let finished = SystemTime::now();
         let finished_ms = unix_ms(finished);
         let outcomes: Vec<Outcome> = positions
@@ -291,7 +296,7 @@ mod tests {
     }
 
     #[test]
-    fn a_sink_that_loses_count_gets_every_record_retried() {
+    fn a_sink_that_answers_for_another_slice_gets_every_record_retried() {
         for results in [vec![Ok(())], vec![Ok(()), Ok(()), Ok(()), Ok(())], vec![]] {
             let checked = one_result_per_record(results, 3);
             assert_eq!(checked.len(), 3);
@@ -302,12 +307,7 @@ mod tests {
                 "{checked:?}"
             );
         }
-        let honest = vec![
-            Ok(()),
-            Err(DeliveryError::Permanent {
-                reason: "no".into(),
-            }),
-        ];
+        let honest = vec![Ok(()), Err(DeliveryError::permanent("no"))];
         assert_eq!(one_result_per_record(honest.clone(), 2), honest);
     }
 

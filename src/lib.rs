@@ -12,13 +12,16 @@
 //! [`telemetry`] (logs), [`cli`] (the command line), [`redact`] and
 //! [`secret_url`] (keeping secrets out of output), [`bounds`] (the range
 //! check every section's numbers pass), [`tencent`] (a client for Tencent
-//! Cloud's API 3.0: the live actions reconciliation queries).
+//! Cloud's API 3.0: the live actions reconciliation queries),
+//! [`error_chain`] (an error and its causes as one line, where only text
+//! goes).
 
 pub mod admin;
 pub mod bounds;
 pub mod cli;
 pub mod configuration;
 pub mod delivery;
+pub mod error_chain;
 pub mod http;
 pub mod metrics;
 pub mod protocol;

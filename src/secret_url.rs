@@ -8,7 +8,14 @@ use std::fmt;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::error_chain::error_chain;
 use crate::redact::REDACTED;
+
+/// Why a URL could not be parsed. It never holds the text, which may carry
+/// a password: only the parser's own description of what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a valid URL")]
+pub struct InvalidUrl(#[source] url::ParseError);
 
 /// A parsed URL whose password (and any `token` or `password` query
 /// parameter) is a secret.
@@ -25,23 +32,18 @@ pub struct SecretUrl {
 impl SecretUrl {
     /// Parses `text` as a URL; the error never repeats the text (it may hold
     /// a password).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let url = url::Url::parse(text).map_err(|err| format!("not a valid URL: {err}"))?;
+    pub fn parse(text: &str) -> Result<Self, InvalidUrl> {
+        let url = url::Url::parse(text).map_err(InvalidUrl)?;
         let mut shown = url.clone();
         if shown.password().is_some() {
             let _ = shown.set_password(Some(REDACTED));
-        } else if !shown.username().is_empty()
-            && !["amqp", "postgres", "postgresql"].contains(&url.scheme())
-        {
-            // `redis://token@host` and `nats://token@host` put the secret in
-            // the user part.
+        } else if user_is_secret(&url) {
             let _ = shown.set_username(REDACTED);
         }
         let query: Vec<(String, String)> = url
             .query_pairs()
             .map(|(key, value)| {
-                let secret = ["password", "token", "pass"].contains(&key.to_lowercase().as_str());
-                let value = if secret {
+                let value = if is_secret_key(&key) {
                     REDACTED.to_owned()
                 } else {
                     value.into_owned()
@@ -74,6 +76,59 @@ impl SecretUrl {
     pub fn scheme(&self) -> &str {
         &self.scheme
     }
+
+    /// `text` (a client library's error, say, which may echo what it was
+    /// given) with this URL's secrets taken out: the whole URL replaced by
+    /// its redacted form, then every secret part (the password, a token in
+    /// the user part, a secret query value), as written and percent-decoded,
+    /// by [`REDACTED`].
+    pub fn scrub(&self, text: &str) -> String {
+        let mut text = text.replace(self.expose(), &self.shown);
+        let Ok(url) = url::Url::parse(self.expose()) else {
+            return text;
+        };
+        let mut secrets: Vec<String> = Vec::new();
+        if let Some(password) = url.password() {
+            secrets.push(password.to_owned());
+        } else if user_is_secret(&url) {
+            secrets.push(url.username().to_owned());
+        }
+        // Clients connect with the percent-decoded credentials, and may echo
+        // them in that form.
+        for secret in secrets.clone() {
+            secrets.push(
+                percent_encoding::percent_decode_str(&secret)
+                    .decode_utf8_lossy()
+                    .into_owned(),
+            );
+        }
+        secrets.extend(
+            url.query_pairs()
+                .filter(|(key, _)| is_secret_key(key))
+                .map(|(_, value)| value.into_owned()),
+        );
+        // Longest first, so no secret is left half-replaced because a
+        // shorter one inside it went first.
+        secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+        for secret in secrets.iter().filter(|secret| !secret.is_empty()) {
+            text = text.replace(secret.as_str(), REDACTED);
+        }
+        text
+    }
+}
+
+/// Whether the user part alone is a secret: `redis://token@host` and
+/// `nats://token@host` put a token there, while an AMQP or PostgreSQL user
+/// name is only a name (its password, if any, is the secret).
+fn user_is_secret(url: &url::Url) -> bool {
+    url.password().is_none()
+        && !url.username().is_empty()
+        && !["amqp", "postgres", "postgresql"].contains(&url.scheme())
+}
+
+/// Whether a query parameter named `key` carries a secret.
+fn is_secret_key(key: &str) -> bool {
+    ["password", "token", "pass"].contains(&key.to_lowercase().as_str())
 }
 
 impl fmt::Debug for SecretUrl {
@@ -97,7 +152,8 @@ impl Serialize for SecretUrl {
 impl<'de> Deserialize<'de> for SecretUrl {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        Self::parse(&text).map_err(serde::de::Error::custom)
+        // serde takes only text: the cause goes with it.
+        Self::parse(&text).map_err(|err| serde::de::Error::custom(error_chain(&err)))
     }
 }
 
@@ -145,8 +201,39 @@ mod tests {
     #[test]
     fn an_invalid_url_is_refused_without_repeating_it() {
         let err = SecretUrl::parse("amqp://guest:s3cret@[bad").unwrap_err();
-        assert!(err.starts_with("not a valid URL"), "{err}");
-        assert!(!err.contains("s3cret"), "{err}");
+        assert_eq!(err.to_string(), "not a valid URL");
+        let chain = error_chain(&err);
+        assert_eq!(chain, "not a valid URL: invalid IPv6 address");
+        assert!(!chain.contains("s3cret"), "{chain}");
+        // serde, which takes only text, gets the cause too.
+        let parsed: Result<SecretUrl, _> =
+            toml::from_str::<toml::Value>("u = \"amqp://guest:s3cret@[bad\"").unwrap()["u"]
+                .clone()
+                .try_into();
+        let message = parsed.unwrap_err().to_string();
+        assert!(
+            message.contains("not a valid URL: invalid IPv6 address"),
+            "{message}"
+        );
+        assert!(!message.contains("s3cret"), "{message}");
+    }
+
+    #[test]
+    fn scrubbing_takes_every_copy_and_form_of_every_secret_out_of_a_text() {
+        let url = SecretUrl::parse("redis://user:p%40ss@h:1?token=t0k").unwrap();
+        let text = url.scrub("redis://user:p%40ss@h:1?token=t0k said p@ss, p%40ss and t0k");
+        assert_eq!(
+            text,
+            "redis://user:[redacted]@h:1?token=[redacted] said [redacted], [redacted] and [redacted]"
+        );
+        let token = SecretUrl::parse("nats://t0ken@h").unwrap();
+        assert_eq!(token.scrub("bad t0ken"), "bad [redacted]");
+        // An AMQP user name is not a secret; its password is.
+        let amqp = SecretUrl::parse("amqp://guest:pw@h/%2f").unwrap();
+        assert_eq!(amqp.scrub("guest pw"), "guest [redacted]");
+        assert_eq!(amqp.scrub("a pw b pw"), "a [redacted] b [redacted]");
+        let plain = SecretUrl::parse("redis://h").unwrap();
+        assert_eq!(plain.scrub("nothing to hide"), "nothing to hide");
     }
 
     #[test]

@@ -16,8 +16,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::settings::InvalidSetting;
-use super::{BoxFuture, DeliveryError, Sink};
+use super::checks::InvalidSetting;
+use super::contract::{BoxFuture, DeliveryError, Outcomes, Sink, run_blocking};
 use crate::record::StoredRecord;
 
 /// Default size at which a file sink rotates: 100 MiB.
@@ -364,35 +364,25 @@ fn rotated_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 impl Sink for FileSink {
-    fn deliver<'a>(&'a self, record: &'a StoredRecord) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(async move {
-            self.deliver_batch(std::slice::from_ref(record))
-                .await
-                .pop()
-                .unwrap_or(Ok(()))
-        })
-    }
-
-    fn deliver_batch<'a>(
-        &'a self,
-        records: &'a [StoredRecord],
-    ) -> BoxFuture<'a, Vec<Result<(), DeliveryError>>> {
+    fn deliver_batch<'a>(&'a self, records: &'a [StoredRecord]) -> BoxFuture<'a, Outcomes> {
         Box::pin(async move {
             // Writing a batch (with its fsync) is synchronous work.
-            super::run_blocking(|| {
+            run_blocking(|| {
                 let size: usize = records.iter().map(|r| r.json.len() + 1).sum();
                 let mut lines = Vec::with_capacity(size);
                 for record in records {
                     lines.extend_from_slice(record.json.as_bytes());
                     lines.push(b'\n');
                 }
+                // One write and one fsync for the batch: every record of it
+                // is durable, or none is known to be.
                 let outcome = self.inner.append(&lines, SystemTime::now()).map_err(|err| {
-                    DeliveryError::Retriable {
-                        reason: format!("writing {} failed: {err}", self.inner.path.display()),
-                        retry_after: None,
-                    }
+                    DeliveryError::retriable(format!(
+                        "writing {} failed: {err}",
+                        self.inner.path.display()
+                    ))
                 });
-                vec![outcome; records.len()]
+                Outcomes::all(records, outcome)
             })
         })
     }
@@ -413,6 +403,7 @@ mod tests {
     use super::*;
     use crate::protocol::{Authenticator, TimeWindow, UnverifiedCallback};
     use crate::record::Record;
+    use crate::sinks::contract::deliver_alone;
     use std::time::Duration;
 
     fn record(n: usize) -> StoredRecord {
@@ -454,7 +445,7 @@ mod tests {
         let sink = FileSink::new(path.clone(), NO_ROTATION);
         let batch: Vec<StoredRecord> = (0..3).map(record).collect();
         assert!(sink.deliver_batch(&batch).await.iter().all(Result::is_ok));
-        assert!(sink.deliver(&record(3)).await.is_ok());
+        assert!(deliver_alone(&sink, &record(3)).await.is_ok());
         let written = lines(&path);
         assert_eq!(written.len(), 4);
         assert_eq!(written[..3], batch[..]);
@@ -467,19 +458,19 @@ mod tests {
         let complete = format!("{}\n", record(0).json);
         std::fs::write(&path, format!("{complete}{{\"id\":\"half")).unwrap();
         let sink = FileSink::new(path.clone(), NO_ROTATION);
-        sink.deliver(&record(1)).await.unwrap();
+        deliver_alone(&sink, &record(1)).await.unwrap();
         assert_eq!(lines(&path), [record(0), record(1)]);
         // A file holding only a fragment is emptied.
         std::fs::write(&path, "{\"id\"").unwrap();
         let sink = FileSink::new(path.clone(), NO_ROTATION);
-        sink.deliver(&record(2)).await.unwrap();
+        deliver_alone(&sink, &record(2)).await.unwrap();
         assert_eq!(lines(&path), [record(2)]);
     }
 
     #[tokio::test]
     async fn an_unwritable_file_is_a_retriable_failure() {
         let sink = FileSink::new(PathBuf::from("/dev/full"), NO_ROTATION);
-        let result = sink.deliver(&record(0)).await;
+        let result = deliver_alone(&sink, &record(0)).await;
         assert!(
             matches!(result, Err(DeliveryError::Retriable { .. })),
             "{result:?}"
@@ -498,7 +489,7 @@ mod tests {
         };
         let sink = FileSink::new(path.clone(), rotation);
         for n in 0..9 {
-            sink.deliver(&record(n)).await.unwrap();
+            deliver_alone(&sink, &record(n)).await.unwrap();
         }
         // 9 lines at 2 per file: 4 full files rotated away (2 kept) and 1 line current.
         assert_eq!(lines(&path), [record(8)]);
@@ -605,7 +596,7 @@ mod tests {
         };
         let sink = FileSink::new(path.clone(), rotation);
         for n in 0..3 {
-            sink.deliver(&record(n)).await.unwrap();
+            deliver_alone(&sink, &record(n)).await.unwrap();
         }
         assert_eq!(lines(&path), [record(2)]);
         assert_eq!(rotated_files(&path).unwrap().len(), 2);
@@ -648,11 +639,11 @@ mod tests {
         let path = dir.path().join("records.jsonl");
         let moved = dir.path().join("records.jsonl.1");
         let sink = FileSink::new(path.clone(), NO_ROTATION);
-        sink.deliver(&record(0)).await.unwrap();
+        deliver_alone(&sink, &record(0)).await.unwrap();
         std::fs::rename(&path, &moved).unwrap();
-        sink.deliver(&record(1)).await.unwrap();
+        deliver_alone(&sink, &record(1)).await.unwrap();
         sink.reopen();
-        sink.deliver(&record(2)).await.unwrap();
+        deliver_alone(&sink, &record(2)).await.unwrap();
         assert_eq!(lines(&moved), [record(0), record(1)]);
         assert_eq!(lines(&path), [record(2)]);
     }

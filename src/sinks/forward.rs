@@ -5,22 +5,17 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::StreamExt;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::settings::{InvalidSetting, check_range};
+use super::checks::{self, InvalidSetting, check_range};
+use super::contract::{BoxFuture, DeliveryError, Outcomes, Sink};
 use super::webhook::WebhookSigner;
-use super::{BoxFuture, DeliveryError, Sink};
+use crate::error_chain::error_chain;
 use crate::record::StoredRecord;
 
-/// Default seconds before a forward attempt is abandoned.
-pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
-/// Longest `timeout_secs`: an hour. A target slower than that is down, and an
-/// attempt must end well within any shutdown or retry horizon.
-pub const MAX_TIMEOUT_SECS: u64 = 3_600;
 /// Default requests in flight per forward sink.
 pub const DEFAULT_CONCURRENCY: usize = 8;
 /// Most requests in flight per forward sink. A delivery round holds at most
@@ -35,8 +30,8 @@ pub struct ForwardSinkSettings {
     /// The `http` or `https` URL to POST records to. Required.
     #[serde(default)]
     pub url: String,
-    /// Seconds before an attempt is abandoned (and retried); 1 to [`MAX_TIMEOUT_SECS`].
-    #[serde(default = "default_timeout_secs")]
+    /// Seconds before an attempt is abandoned (and retried); 1 to [`checks::MAX_TIMEOUT_SECS`].
+    #[serde(default = "checks::default_timeout_secs")]
     pub timeout_secs: u64,
     /// Extra request headers, e.g. `{ Authorization = "Bearer ..." }`. Values
     /// are secrets: redacted in debug output and the effective configuration.
@@ -51,10 +46,6 @@ pub struct ForwardSinkSettings {
     pub concurrency: usize,
 }
 
-fn default_timeout_secs() -> u64 {
-    DEFAULT_TIMEOUT_SECS
-}
-
 fn default_concurrency() -> usize {
     DEFAULT_CONCURRENCY
 }
@@ -64,7 +55,7 @@ impl ForwardSinkSettings {
     pub fn new(url: &str) -> Self {
         Self {
             url: url.to_owned(),
-            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            timeout_secs: checks::DEFAULT_TIMEOUT_SECS,
             headers: BTreeMap::new(),
             signing_secret: None,
             concurrency: DEFAULT_CONCURRENCY,
@@ -74,16 +65,20 @@ impl ForwardSinkSettings {
     /// Checks what the types alone cannot.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         self.parsed_url()?;
-        check_range("timeout_secs", self.timeout_secs, 1, MAX_TIMEOUT_SECS, " s")?;
+        checks::check_timeout(self.timeout_secs)?;
         check_range("concurrency", self.concurrency, 1, MAX_CONCURRENCY, "")?;
         self.signer()?;
+        self.header_map()?;
+        Ok(())
+    }
+
+    /// The extra headers as a header map, their values marked sensitive.
+    fn header_map(&self) -> Result<HeaderMap, InvalidSetting> {
         header_map(
             self.headers
                 .iter()
                 .map(|(name, value)| (name.as_str(), value.expose_secret())),
         )
-        .map_err(|reason| InvalidSetting::new("headers", reason))?;
-        Ok(())
     }
 
     /// The URL, which must be `http` or `https` with a host.
@@ -146,41 +141,15 @@ impl ForwardSink {
         client: reqwest::Client,
         settings: &ForwardSinkSettings,
     ) -> Result<Self, InvalidSetting> {
-        let headers = header_map(
-            settings
-                .headers
-                .iter()
-                .map(|(name, value)| (name.as_str(), value.expose_secret())),
-        )
-        .map_err(|reason| InvalidSetting::new("headers", reason))?;
-        Ok(Self::new(
+        Ok(Self {
             client,
-            settings.parsed_url()?,
-            headers,
-            settings.signer()?,
-            Duration::from_secs(settings.timeout_secs),
-            settings.concurrency,
-        ))
-    }
-
-    /// A forward sink sharing `client`; `headers` are sent on every request,
-    /// and an attempt is abandoned (and retried) after `timeout`.
-    pub fn new(
-        client: reqwest::Client,
-        url: reqwest::Url,
-        headers: HeaderMap,
-        signer: Option<WebhookSigner>,
-        timeout: Duration,
-        concurrency: usize,
-    ) -> Self {
-        Self {
-            client,
-            url,
-            headers,
-            signer,
-            timeout,
-            concurrency: concurrency.max(1),
-        }
+            url: settings.parsed_url()?,
+            headers: settings.header_map()?,
+            signer: settings.signer()?,
+            timeout: Duration::from_secs(settings.timeout_secs),
+            // Validation keeps it at least 1; `buffered` needs that to progress.
+            concurrency: settings.concurrency.max(1),
+        })
     }
 
     async fn post(&self, record: &StoredRecord) -> Result<(), DeliveryError> {
@@ -207,10 +176,7 @@ impl ForwardSink {
         }
         let response = request.body(body).send().await.map_err(|err| {
             // The URL may carry credentials in its query; keep it out of errors.
-            DeliveryError::Retriable {
-                reason: describe(&err.without_url()),
-                retry_after: None,
-            }
+            DeliveryError::retriable(describe(&err.without_url()))
         })?;
         let status = response.status();
         if status.is_success() {
@@ -235,7 +201,7 @@ impl ForwardSink {
                 retry_after,
             })
         } else {
-            Err(DeliveryError::Permanent { reason })
+            Err(DeliveryError::permanent(reason))
         }
     }
 }
@@ -283,25 +249,22 @@ fn describe(err: &reqwest::Error) -> String {
         "request failed"
     };
     // reqwest's Display hides the cause; the source chain names it.
-    let mut reason = format!("{kind}: {err}");
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        reason.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    reason
+    format!("{kind}: {}", error_chain(err))
 }
 
-/// Builds the header map for a forward sink, rejecting invalid names or values.
+/// Builds the header map for a forward sink, rejecting invalid names or
+/// values as the setting `headers`. The errors never show a value (it may be
+/// a credential).
 pub fn header_map<'a>(
     headers: impl Iterator<Item = (&'a str, &'a str)>,
-) -> Result<HeaderMap, String> {
+) -> Result<HeaderMap, InvalidSetting> {
+    let invalid = |reason: String| InvalidSetting::new("headers", reason);
     let mut map = HeaderMap::new();
     for (name, value) in headers {
         let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| format!("`{name}` is not a valid header name"))?;
+            .map_err(|_| invalid(format!("`{name}` is not a valid header name")))?;
         let mut value = HeaderValue::from_str(value)
-            .map_err(|_| format!("the value of header `{name}` is not valid"))?;
+            .map_err(|_| invalid(format!("the value of header `{name}` is not valid")))?;
         // Header values may be credentials; keep them out of any debug output.
         value.set_sensitive(true);
         map.insert(name, value);
@@ -310,25 +273,17 @@ pub fn header_map<'a>(
 }
 
 impl Sink for ForwardSink {
-    fn deliver<'a>(&'a self, record: &'a StoredRecord) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(self.post(record))
-    }
-
-    fn deliver_batch<'a>(
-        &'a self,
-        records: &'a [StoredRecord],
-    ) -> BoxFuture<'a, Vec<Result<(), DeliveryError>>> {
-        Box::pin(
-            futures_util::stream::iter(records.iter().map(|record| self.post(record)))
-                .buffered(self.concurrency)
-                .collect(),
-        )
+    fn deliver_batch<'a>(&'a self, records: &'a [StoredRecord]) -> BoxFuture<'a, Outcomes> {
+        Box::pin(Outcomes::buffered(records, self.concurrency, |record| {
+            self.post(record)
+        }))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sinks::contract::deliver_alone;
 
     #[test]
     fn retriable_statuses_are_408_429_and_5xx() {
@@ -385,22 +340,18 @@ mod tests {
     #[tokio::test]
     async fn an_endless_error_body_is_cut_short_and_the_failure_is_retriable() {
         let url = endless_error_target().await;
-        let sink = ForwardSink::new(
-            reqwest::Client::new(),
-            url,
-            HeaderMap::new(),
-            None,
-            // Reading the whole body would run into this timeout.
-            Duration::from_secs(60),
-            1,
-        );
+        let mut settings = ForwardSinkSettings::new(url.as_str());
+        // Reading the whole body would run into this timeout.
+        settings.timeout_secs = 60;
+        settings.concurrency = 1;
+        let sink = ForwardSink::from_settings(reqwest::Client::new(), &settings).unwrap();
         let record = crate::record::StoredRecord {
             id: "evt".to_owned(),
             event_type: 100,
             json: "{}".to_owned(),
         };
         let started = std::time::Instant::now();
-        let result = tokio::time::timeout(Duration::from_secs(10), sink.deliver(&record))
+        let result = tokio::time::timeout(Duration::from_secs(10), deliver_alone(&sink, &record))
             .await
             .expect("the error body must not be read to its (missing) end");
         let Err(DeliveryError::Retriable { reason, .. }) = result else {

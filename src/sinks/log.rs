@@ -15,7 +15,6 @@
 //! lines take the same lock for each line they write, so the two never
 //! interleave inside a line.
 
-use super::{BoxFuture, DeliveryError, Sink};
 use std::borrow::Cow;
 use std::io::{self, BufWriter, Write};
 use std::time::SystemTime;
@@ -23,6 +22,7 @@ use std::time::SystemTime;
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
+use super::contract::{BoxFuture, DeliveryError, Outcomes, Sink, run_blocking};
 use crate::record::StoredRecord;
 
 /// Opens the writer for one batch; whatever it returns is held (and, for
@@ -162,7 +162,7 @@ impl LogSink {
     /// Writes one line per readable record, then flushes; every record whose
     /// line was to be written fails as retriable if any write or the flush
     /// fails, since which lines got out is then unknown.
-    fn write_batch(&self, records: &[StoredRecord]) -> Vec<Result<(), DeliveryError>> {
+    fn write_batch(&self, records: &[StoredRecord]) -> Outcomes {
         let timestamp = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
         let span = DeliverySpan {
             sink: &self.name,
@@ -171,18 +171,15 @@ impl LogSink {
         };
         let mut out = BufWriter::with_capacity(BUFFER_BYTES, (self.open)());
         let mut failure = None;
-        let mut results: Vec<Result<(), DeliveryError>> = records
-            .iter()
-            .map(|record| {
-                let view = read(record)?;
-                if failure.is_none()
-                    && let Err(err) = write_line(&mut out, &view, &timestamp, &span)
-                {
-                    failure = Some(err);
-                }
-                Ok(())
-            })
-            .collect();
+        let mut outcomes = Outcomes::from_fn(records, |record| {
+            let view = read(record)?;
+            if failure.is_none()
+                && let Err(err) = write_line(&mut out, &view, &timestamp, &span)
+            {
+                failure = Some(err);
+            }
+            Ok(())
+        });
         let written = match failure {
             Some(err) => Err(err),
             None => out.flush(),
@@ -191,24 +188,19 @@ impl LogSink {
             // Drop what is still buffered instead of letting BufWriter's drop
             // try again behind our back.
             drop(out.into_parts());
-            let reason = format!("log sink could not write to its output: {err}");
-            for result in results.iter_mut().filter(|result| result.is_ok()) {
-                *result = Err(DeliveryError::Retriable {
-                    reason: reason.clone(),
-                    retry_after: None,
-                });
-            }
+            outcomes.fail_successes(&DeliveryError::retriable(format!(
+                "log sink could not write to its output: {err}"
+            )));
         }
-        results
+        outcomes
     }
 }
 
 /// The fields of `record` the line shows; an unreadable stored record can
 /// never be shown, so it fails permanently.
 fn read(record: &StoredRecord) -> Result<LogView<'_>, DeliveryError> {
-    serde_json::from_str(&record.json).map_err(|err| DeliveryError::Permanent {
-        reason: format!("stored record is unreadable: {err}"),
-    })
+    serde_json::from_str(&record.json)
+        .map_err(|err| DeliveryError::permanent(format!("stored record is unreadable: {err}")))
 }
 
 fn write_line(
@@ -258,21 +250,10 @@ fn write_line(
 }
 
 impl Sink for LogSink {
-    fn deliver<'a>(&'a self, record: &'a StoredRecord) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(async move {
-            super::run_blocking(|| self.write_batch(std::slice::from_ref(record)))
-                .pop()
-                .unwrap_or(Ok(()))
-        })
-    }
-
-    fn deliver_batch<'a>(
-        &'a self,
-        records: &'a [StoredRecord],
-    ) -> BoxFuture<'a, Vec<Result<(), DeliveryError>>> {
+    fn deliver_batch<'a>(&'a self, records: &'a [StoredRecord]) -> BoxFuture<'a, Outcomes> {
         // Formatting and writing (possibly waiting on a slow stdout) is
         // synchronous work: keep it off the thread serving requests.
-        Box::pin(async move { super::run_blocking(|| self.write_batch(records)) })
+        Box::pin(async move { run_blocking(|| self.write_batch(records)) })
     }
 }
 
@@ -281,6 +262,7 @@ mod tests {
     use super::*;
     use crate::protocol::{Authenticator, TimeWindow, UnverifiedCallback};
     use crate::record::Record;
+    use crate::sinks::contract::deliver_alone;
     use std::sync::{Arc, Mutex};
     use std::time::UNIX_EPOCH;
 
@@ -419,7 +401,9 @@ mod tests {
     #[tokio::test]
     async fn absent_fields_are_left_out_of_the_line() {
         let (sink, captured) = capturing("console");
-        sink.deliver(&record(r#"{"event_type":1}"#)).await.unwrap();
+        deliver_alone(&sink, &record(r#"{"event_type":1}"#))
+            .await
+            .unwrap();
         let line = &lines(&captured)[0];
         for absent in ["app", "stream_id", "file_id", "duration", "video_url"] {
             assert!(line.get(absent).is_none(), "{absent} in {line}");
@@ -456,7 +440,7 @@ mod tests {
                     "failing on write: {on_write}: {result:?}"
                 );
             }
-            let single = sink.deliver(&batch[0]).await;
+            let single = deliver_alone(&sink, &batch[0]).await;
             assert!(
                 matches!(single, Err(DeliveryError::Retriable { .. })),
                 "{single:?}"

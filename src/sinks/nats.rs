@@ -19,12 +19,12 @@ use std::time::Duration;
 
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OnceCell, watch};
 
-use super::settings::{InvalidSetting, check_range};
-use super::{BoxFuture, DeliveryError, Sink};
+use super::broker::{Template, check_scheme};
+use super::checks::{self, InvalidSetting};
+use super::contract::{BoxFuture, DeliveryError, Outcomes, Sink};
 use crate::record::StoredRecord;
 use crate::secret_url::SecretUrl;
 
@@ -33,12 +33,6 @@ use crate::secret_url::SecretUrl;
 pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
 /// The default subject; `{event_type}` becomes the record's type number.
 pub const DEFAULT_SUBJECT: &str = "recordhook.{event_type}";
-/// The placeholder a subject may contain.
-pub const EVENT_TYPE_PLACEHOLDER: &str = "{event_type}";
-/// Default seconds to wait for JetStream's ack.
-pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
-/// Longest `timeout_secs`: an hour, as for the forward sink.
-pub const MAX_TIMEOUT_SECS: u64 = 3_600;
 /// Publishes awaiting their ack at once, per sink. A delivery round holds at
 /// most 256 records, so a whole round is pipelined: published back to back,
 /// then its acks collected, not one round trip per record.
@@ -69,8 +63,8 @@ pub struct NatsSinkSettings {
     #[serde(default = "default_subject")]
     pub subject: String,
     /// Seconds to wait for a publish's ack before the attempt is abandoned
-    /// (and retried); 1 to [`MAX_TIMEOUT_SECS`].
-    #[serde(default = "default_timeout_secs")]
+    /// (and retried); 1 to [`checks::MAX_TIMEOUT_SECS`].
+    #[serde(default = "checks::default_timeout_secs")]
     pub timeout_secs: u64,
     /// A NATS credentials file (user JWT and nkey seed) to authenticate with,
     /// instead of credentials in the URL. Its path is shown; its contents
@@ -89,17 +83,13 @@ fn default_subject() -> String {
     DEFAULT_SUBJECT.to_owned()
 }
 
-fn default_timeout_secs() -> u64 {
-    DEFAULT_TIMEOUT_SECS
-}
-
 impl NatsSinkSettings {
     /// A NATS sink to `url` with the default subject and timeout.
     pub fn new(url: SecretUrl) -> Self {
         Self {
             url,
             subject: default_subject(),
-            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            timeout_secs: checks::DEFAULT_TIMEOUT_SECS,
             creds_file: None,
         }
     }
@@ -123,23 +113,21 @@ impl NatsSinkSettings {
                 "must be a path (or left out)",
             ));
         }
-        check_subject(&self.subject)?;
-        check_range("timeout_secs", self.timeout_secs, 1, MAX_TIMEOUT_SECS, " s")
+        subject_template(&self.subject)?;
+        checks::check_timeout(self.timeout_secs)
     }
 }
 
-/// Checks a subject template: NATS tokens separated by dots, none empty, no
-/// whitespace, no wildcard (a publish subject names one subject), and no
-/// placeholder but `{event_type}`.
-fn check_subject(subject: &str) -> Result<(), InvalidSetting> {
+/// The subject template, checked: NATS tokens separated by dots, none
+/// empty, no whitespace, no wildcard (a publish subject names one subject),
+/// and no placeholder but `{event_type}`.
+fn subject_template(subject: &str) -> Result<Template, InvalidSetting> {
     let invalid = |reason: &str| Err(InvalidSetting::new("subject", reason));
     if subject.is_empty() {
         return invalid("must not be empty");
     }
-    let sample = subject.replace(EVENT_TYPE_PLACEHOLDER, "100");
-    if sample.contains(['{', '}']) {
-        return invalid("the only placeholder is `{event_type}`");
-    }
+    let template = Template::parse("subject", subject)?;
+    let sample = template.longest();
     if sample.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return invalid("must not contain whitespace");
     }
@@ -151,7 +139,7 @@ fn check_subject(subject: &str) -> Result<(), InvalidSetting> {
             "must be dot-separated tokens, none empty (no leading, trailing or double dot)",
         );
     }
-    Ok(())
+    Ok(template)
 }
 
 /// How the client authenticates, taken out of the URL.
@@ -173,9 +161,7 @@ impl Server {
     /// Splits the configured URL; the errors never repeat it.
     fn from_url(url: &SecretUrl) -> Result<Self, InvalidSetting> {
         let invalid = |reason: &str| InvalidSetting::new("url", reason);
-        if !matches!(url.scheme(), "nats" | "tls") {
-            return Err(invalid("must be a nats:// or tls:// URL"));
-        }
+        check_scheme(url, ["nats", "tls"])?;
         let parsed = url::Url::parse(url.expose())
             .map_err(|_| invalid("must be a nats:// or tls:// URL"))?;
         let host = parsed
@@ -250,7 +236,7 @@ pub struct NatsSink {
     /// The URL as configured; only its redacted form is ever shown.
     url: SecretUrl,
     creds_file: Option<PathBuf>,
-    subject: String,
+    subject: Template,
     timeout: Duration,
     /// Made on first use, so start-up never waits for (or fails on) the network.
     link: OnceCell<Link>,
@@ -264,7 +250,7 @@ impl NatsSink {
             name: name.to_owned(),
             url: settings.url.clone(),
             creds_file: settings.creds_file.clone(),
-            subject: settings.subject.clone(),
+            subject: subject_template(&settings.subject)?,
             timeout: Duration::from_secs(settings.timeout_secs),
             link: OnceCell::new(),
         })
@@ -272,8 +258,7 @@ impl NatsSink {
 
     /// The subject for a record of `event_type`.
     fn subject_for(&self, event_type: i64) -> String {
-        self.subject
-            .replace(EVENT_TYPE_PLACEHOLDER, &event_type.to_string())
+        self.subject.render(event_type)
     }
 
     /// The client, created on first use. Creating it starts the connection
@@ -284,16 +269,17 @@ impl NatsSink {
     }
 
     async fn connect(&self) -> Result<Link, DeliveryError> {
-        let server = Server::from_url(&self.url).map_err(|err| DeliveryError::Permanent {
-            reason: err.to_string(),
-        })?;
+        let server =
+            Server::from_url(&self.url).map_err(|err| DeliveryError::permanent(err.to_string()))?;
         let mut options = match &self.creds_file {
             Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
                 .await
-                .map_err(|err| DeliveryError::Retriable {
+                .map_err(|err| {
                     // The error names the file and what is wrong, never its contents.
-                    reason: format!("cannot use creds_file `{}`: {err}", path.display()),
-                    retry_after: None,
+                    DeliveryError::retriable(format!(
+                        "cannot use creds_file `{}`: {err}",
+                        path.display()
+                    ))
                 })?,
             None => async_nats::ConnectOptions::new(),
         };
@@ -305,7 +291,7 @@ impl NatsSink {
         let (status_tx, status) = watch::channel(LinkStatus::default());
         let status_tx = Arc::new(status_tx);
         let sink = self.name.clone();
-        let url = self.url.redacted().to_owned();
+        let url = self.url.clone();
         let options = options
             .name(format!("recordhook/{}", self.name))
             .retry_on_initial_connect()
@@ -320,9 +306,12 @@ impl NatsSink {
         let client = options
             .connect(server.address.as_str())
             .await
-            .map_err(|err| DeliveryError::Retriable {
-                reason: format!("NATS client for {} could not start: {err}", self.url),
-                retry_after: None,
+            .map_err(|err| {
+                DeliveryError::retriable(format!(
+                    "NATS client for {} could not start: {}",
+                    self.url,
+                    self.url.scrub(&err.to_string())
+                ))
             })?;
         let jetstream = async_nats::jetstream::ContextBuilder::new()
             .timeout(self.timeout)
@@ -357,10 +346,10 @@ impl NatsSink {
                 "still connecting".to_owned()
             }
         });
-        Err(DeliveryError::Retriable {
-            reason: format!("NATS not connected to {}: {cause}", self.url),
-            retry_after: None,
-        })
+        Err(DeliveryError::retriable(format!(
+            "NATS not connected to {}: {cause}",
+            self.url
+        )))
     }
 
     /// Publishes one record and waits for its ack.
@@ -399,53 +388,36 @@ impl NatsSink {
         if let Some(error) = &link.status.borrow().last_error {
             reason.push_str(&format!(" (last NATS error: {error})"));
         }
-        DeliveryError::Retriable {
-            reason,
-            retry_after: None,
-        }
+        DeliveryError::retriable(reason)
     }
 
     fn publish_failed(&self, link: &Link, subject: &str, err: &PublishError) -> DeliveryError {
         match err.kind() {
-            PublishErrorKind::StreamNotFound => DeliveryError::Retriable {
-                reason: format!(
-                    "no JetStream stream captures subject `{subject}` (NATS answered: no responders); \
-                     create a stream for it, change `subject`, or enable JetStream"
-                ),
-                retry_after: None,
-            },
+            PublishErrorKind::StreamNotFound => DeliveryError::retriable(format!(
+                "no JetStream stream captures subject `{subject}` (NATS answered: no responders); \
+                 create a stream for it, change `subject`, or enable JetStream"
+            )),
             PublishErrorKind::TimedOut => self.timed_out(link, subject),
             // The record itself is larger than the server accepts: retrying
             // the same bytes cannot succeed.
-            PublishErrorKind::MaxPayloadExceeded => DeliveryError::Permanent {
-                reason: format!("publish to `{subject}` refused: {err}"),
-            },
-            _ => DeliveryError::Retriable {
-                reason: format!("publish to `{subject}` failed: {err}"),
-                retry_after: None,
-            },
+            PublishErrorKind::MaxPayloadExceeded => {
+                DeliveryError::permanent(format!("publish to `{subject}` refused: {err}"))
+            }
+            _ => DeliveryError::retriable(format!("publish to `{subject}` failed: {err}")),
         }
     }
 
-    async fn deliver_all(&self, records: &[StoredRecord]) -> Vec<Result<(), DeliveryError>> {
+    async fn deliver_all(&self, records: &[StoredRecord]) -> Outcomes {
         let ready = match self.link().await {
             Ok(link) => self.check_connected(link).map(|()| link),
             Err(err) => Err(err),
         };
-        let link = match ready {
-            Ok(link) => link,
-            Err(err) => return vec![Err(err); records.len()],
-        };
-        // Made first, then driven: a closure returning them would not be
-        // general enough over lifetimes for the `Send` bound.
-        let publishes: Vec<_> = records
-            .iter()
-            .map(|record| self.publish(link, record))
-            .collect();
-        futures_util::stream::iter(publishes)
-            .buffered(IN_FLIGHT)
-            .collect()
-            .await
+        match ready {
+            Ok(link) => {
+                Outcomes::buffered(records, IN_FLIGHT, |record| self.publish(link, record)).await
+            }
+            Err(err) => Outcomes::all(records, Err(err)),
+        }
     }
 }
 
@@ -462,7 +434,14 @@ fn headers(record: &StoredRecord) -> async_nats::HeaderMap {
 
 /// Keeps the status current and logs changes (not every reconnect attempt
 /// of a server that stays down: only a new kind of problem).
-fn on_event(status: &watch::Sender<LinkStatus>, sink: &str, url: &str, event: async_nats::Event) {
+/// The problems reported are scrubbed of the URL's credentials (the client
+/// was given them, and its errors may echo them).
+fn on_event(
+    status: &watch::Sender<LinkStatus>,
+    sink: &str,
+    url: &SecretUrl,
+    event: async_nats::Event,
+) {
     use async_nats::Event;
     match event {
         Event::Connected => {
@@ -470,23 +449,23 @@ fn on_event(status: &watch::Sender<LinkStatus>, sink: &str, url: &str, event: as
                 s.ever_connected = true;
                 s.last_error = None;
             });
-            tracing::info!(sink, url, "NATS connected");
+            tracing::info!(sink, url = %url, "NATS connected");
         }
         Event::Disconnected => {
             status.send_modify(|s| s.last_error = Some("disconnected".to_owned()));
-            tracing::warn!(sink, url, "NATS disconnected; reconnecting with backoff");
+            tracing::warn!(sink, url = %url, "NATS disconnected; reconnecting with backoff");
         }
         Event::Closed => {
             status.send_modify(|s| s.last_error = Some("connection closed".to_owned()));
-            tracing::warn!(sink, url, "NATS connection closed");
+            tracing::warn!(sink, url = %url, "NATS connection closed");
         }
-        Event::ServerError(err) => report(status, sink, url, err.to_string()),
-        Event::ClientError(err) => report(status, sink, url, err.to_string()),
-        other => tracing::debug!(sink, url, event = %other, "NATS event"),
+        Event::ServerError(err) => report(status, sink, url, url.scrub(&err.to_string())),
+        Event::ClientError(err) => report(status, sink, url, url.scrub(&err.to_string())),
+        other => tracing::debug!(sink, url = %url, event = %other, "NATS event"),
     }
 }
 
-fn report(status: &watch::Sender<LinkStatus>, sink: &str, url: &str, error: String) {
+fn report(status: &watch::Sender<LinkStatus>, sink: &str, url: &SecretUrl, error: String) {
     let changed = status.send_if_modified(|s| {
         if s.last_error.as_deref() == Some(error.as_str()) {
             return false;
@@ -495,27 +474,12 @@ fn report(status: &watch::Sender<LinkStatus>, sink: &str, url: &str, error: Stri
         true
     });
     if changed {
-        tracing::warn!(sink, url, error = %error, "NATS connection problem");
+        tracing::warn!(sink, url = %url, error = %error, "NATS connection problem");
     }
 }
 
 impl Sink for NatsSink {
-    fn deliver<'a>(&'a self, record: &'a StoredRecord) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(async move {
-            let mut results = self.deliver_all(std::slice::from_ref(record)).await;
-            results.pop().unwrap_or_else(|| {
-                Err(DeliveryError::Retriable {
-                    reason: "no result for the record".to_owned(),
-                    retry_after: None,
-                })
-            })
-        })
-    }
-
-    fn deliver_batch<'a>(
-        &'a self,
-        records: &'a [StoredRecord],
-    ) -> BoxFuture<'a, Vec<Result<(), DeliveryError>>> {
+    fn deliver_batch<'a>(&'a self, records: &'a [StoredRecord]) -> BoxFuture<'a, Outcomes> {
         Box::pin(self.deliver_all(records))
     }
 }
@@ -523,6 +487,7 @@ impl Sink for NatsSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sinks::contract::deliver_alone;
 
     fn settings(toml: &str) -> Result<NatsSinkSettings, String> {
         toml::from_str::<NatsSinkSettings>(toml).map_err(|err| err.to_string())
@@ -645,9 +610,9 @@ mod tests {
         };
         // The first round may wait out the first-connection grace (1 s here);
         // later rounds fail at once.
-        let _ = sink.deliver(&record).await;
+        let _ = deliver_alone(&sink, &record).await;
         let started = std::time::Instant::now();
-        let result = sink.deliver(&record).await;
+        let result = deliver_alone(&sink, &record).await;
         assert!(started.elapsed() < Duration::from_millis(500));
         let Err(DeliveryError::Retriable { reason, .. }) = result else {
             panic!("not retriable: {result:?}");

@@ -10,7 +10,7 @@
 //!
 //! The connection is opened on the first delivery, not at start-up, so a
 //! broker that is down never holds up start-up or callbacks; after a failed
-//! attempt the next one waits (doubling up to [`RECONNECT_MAX`]) and
+//! attempt the next one waits (doubling up to 30 s, see [`RECONNECT`]) and
 //! deliveries meanwhile fail at once, so a dead broker is not hammered. A
 //! channel the broker closed (404 for a missing exchange) is reopened on the
 //! next delivery; a lost connection is re-established.
@@ -29,20 +29,14 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProper
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::settings::{InvalidSetting, check_range};
-use super::{BoxFuture, DeliveryError, Sink};
+use super::broker::{Backoff, ReconnectGate, Template, check_scheme};
+use super::checks::{self, InvalidSetting};
+use super::contract::{BoxFuture, DeliveryError, Outcomes, Sink};
 use crate::record::StoredRecord;
 use crate::secret_url::SecretUrl;
 
 /// Default routing key; `{event_type}` becomes the record's type number.
 pub const DEFAULT_ROUTING_KEY: &str = "css.{event_type}";
-/// The one placeholder `routing_key` may hold.
-pub const EVENT_TYPE_PLACEHOLDER: &str = "{event_type}";
-/// Default seconds a publish may wait for its confirm.
-pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
-/// Longest `timeout_secs`: an hour. A broker slower than that is down, and an
-/// attempt must end well within any shutdown or retry horizon.
-pub const MAX_TIMEOUT_SECS: u64 = 3_600;
 /// Header carrying the record's event type, as an AMQP signed 64-bit integer.
 pub const EVENT_TYPE_HEADER: &str = "recordhook-event-type";
 /// The payload's content type.
@@ -54,10 +48,11 @@ const MAX_NAME_BYTES: usize = 255;
 /// Most publishes awaiting their confirm at once: a delivery round's records
 /// are published back to back in groups of this size, then confirmed.
 pub const MAX_IN_FLIGHT: usize = 256;
-/// First wait after a failed connection attempt.
-pub const RECONNECT_INITIAL: Duration = Duration::from_millis(500);
-/// Longest wait between two connection attempts.
-pub const RECONNECT_MAX: Duration = Duration::from_secs(30);
+/// Waits between connection attempts after a failed one: from 500 ms up to 30 s.
+pub const RECONNECT: Backoff = Backoff {
+    initial: Duration::from_millis(500),
+    max: Duration::from_secs(30),
+};
 
 /// The settings of a `type = "rabbitmq"` sink.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -76,17 +71,13 @@ pub struct RabbitMqSinkSettings {
     #[serde(default = "default_routing_key")]
     pub routing_key: String,
     /// Seconds a publish may wait for the broker's confirm (and a connection
-    /// attempt for the broker) before it is retried; 1 to [`MAX_TIMEOUT_SECS`].
-    #[serde(default = "default_timeout_secs")]
+    /// attempt for the broker) before it is retried; 1 to [`checks::MAX_TIMEOUT_SECS`].
+    #[serde(default = "checks::default_timeout_secs")]
     pub timeout_secs: u64,
 }
 
 fn default_routing_key() -> String {
     DEFAULT_ROUTING_KEY.to_owned()
-}
-
-fn default_timeout_secs() -> u64 {
-    DEFAULT_TIMEOUT_SECS
 }
 
 impl RabbitMqSinkSettings {
@@ -96,7 +87,7 @@ impl RabbitMqSinkSettings {
             url,
             exchange: exchange.to_owned(),
             routing_key: default_routing_key(),
-            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            timeout_secs: checks::DEFAULT_TIMEOUT_SECS,
         }
     }
 
@@ -104,8 +95,8 @@ impl RabbitMqSinkSettings {
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         amqp_uri(&self.url)?;
         check_exchange(&self.exchange)?;
-        check_routing_key(&self.routing_key)?;
-        check_range("timeout_secs", self.timeout_secs, 1, MAX_TIMEOUT_SECS, " s")?;
+        routing_key_template(&self.routing_key)?;
+        checks::check_timeout(self.timeout_secs)?;
         Ok(())
     }
 }
@@ -113,12 +104,7 @@ impl RabbitMqSinkSettings {
 /// The URL as the client takes it. Errors never repeat the URL (the
 /// client's parser quotes it whole, password included).
 fn amqp_uri(url: &SecretUrl) -> Result<AMQPUri, InvalidSetting> {
-    if !matches!(url.scheme(), "amqp" | "amqps") {
-        return Err(InvalidSetting::new(
-            "url",
-            format!("must be an amqp:// or amqps:// URL, not `{url}`"),
-        ));
-    }
+    check_scheme(url, ["amqp", "amqps"])?;
     let parsed = url::Url::parse(url.expose())
         .map_err(|err| InvalidSetting::new("url", format!("not a valid URL: {err}")))?;
     let host = match parsed.host() {
@@ -128,9 +114,10 @@ fn amqp_uri(url: &SecretUrl) -> Result<AMQPUri, InvalidSetting> {
         _ => return Err(InvalidSetting::new("url", format!("`{url}` has no host"))),
     };
     let mut uri: AMQPUri = url.expose().parse().map_err(|err: String| {
-        let err = err.replace(url.expose(), url.redacted());
-        let err = scrub(&err, parsed.password().unwrap_or_default());
-        InvalidSetting::new("url", format!("`{url}` is not a valid AMQP URI: {err}"))
+        InvalidSetting::new(
+            "url",
+            format!("`{url}` is not a valid AMQP URI: {}", url.scrub(&err)),
+        )
     })?;
     // The client takes the host from `Url::domain`, which is empty for an
     // IP address, and then falls back to `localhost`: set it ourselves.
@@ -153,54 +140,28 @@ fn check_exchange(exchange: &str) -> Result<(), InvalidSetting> {
     Ok(())
 }
 
-/// A routing key template: any text, `{event_type}` the only placeholder,
+/// The routing key template: any text, `{event_type}` the only placeholder,
 /// short enough for AMQP with the longest type number in it.
-fn check_routing_key(template: &str) -> Result<(), InvalidSetting> {
-    let rest = template.replace(EVENT_TYPE_PLACEHOLDER, "");
-    if rest.contains(['{', '}']) {
-        return Err(InvalidSetting::new(
-            "routing_key",
-            format!("the only placeholder is {EVENT_TYPE_PLACEHOLDER}"),
-        ));
-    }
-    if routing_key(template, i64::MIN).len() > MAX_NAME_BYTES {
+fn routing_key_template(routing_key: &str) -> Result<Template, InvalidSetting> {
+    let template = Template::parse("routing_key", routing_key)?;
+    if template.longest().len() > MAX_NAME_BYTES {
         return Err(InvalidSetting::new(
             "routing_key",
             format!("must be at most {MAX_NAME_BYTES} bytes with the event type in it"),
         ));
     }
-    Ok(())
-}
-
-/// `template` with the event type in it.
-fn routing_key(template: &str, event_type: i64) -> String {
-    template.replace(EVENT_TYPE_PLACEHOLDER, &event_type.to_string())
-}
-
-/// `text` with every occurrence of `secret` replaced: client errors may echo
-/// what they were given.
-fn scrub(text: &str, secret: &str) -> String {
-    if secret.is_empty() {
-        text.to_owned()
-    } else {
-        text.replace(secret, crate::redact::REDACTED)
-    }
+    Ok(template)
 }
 
 /// The connection and confirm-mode channel in use, and the reconnection
 /// backoff.
-#[derive(Default)]
 struct Link {
     /// The open connection, if any.
     connection: Option<Connection>,
     /// The channel publishes go to, in confirm mode.
     channel: Option<Channel>,
-    /// Connection attempts that failed in a row.
-    failures: u32,
-    /// No connection attempt before this instant.
-    next_attempt: Option<Instant>,
-    /// Why the last connection attempt failed (client text scrubbed).
-    last_error: String,
+    /// Whether a new connection may be attempted yet.
+    gate: ReconnectGate,
 }
 
 impl Link {
@@ -216,16 +177,15 @@ impl Link {
 pub struct RabbitMqSink {
     /// Where to connect, password included: never logged or debug-printed.
     uri: AMQPUri,
-    /// The URL with its password redacted, for errors.
-    shown: String,
-    /// The password, to scrub from client errors.
-    password: String,
+    /// The URL as configured: shown redacted in errors, and scrubbed from
+    /// client errors.
+    url: SecretUrl,
     /// Shown in the broker's connection list.
     connection_name: String,
     /// Exchange to publish to.
     exchange: ShortString,
     /// Routing key template.
-    routing_key: String,
+    routing_key: Template,
     /// How long a publish (or a connection attempt) may take.
     timeout: Duration,
     /// The connection, opened lazily and replaced when lost. Only this
@@ -241,32 +201,25 @@ impl RabbitMqSink {
         settings: &RabbitMqSinkSettings,
     ) -> Result<Self, InvalidSetting> {
         settings.validate()?;
-        let uri = amqp_uri(&settings.url)?;
-        let password = uri.authority.userinfo.password.clone();
         Ok(Self {
-            uri,
-            shown: settings.url.redacted().to_owned(),
-            password,
+            uri: amqp_uri(&settings.url)?,
+            url: settings.url.clone(),
             connection_name: format!("recordhook sink {name}"),
             exchange: ShortString::try_new(settings.exchange.clone())
                 .map_err(|err| InvalidSetting::new("exchange", err.to_string()))?,
-            routing_key: settings.routing_key.clone(),
+            routing_key: routing_key_template(&settings.routing_key)?,
             timeout: Duration::from_secs(settings.timeout_secs),
-            link: tokio::sync::Mutex::new(Link::default()),
+            link: tokio::sync::Mutex::new(Link {
+                connection: None,
+                channel: None,
+                gate: ReconnectGate::new(RECONNECT),
+            }),
         })
-    }
-
-    /// A retriable error; client texts in `reason` went through [`Self::client_text`].
-    fn retriable(&self, reason: String) -> DeliveryError {
-        DeliveryError::Retriable {
-            reason,
-            retry_after: None,
-        }
     }
 
     /// A client error's (or the broker's) text with the password scrubbed.
     fn client_text(&self, text: impl std::fmt::Display) -> String {
-        scrub(&text.to_string(), &self.password)
+        self.url.scrub(&text.to_string())
     }
 
     /// The exchange as written in messages (`""` named as the default one).
@@ -286,7 +239,7 @@ impl RabbitMqSink {
                     return format!(
                         "exchange {} does not exist on {} (404 NOT_FOUND: {}); declare it or fix `exchange`",
                         self.exchange_name(),
-                        self.shown,
+                        self.url,
                         self.client_text(amqp.get_message())
                     );
                 }
@@ -294,14 +247,14 @@ impl RabbitMqSink {
                 | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) => {
                     return format!(
                         "access refused on {} ({}); check the user's permissions and vhost",
-                        self.shown,
+                        self.url,
                         self.client_text(amqp.get_message())
                     );
                 }
                 _ => {}
             }
         }
-        format!("broker {}: {}", self.shown, self.client_text(err))
+        format!("broker {}: {}", self.url, self.client_text(err))
     }
 
     /// The confirm-mode channel to publish on: the current one, a new one on
@@ -322,44 +275,33 @@ impl RabbitMqSink {
                 Err(reason) => {
                     // A connection that cannot open a channel is no use.
                     link.reset();
-                    return Err(self.retriable(reason));
+                    return Err(DeliveryError::retriable(reason));
                 }
             }
         }
         if link.connection.take().is_some() {
-            tracing::warn!(broker = %self.shown, "lost the connection to the broker; reconnecting");
+            tracing::warn!(broker = %self.url, "lost the connection to the broker; reconnecting");
         }
-        let now = Instant::now();
-        if let Some(at) = link.next_attempt.filter(|at| *at > now) {
-            let wait = at - now;
+        if let Err(closed) = link.gate.check(Instant::now()) {
+            // The broker's own wait becomes the record's least retry delay.
             return Err(DeliveryError::Retriable {
-                reason: format!(
-                    "not connected to {}: {}; next connection attempt in {} ms",
-                    self.shown,
-                    link.last_error,
-                    wait.as_millis()
-                ),
-                retry_after: Some(wait),
+                retry_after: Some(closed.wait),
+                reason: format!("not connected to {}: {closed}", self.url),
             });
         }
         match self.connect().await {
             Ok((connection, channel)) => {
-                if link.failures > 0 {
-                    tracing::info!(broker = %self.shown, "connected to the broker again");
+                if link.gate.succeeded() {
+                    tracing::info!(broker = %self.url, "connected to the broker again");
                 }
-                link.failures = 0;
-                link.next_attempt = None;
                 link.connection = Some(connection);
                 link.channel = Some(channel.clone());
                 Ok(channel)
             }
             Err(reason) => {
-                link.failures = link.failures.saturating_add(1);
-                let wait = reconnect_delay(link.failures);
-                link.next_attempt = Some(Instant::now() + wait);
-                link.last_error.clone_from(&reason);
+                let wait = link.gate.failed(Instant::now(), &reason);
                 tracing::warn!(
-                    broker = %self.shown,
+                    broker = %self.url,
                     error = %reason,
                     retry_in_ms = wait.as_millis(),
                     "could not connect to the broker"
@@ -384,7 +326,7 @@ impl RabbitMqSink {
         .map_err(|_| {
             format!(
                 "could not connect to {} within {} s",
-                self.shown,
+                self.url,
                 self.timeout.as_secs()
             )
         })?
@@ -408,12 +350,12 @@ impl RabbitMqSink {
             match refused {
                 Some((what, fix, amqp)) => format!(
                     "{what} by {} ({}); {fix}",
-                    self.shown,
+                    self.url,
                     self.client_text(amqp.get_message())
                 ),
                 None => format!(
                     "could not connect to {}: {}",
-                    self.shown,
+                    self.url,
                     self.client_text(&err)
                 ),
             }
@@ -433,16 +375,15 @@ impl RabbitMqSink {
         };
         tokio::time::timeout(self.timeout, open)
             .await
-            .map_err(|_| format!("could not open a channel on {} in time", self.shown))?
+            .map_err(|_| format!("could not open a channel on {} in time", self.url))?
             .map_err(|err| format!("could not open a channel: {}", self.explain(&err)))
     }
 
     /// The message properties for `record`.
     fn properties(&self, record: &StoredRecord) -> Result<BasicProperties, DeliveryError> {
-        let message_id =
-            ShortString::try_new(record.id.clone()).map_err(|err| DeliveryError::Permanent {
-                reason: format!("event id cannot be an AMQP message_id: {err}"),
-            })?;
+        let message_id = ShortString::try_new(record.id.clone()).map_err(|err| {
+            DeliveryError::permanent(format!("event id cannot be an AMQP message_id: {err}"))
+        })?;
         let mut headers = FieldTable::default();
         headers.insert(
             EVENT_TYPE_HEADER.into(),
@@ -455,32 +396,35 @@ impl RabbitMqSink {
             .with_headers(headers))
     }
 
-    /// Publishes `records` back to back, then awaits each confirm; one
-    /// result per record. Every wait ends at one deadline, `timeout` from
-    /// the start. Returns whether the connection should be dropped (a
-    /// confirm that never came may mean a dead connection).
+    /// Publishes `records` (the batch's records from `first` on) back to
+    /// back, then awaits each confirm, giving each its result in
+    /// `outcomes`. Every wait ends at one deadline, `timeout` from the
+    /// start. Returns whether the connection should be dropped (a confirm
+    /// that never came may mean a dead connection).
     async fn publish_group(
         &self,
         channel: &Channel,
+        first: usize,
         records: &[StoredRecord],
-    ) -> (Vec<Result<(), DeliveryError>>, bool) {
+        outcomes: &mut Outcomes,
+    ) -> bool {
         let deadline = Instant::now() + self.timeout;
         let timed_out = || {
-            self.retriable(format!(
+            DeliveryError::retriable(format!(
                 "no confirm from {} within {} s",
-                self.shown,
+                self.url,
                 self.timeout.as_secs()
             ))
         };
         let mut stale = false;
         let mut pending = Vec::with_capacity(records.len());
         for record in records {
-            let key = routing_key(&self.routing_key, record.event_type);
+            let key = self.routing_key.render(record.event_type);
             let published = match (self.properties(record), ShortString::try_new(key)) {
                 (Err(err), _) => Err(err),
-                (_, Err(err)) => Err(DeliveryError::Permanent {
-                    reason: format!("routing key is too long: {err}"),
-                }),
+                (_, Err(err)) => Err(DeliveryError::permanent(format!(
+                    "routing key is too long: {err}"
+                ))),
                 (Ok(properties), Ok(key)) => {
                     let publish = channel.basic_publish(
                         self.exchange.clone(),
@@ -494,7 +438,7 @@ impl RabbitMqSink {
                     );
                     match tokio::time::timeout_at(deadline, publish).await {
                         Ok(Ok(confirm)) => Ok(confirm),
-                        Ok(Err(err)) => Err(self.retriable(self.explain(&err))),
+                        Ok(Err(err)) => Err(DeliveryError::retriable(self.explain(&err))),
                         Err(_) => {
                             stale = true;
                             Err(timed_out())
@@ -504,35 +448,38 @@ impl RabbitMqSink {
             };
             pending.push(published);
         }
-        let mut results = Vec::with_capacity(records.len());
-        for (published, record) in pending.into_iter().zip(records) {
+        for (index, (published, record)) in pending.into_iter().zip(records).enumerate() {
             let confirm = match published {
                 Ok(confirm) => confirm,
                 Err(err) => {
-                    results.push(Err(err));
+                    outcomes.set(first + index, Err(err));
                     continue;
                 }
             };
             let result = match tokio::time::timeout_at(deadline, confirm).await {
                 Ok(Ok(Confirmation::Ack(None))) => Ok(()),
-                Ok(Ok(Confirmation::Ack(Some(returned)))) => Err(self.retriable(format!(
-                    "unroutable: no queue bound for routing key `{}` on exchange {} (returned {} {})",
-                    returned.delivery.routing_key,
-                    self.exchange_name(),
-                    returned.reply_code,
-                    returned.reply_text
-                ))),
-                Ok(Ok(Confirmation::Nack(_))) => Err(self.retriable(format!(
+                Ok(Ok(Confirmation::Ack(Some(returned)))) => {
+                    Err(DeliveryError::retriable(format!(
+                        "unroutable: no queue bound for routing key `{}` on exchange {} (returned {} {})",
+                        returned.delivery.routing_key,
+                        self.exchange_name(),
+                        returned.reply_code,
+                        returned.reply_text
+                    )))
+                }
+                Ok(Ok(Confirmation::Nack(_))) => Err(DeliveryError::retriable(format!(
                     "nacked by the broker {}: it could not take the message",
-                    self.shown
+                    self.url
                 ))),
                 Ok(Ok(Confirmation::NotRequested)) => {
                     // Cannot happen on a channel in confirm mode; without a
                     // confirm nothing is known, so reopen and try again.
                     stale = true;
-                    Err(self.retriable("the channel is not in confirm mode".to_owned()))
+                    Err(DeliveryError::retriable(
+                        "the channel is not in confirm mode".to_owned(),
+                    ))
                 }
-                Ok(Err(err)) => Err(self.retriable(self.explain(&err))),
+                Ok(Err(err)) => Err(DeliveryError::retriable(self.explain(&err))),
                 Err(_) => {
                     stale = true;
                     Err(timed_out())
@@ -541,55 +488,38 @@ impl RabbitMqSink {
             if let Err(err) = &result {
                 tracing::debug!(event_id = %record.id, error = %err, "publish not confirmed");
             }
-            results.push(result);
+            outcomes.set(first + index, result);
         }
-        (results, stale)
+        stale
     }
 
-    async fn publish(&self, records: &[StoredRecord]) -> Vec<Result<(), DeliveryError>> {
+    async fn publish(&self, records: &[StoredRecord]) -> Outcomes {
         let channel = match self.channel().await {
             Ok(channel) => channel,
-            Err(err) => return vec![Err(err); records.len()],
+            Err(err) => return Outcomes::all(records, Err(err)),
         };
-        let mut results = Vec::with_capacity(records.len());
-        for group in records.chunks(MAX_IN_FLIGHT) {
-            let (group_results, stale) = self.publish_group(&channel, group).await;
-            results.extend(group_results);
-            if stale {
+        // A record keeps this failure unless its group is published: after a
+        // reset, the rest of the batch waits for the next round.
+        let mut outcomes = Outcomes::unsettled(
+            records,
+            format!("not attempted: the connection to {} was reset", self.url),
+        );
+        for (number, group) in records.chunks(MAX_IN_FLIGHT).enumerate() {
+            let first = number * MAX_IN_FLIGHT;
+            if self
+                .publish_group(&channel, first, group, &mut outcomes)
+                .await
+            {
                 self.link.lock().await.reset();
-                // The rest of the batch waits for the next round.
-                let reason = format!("not attempted: the connection to {} was reset", self.shown);
-                results.resize_with(records.len(), || Err(self.retriable(reason.clone())));
                 break;
             }
         }
-        results
+        outcomes
     }
-}
-
-/// Wait before connection attempt number `failures + 1`: doubling from
-/// [`RECONNECT_INITIAL`] to [`RECONNECT_MAX`].
-fn reconnect_delay(failures: u32) -> Duration {
-    let doublings = failures.saturating_sub(1).min(16);
-    RECONNECT_INITIAL
-        .saturating_mul(1 << doublings)
-        .min(RECONNECT_MAX)
 }
 
 impl Sink for RabbitMqSink {
-    fn deliver<'a>(&'a self, record: &'a StoredRecord) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(async move {
-            self.publish(std::slice::from_ref(record))
-                .await
-                .pop()
-                .unwrap_or_else(|| Err(self.retriable("no result".to_owned())))
-        })
-    }
-
-    fn deliver_batch<'a>(
-        &'a self,
-        records: &'a [StoredRecord],
-    ) -> BoxFuture<'a, Vec<Result<(), DeliveryError>>> {
+    fn deliver_batch<'a>(&'a self, records: &'a [StoredRecord]) -> BoxFuture<'a, Outcomes> {
         Box::pin(self.publish(records))
     }
 }
@@ -699,6 +629,8 @@ mod tests {
 
     #[test]
     fn the_routing_key_carries_the_event_type_number() {
+        let routing_key =
+            |template: &str, event_type| routing_key_template(template).unwrap().render(event_type);
         assert_eq!(routing_key("css.{event_type}", 100), "css.100");
         assert_eq!(routing_key("all", 100), "all");
         assert_eq!(routing_key("{event_type}.{event_type}", -1), "-1.-1");
@@ -706,17 +638,11 @@ mod tests {
 
     #[test]
     fn reconnection_waits_double_up_to_the_cap() {
-        assert_eq!(reconnect_delay(1), RECONNECT_INITIAL);
-        assert_eq!(reconnect_delay(2), RECONNECT_INITIAL * 2);
-        assert_eq!(reconnect_delay(3), RECONNECT_INITIAL * 4);
-        assert_eq!(reconnect_delay(100), RECONNECT_MAX);
-        assert_eq!(reconnect_delay(u32::MAX), RECONNECT_MAX);
-    }
-
-    #[test]
-    fn scrubbing_replaces_every_copy_of_the_secret() {
-        assert_eq!(scrub("a pw b pw", "pw"), "a [redacted] b [redacted]");
-        assert_eq!(scrub("nothing", ""), "nothing");
+        assert_eq!(RECONNECT.delay(1), RECONNECT.initial);
+        assert_eq!(RECONNECT.delay(2), RECONNECT.initial * 2);
+        assert_eq!(RECONNECT.delay(3), RECONNECT.initial * 4);
+        assert_eq!(RECONNECT.delay(100), RECONNECT.max);
+        assert_eq!(RECONNECT.delay(u32::MAX), RECONNECT.max);
     }
 
     #[tokio::test]
@@ -747,7 +673,7 @@ mod tests {
             reason.contains("could not connect to amqp://guest:[redacted]@127.0.0.1"),
             "{reason}"
         );
-        assert_eq!(*retry_after, Some(RECONNECT_INITIAL));
+        assert_eq!(*retry_after, Some(RECONNECT.initial));
         // Within the backoff: no new attempt, the last error repeated.
         let second = sink.deliver_batch(&records).await;
         let Err(DeliveryError::Retriable {
@@ -758,7 +684,7 @@ mod tests {
             panic!("{second:?}")
         };
         assert!(reason.contains("next connection attempt in"), "{reason}");
-        assert!(retry_after.is_some_and(|wait| wait <= RECONNECT_INITIAL));
+        assert!(retry_after.is_some_and(|wait| wait <= RECONNECT.initial));
         for result in first.iter().chain(&second) {
             assert!(!format!("{result:?}").contains("s3cret-pw"));
         }

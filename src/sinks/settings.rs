@@ -16,11 +16,13 @@ use std::collections::BTreeMap;
 use serde::de::{Deserializer, Error as _, Visitor};
 use serde::{Deserialize, Serialize};
 
+use super::checks::{InvalidSetting, check_range};
 use super::file::FileSinkSettings;
 use super::forward::ForwardSinkSettings;
 use super::nats::NatsSinkSettings;
 use super::rabbitmq::RabbitMqSinkSettings;
 use super::redis::RedisSinkSettings;
+use crate::error_chain::error_chain;
 use crate::protocol::EventTypes;
 
 /// Most attempts a sink may make for one record: with `retry_max_ms` at its
@@ -68,46 +70,6 @@ pub enum SinkKind {
     /// Publishes each record to a RabbitMQ exchange, confirmed.
     #[serde(rename = "rabbitmq")]
     RabbitMq(RabbitMqSinkSettings),
-}
-
-/// A setting that cannot work, named relative to its sink (`url`, not `sinks[0].url`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{field}`: {reason}")]
-pub struct InvalidSetting {
-    /// The key within the sink's table.
-    pub field: &'static str,
-    /// What is wrong with it and what is expected.
-    pub reason: String,
-}
-
-impl InvalidSetting {
-    /// An error for `field`.
-    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
-        Self {
-            field,
-            reason: reason.into(),
-        }
-    }
-}
-
-/// Checks that `value` lies in `min..=max`, naming the bound when it does not.
-pub(crate) fn check_range<T>(
-    field: &'static str,
-    value: T,
-    min: T,
-    max: T,
-    unit: &str,
-) -> Result<(), InvalidSetting>
-where
-    T: PartialOrd + std::fmt::Display,
-{
-    if value < min || value > max {
-        return Err(InvalidSetting::new(
-            field,
-            format!("must be between {min} and {max}{unit}, not {value}"),
-        ));
-    }
-    Ok(())
 }
 
 impl SinkSettings {
@@ -168,26 +130,29 @@ impl SinkKind {
     }
 
     /// The kind named `type_name`, from the keys a sink's table has beyond the shared ones.
-    fn parse(type_name: &str, keys: BTreeMap<String, toml::Value>) -> Result<Self, String> {
+    fn parse(type_name: &str, keys: BTreeMap<String, toml::Value>) -> Result<Self, SinkTypeError> {
         let all = type_keys();
         let Some((_, own)) = all.iter().find(|(name, _)| *name == type_name) else {
-            let valid: Vec<&str> = all.iter().map(|(name, _)| *name).collect();
-            return Err(format!(
-                "unknown sink type `{type_name}`; valid types are: {}",
-                valid.join(", ")
-            ));
+            return Err(SinkTypeError::UnknownType {
+                type_name: type_name.to_owned(),
+                valid: all.iter().map(|(name, _)| *name).collect(),
+            });
         };
         if let Some(key) = keys.keys().find(|key| !own.contains(&key.as_str())) {
+            let (key, type_name) = (key.clone(), type_name.to_owned());
             return Err(
                 if all.iter().any(|(_, keys)| keys.contains(&key.as_str())) {
-                    format!("`{key}` does not apply to a `{type_name}` sink")
+                    SinkTypeError::OtherTypesKey { key, type_name }
                 } else {
-                    format!("unknown field `{key}` in a `{type_name}` sink")
+                    SinkTypeError::UnknownKey { key, type_name }
                 },
             );
         }
         let rest = toml::Value::Table(keys.into_iter().collect());
-        let typed = |err: toml::de::Error| format!("in a `{type_name}` sink: {err}");
+        let typed = |source: toml::de::Error| SinkTypeError::Keys {
+            type_name: type_name.to_owned(),
+            source,
+        };
         match type_name {
             "log" => Ok(Self::Log),
             "file" => Ok(Self::File(
@@ -206,9 +171,57 @@ impl SinkKind {
                 RabbitMqSinkSettings::deserialize(rest).map_err(typed)?,
             )),
             // Only reached if a row in `type_keys` lacks its arm here.
-            other => Err(format!("sink type `{other}` cannot be parsed yet")),
+            other => Err(SinkTypeError::NotParsed {
+                type_name: other.to_owned(),
+            }),
         }
     }
+}
+
+/// Why a sink's table cannot be read as the type its `type` names; each
+/// message says which key to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkTypeError {
+    /// `type` names no sink type.
+    #[error("unknown sink type `{type_name}`; valid types are: {}", valid.join(", "))]
+    UnknownType {
+        /// The `type` as written.
+        type_name: String,
+        /// Every type there is.
+        valid: Vec<&'static str>,
+    },
+    /// A key only another type of sink takes.
+    #[error("`{key}` does not apply to a `{type_name}` sink")]
+    OtherTypesKey {
+        /// The key.
+        key: String,
+        /// The sink's type.
+        type_name: String,
+    },
+    /// A key no sink takes (a typo).
+    #[error("unknown field `{key}` in a `{type_name}` sink")]
+    UnknownKey {
+        /// The key.
+        key: String,
+        /// The sink's type.
+        type_name: String,
+    },
+    /// The type's own keys do not parse (a wrong type of value, a missing key).
+    #[error("in a `{type_name}` sink")]
+    Keys {
+        /// The sink's type.
+        type_name: String,
+        /// What the parser found wrong.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A type listed in `type_keys` without its arm in [`SinkKind::parse`]:
+    /// a bug, reported rather than a panic.
+    #[error("sink type `{type_name}` cannot be parsed yet")]
+    NotParsed {
+        /// The sink's type.
+        type_name: String,
+    },
 }
 
 /// Every sink type as written in `type`, with the keys only it takes.
@@ -281,7 +294,9 @@ struct SharedKeys {
 impl<'de> Deserialize<'de> for SinkSettings {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let shared = SharedKeys::deserialize(deserializer)?;
-        let kind = SinkKind::parse(&shared.type_name, shared.rest).map_err(D::Error::custom)?;
+        // serde takes only text: the cause goes with it.
+        let kind = SinkKind::parse(&shared.type_name, shared.rest)
+            .map_err(|err| D::Error::custom(error_chain(&err)))?;
         Ok(Self {
             name: shared.name,
             event_types: shared.event_types,
@@ -318,6 +333,43 @@ mod tests {
         let keys = type_keys();
         assert!(keys[1].1.contains(&"path") && keys[1].1.contains(&"keep_rotated"));
         assert!(keys[2].1.contains(&"url") && keys[2].1.contains(&"signing_secret"));
+    }
+
+    #[test]
+    fn a_table_that_is_not_its_type_is_refused_naming_the_key_with_the_cause() {
+        for (toml, expected) in [
+            (
+                "name = \"a\"\ntype = \"kafka\"",
+                "unknown sink type `kafka`; valid types are: log, file, forward, nats, redis, rabbitmq",
+            ),
+            (
+                "name = \"a\"\ntype = \"log\"\npath = \"x\"",
+                "`path` does not apply to a `log` sink",
+            ),
+            (
+                "name = \"a\"\ntype = \"file\"\npaht = \"x\"",
+                "unknown field `paht` in a `file` sink",
+            ),
+            (
+                "name = \"a\"\ntype = \"file\"\npath = 3",
+                "in a `file` sink: invalid type: integer `3`, expected path string",
+            ),
+        ] {
+            let err = toml::from_str::<SinkSettings>(toml)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{toml}: {err}");
+        }
+        let keys = [("path".to_owned(), toml::Value::Integer(3))].into();
+        let err = SinkKind::parse("file", keys).unwrap_err();
+        assert_eq!(err.to_string(), "in a `file` sink");
+        let cause = std::error::Error::source(&err).map(ToString::to_string);
+        assert!(
+            cause
+                .as_deref()
+                .is_some_and(|cause| cause.starts_with("invalid type: integer `3`")),
+            "{cause:?}"
+        );
     }
 
     #[test]

@@ -251,14 +251,7 @@ impl ApiError {
 /// An error and its causes, `: `-separated: reqwest's own message names only
 /// the URL, the reason ("connection refused", "timed out") is in its causes.
 fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(inner) = cause {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        cause = inner.source();
-    }
-    text
+    crate::error_chain::error_chain(err)
 }
 
 /// A successful call's answer.

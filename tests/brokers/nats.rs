@@ -212,7 +212,7 @@ async fn the_same_record_published_twice_is_one_message_in_the_stream() {
     let batch = [a.clone(), b.clone(), a.clone()];
     let results = sink.deliver_batch(&batch).await;
     assert_eq!(results, vec![Ok(()), Ok(()), Ok(())]);
-    assert_eq!(sink.deliver(&a).await, Ok(()));
+    assert_eq!(sink.deliver_batch(std::slice::from_ref(&a)).await, [Ok(())]);
 
     let ids: Vec<String> = stream
         .messages()

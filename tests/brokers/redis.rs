@@ -279,7 +279,10 @@ async fn a_record_delivered_twice_is_one_entry_with_dedup_and_two_without() {
             .deliver_batch(&[record.clone(), other.clone(), record.clone()])
             .await;
         assert_eq!(results, vec![Ok(()), Ok(()), Ok(())]);
-        assert_eq!(sink.deliver(&record).await, Ok(()));
+        assert_eq!(
+            sink.deliver_batch(std::slice::from_ref(&record)).await,
+            [Ok(())]
+        );
     }
     let deduplicated = read_stream(&url, &with).await;
     let ids: Vec<&str> = deduplicated.iter().map(|e| field(e, "event_id")).collect();
