@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::protocol::{Reconciled, event_type_label};
 use crate::record::Record;
 use crate::spool::reconciliation::Gap;
-use crate::spool::{Acceptance, Spool, SpoolError, unix_ms};
+use crate::spool::{Acceptance, NewRecord, Spool, SpoolError, unix_ms};
 use crate::tencent::live::{
     CallbackEventInfo, DescribeCallbackRecordsListRequest, DescribeLiveStreamEventListRequest,
     MAX_EVENTS_PAGE_SIZE, MAX_EVENTS_RESULTS, MAX_RECORDS_LOOKBACK_SECS, MAX_RECORDS_WINDOW_SECS,
@@ -488,7 +488,10 @@ impl Reconciler {
         }
         let mut recovered: HashSet<i64> = HashSet::new();
         for (record, result_code) in found {
-            let acceptance = self.spool.accept(&record, now).await?;
+            let acceptance = self
+                .spool
+                .accept(NewRecord::try_from(&record)?, now)
+                .await?;
             let present = acceptance == Acceptance::Duplicate;
             if !present {
                 recovered.insert(record.event_type);

@@ -74,7 +74,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::protocol::EventTypes;
-use crate::record::{Record, StoredRecord};
+use crate::record::{Record, Source, StoredRecord};
 use reconciliation::{Gap, ReconcileRun};
 
 pub use postgres::{PostgresOptions, check as check_postgres};
@@ -125,6 +125,48 @@ pub enum Acceptance {
     },
     /// The same event id was accepted within the dedup window; nothing was stored.
     Duplicate,
+}
+
+/// A record ready to be stored: serialised once, here above the backends,
+/// with the columns the spool indexes read from it. Both backends store
+/// exactly this, so the JSON a sink later receives is the one built here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRecord {
+    /// The event id: what deduplication compares.
+    pub id: String,
+    /// The callback's event type: which sinks take the record.
+    pub event_type: i64,
+    /// How it reached recordhook (an admin API filter).
+    pub source: Source,
+    /// Its stream, when known (an admin API filter).
+    pub stream_id: Option<String>,
+    /// Its VOD file id, when known (an admin API filter).
+    pub file_id: Option<String>,
+    /// The record as one line of JSON, as sinks receive it.
+    pub json: String,
+}
+
+impl TryFrom<&Record> for NewRecord {
+    type Error = SpoolError;
+
+    /// Serialises `record` into the form sinks receive ([`StoredRecord`]'s)
+    /// and reads its indexed columns. Fails only if serialising fails, which
+    /// then counts as a write that did not happen (the callback gets 503).
+    fn try_from(record: &Record) -> Result<Self, SpoolError> {
+        let StoredRecord {
+            id,
+            event_type,
+            json,
+        } = StoredRecord::try_from(record).map_err(|err| SpoolError::Write(err.to_string()))?;
+        Ok(Self {
+            id,
+            event_type,
+            source: record.source,
+            stream_id: record.stream_id().map(str::to_owned),
+            file_id: record.file_id().map(str::to_owned),
+            json,
+        })
+    }
 }
 
 /// A delivery that was given up on.
@@ -328,9 +370,14 @@ impl Spool {
         Ok(Self { backend })
     }
 
-    /// Stores `record`, unless its event id was accepted within the dedup
-    /// window. Returns only after the commit is durable.
-    pub async fn accept(&self, record: &Record, now: SystemTime) -> Result<Acceptance, SpoolError> {
+    /// Stores `record` as given (see [`NewRecord`]), received at `now`,
+    /// unless its event id was accepted within the dedup window. Returns
+    /// only after the commit is durable.
+    pub async fn accept(
+        &self,
+        record: NewRecord,
+        now: SystemTime,
+    ) -> Result<Acceptance, SpoolError> {
         with_backend!(self, spool => spool.accept(record, now).await)
     }
 
@@ -681,4 +728,21 @@ pub fn unix_ms(time: SystemTime) -> i64 {
 pub fn format_ms(ms: i64) -> String {
     let time = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_millis(time).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_record_holds_the_json_sinks_receive_and_the_columns_read_from_it() {
+        let record = sqlite::tests::record_of(100, "f1");
+        let new = NewRecord::try_from(&record).unwrap();
+        assert_eq!(new.json, StoredRecord::try_from(&record).unwrap().json);
+        assert_eq!(serde_json::from_str::<Record>(&new.json).unwrap(), record);
+        assert_eq!((new.id.as_str(), new.event_type), (record.id.as_str(), 100));
+        assert_eq!(new.stream_id.as_deref(), Some("s"));
+        assert_eq!(new.file_id.as_deref(), Some("f1"));
+        assert_eq!(new.source, Source::Live);
+    }
 }

@@ -28,7 +28,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 
-use super::{Acceptance, SpoolError, unix_ms};
+use super::{Acceptance, NewRecord, SpoolError, unix_ms};
 use crate::record::Record;
 use crate::secret_url::SecretUrl;
 
@@ -354,14 +354,16 @@ impl PgSpool {
 
     /// Stores `record`, unless its event id was accepted within the dedup
     /// window (by any replica). Returns once the commit is durable.
-    pub async fn accept(&self, record: &Record, now: SystemTime) -> Result<Acceptance, SpoolError> {
+    pub async fn accept(
+        &self,
+        record: NewRecord,
+        now: SystemTime,
+    ) -> Result<Acceptance, SpoolError> {
         if self.inner.admin {
             return Err(SpoolError::Write(
                 "this spool handle was opened for administration and does not accept".to_owned(),
             ));
         }
-        let body =
-            serde_json::to_string(record).map_err(|err| SpoolError::Write(err.to_string()))?;
         let sender = self
             .inner
             .jobs
@@ -372,13 +374,8 @@ impl PgSpool {
         let (reply, outcome) = oneshot::channel();
         sender
             .send(committer::Job {
-                event_id: record.id.clone(),
-                event_type: record.event_type,
                 at_ms: self.inner.clock.db_ms(now),
-                body,
-                stream_id: record.stream_id().map(str::to_owned),
-                file_id: record.file_id().map(str::to_owned),
-                source: record.source.as_str(),
+                record,
                 reply,
             })
             .await

@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Acceptance, SpoolError, unix_ms};
+use super::{Acceptance, NewRecord, SpoolError, unix_ms};
 use crate::record::Record;
 use dedup::DedupIndex;
 use writer::{ClosureJob, WriteJob};
@@ -290,33 +290,36 @@ impl SqliteSpool {
     /// Stores `record`, unless its event id was accepted within the dedup
     /// window. Returns only after the commit is durable. Sinks pick it up from
     /// their cursors.
-    pub async fn accept(&self, record: &Record, now: SystemTime) -> Result<Acceptance, SpoolError> {
-        let body =
-            serde_json::to_string(record).map_err(|err| SpoolError::Write(err.to_string()))?;
-        let event_id = record.id.clone();
-        let event_type = record.event_type;
-        let stream_id = record.stream_id().map(str::to_owned);
-        let file_id = record.file_id().map(str::to_owned);
-        let source = record.source.as_str();
-        let now_ms = unix_ms(now);
+    pub async fn accept(
+        &self,
+        record: NewRecord,
+        now: SystemTime,
+    ) -> Result<Acceptance, SpoolError> {
         if self.inner.admin {
             return Err(SpoolError::Write(
                 "this spool handle was opened for administration and does not accept".to_owned(),
             ));
         }
+        let now_ms = unix_ms(now);
         let window_start = now_ms.saturating_sub(self.inner.dedup_window_ms);
         self.write_indexed(move |conn, dedup| {
-            if dedup.accepted_since(conn, &event_id, window_start)? {
+            if dedup.accepted_since(conn, &record.id, window_start)? {
                 return Ok(Acceptance::Duplicate);
             }
-            dedup.record(conn, &event_id, now_ms)?;
+            dedup.record(conn, &record.id, now_ms)?;
             conn.prepare_cached(
                 "INSERT INTO records
                  (event_id, event_type, received_at_ms, body, stream_id, file_id, source)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
-                event_id, event_type, now_ms, body, stream_id, file_id, source
+                record.id,
+                record.event_type,
+                now_ms,
+                record.json,
+                record.stream_id,
+                record.file_id,
+                record.source.as_str()
             ])?;
             Ok(Acceptance::Stored {
                 seq: conn.last_insert_rowid(),
@@ -501,8 +504,9 @@ pub(crate) mod tests {
         Record::from_verified(verified, UNIX_EPOCH).unwrap()
     }
 
-    pub(crate) fn record(file_id: &str) -> Record {
-        record_of(100, file_id)
+    /// A recording (event type 100) with this file id, as the spool takes it.
+    pub(crate) fn record(file_id: &str) -> NewRecord {
+        NewRecord::try_from(&record_of(100, file_id)).unwrap()
     }
 
     pub(crate) fn open(dir: &tempfile::TempDir) -> SqliteSpool {
@@ -524,7 +528,7 @@ pub(crate) mod tests {
         .unwrap();
         let mut n = 0;
         while spool
-            .accept(&record(&format!("fill{n}")), at(1))
+            .accept(record(&format!("fill{n}")), at(1))
             .await
             .is_ok()
         {
@@ -534,7 +538,7 @@ pub(crate) mod tests {
         let entries = spool.dedup_entries();
         assert_eq!(entries, n);
         for m in 0..200 {
-            let refused = spool.accept(&record(&format!("late{m}")), at(2)).await;
+            let refused = spool.accept(record(&format!("late{m}")), at(2)).await;
             assert!(matches!(refused, Err(SpoolError::Write(_))), "{refused:?}");
         }
         assert_eq!(spool.dedup_entries(), entries);
@@ -558,7 +562,7 @@ pub(crate) mod tests {
         assert!(missing.to_string().contains("does not exist"), "{missing}");
         open(&dir).close().await;
         let admin = SqliteSpool::open_for_admin(&path).unwrap();
-        assert!(admin.accept(&record("f"), at(1)).await.is_err());
+        assert!(admin.accept(record("f"), at(1)).await.is_err());
         // It has no dedup memory to answer from.
         let known = admin.known_event_ids(vec!["f".to_owned()], at(1)).await;
         assert!(known.is_err(), "{known:?}");
@@ -578,10 +582,10 @@ pub(crate) mod tests {
     async fn a_closed_spool_refuses_writes_and_reopens_with_its_data() {
         let dir = tempfile::tempdir().unwrap();
         let spool = open(&dir);
-        spool.accept(&record("f"), at(1)).await.unwrap();
+        spool.accept(record("f"), at(1)).await.unwrap();
         spool.close().await;
         assert!(matches!(
-            spool.accept(&record("g"), at(1)).await,
+            spool.accept(record("g"), at(1)).await,
             Err(SpoolError::Closed)
         ));
         let reopened = open(&dir);
@@ -593,7 +597,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nested/spool.db");
         let server = open(&dir);
-        server.accept(&record("f"), at(1)).await.unwrap();
+        server.accept(record("f"), at(1)).await.unwrap();
         let refused = SqliteSpool::open(&path, Duration::from_secs(60))
             .err()
             .unwrap();
