@@ -239,20 +239,33 @@ pub struct Claim {
 
 /// The backend's bookkeeping for one claim; opaque outside the spool.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClaimReceipt {
-    /// SQLite: the last seq looked at (of any event type), where the sink's
-    /// cursor moves once the claim is settled.
-    scanned_to: Option<i64>,
-    /// PostgreSQL: the token the claimed rows carry while leased to it.
-    token: Option<i64>,
-    /// PostgreSQL, single-writer sinks: the sink lease's fence number.
-    fence: Option<i64>,
-    /// PostgreSQL: the claimed records' seqs, to renew their lease by key.
-    claimed: Vec<i64>,
-    /// PostgreSQL, single-writer sinks: this process has (re)gained the
-    /// sink's lease since its last claim, so another replica may have
-    /// written meanwhile.
-    took_over: bool,
+pub struct ClaimReceipt(Receipt);
+
+/// What the backend that made a claim needs to hold and settle it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+enum Receipt {
+    /// Nothing was claimed or looked at: settling has nothing to write.
+    #[default]
+    Empty,
+    /// A SQLite claim.
+    Sqlite {
+        /// The last seq looked at (of any event type), where the sink's
+        /// cursor moves once the claim is settled.
+        scanned_to: i64,
+    },
+    /// A PostgreSQL claim.
+    Postgres {
+        /// The token the claimed rows carry while leased to it.
+        token: i64,
+        /// Single-writer sinks: the sink lease's fence number.
+        fence: Option<i64>,
+        /// The claimed records' seqs, to renew their lease by key.
+        claimed: Vec<i64>,
+        /// Single-writer sinks: this process has (re)gained the sink's lease
+        /// since its last claim, so another replica may have written
+        /// meanwhile.
+        took_over: bool,
+    },
 }
 
 /// A sink as the spool knows it.
@@ -271,14 +284,20 @@ impl Claim {
     /// Whether settling this claim changes anything even without outcomes
     /// (it moved past records of other event types).
     pub fn makes_progress(&self) -> bool {
-        !self.deliveries.is_empty() || self.receipt.scanned_to.is_some()
+        !self.deliveries.is_empty() || matches!(self.receipt.0, Receipt::Sqlite { .. })
     }
 
     /// Whether this process has just (re)gained a single-writer sink's
     /// lease: what it knew of the sink's output (an open file and its size)
     /// may be stale, so the sink should reopen before writing.
     pub fn sink_taken_over(&self) -> bool {
-        self.receipt.took_over
+        matches!(
+            self.receipt.0,
+            Receipt::Postgres {
+                took_over: true,
+                ..
+            }
+        )
     }
 }
 
@@ -329,7 +348,9 @@ enum Backend {
     Postgres(postgres::PgSpool),
 }
 
-/// Runs `$body` with `$spool` bound to the backend in use.
+/// Runs `$body` with `$spool` bound to the backend in use. Every backend
+/// has each operation with the same signature (taking what either needs,
+/// ignoring what it does not), so this one match is the whole dispatch.
 macro_rules! with_backend {
     ($self:ident, $spool:ident => $body:expr) => {
         match &$self.backend {
@@ -409,16 +430,7 @@ impl Spool {
         sinks: Vec<SinkRegistration>,
         now: SystemTime,
     ) -> Result<Vec<(String, usize)>, SpoolError> {
-        match &self.backend {
-            Backend::Sqlite(spool) => {
-                let sinks = sinks
-                    .into_iter()
-                    .map(|sink| (sink.name, sink.event_types))
-                    .collect();
-                spool.register_sinks(sinks, now).await
-            }
-            Backend::Postgres(spool) => spool.register_sinks(sinks, now).await,
-        }
+        with_backend!(self, spool => spool.register_sinks(sinks, now).await)
     }
 
     /// Up to `limit` deliveries for `sink` (which takes `event_types`): due
@@ -430,10 +442,7 @@ impl Spool {
         now: SystemTime,
         limit: usize,
     ) -> Result<Claim, SpoolError> {
-        match &self.backend {
-            Backend::Sqlite(spool) => spool.claim(sink, event_types, now, limit).await,
-            Backend::Postgres(spool) => spool.claim(sink, now, limit).await,
-        }
+        with_backend!(self, spool => spool.claim(sink, event_types, now, limit).await)
     }
 
     /// Runs `work`, the attempt at a claim's deliveries, keeping the claim
@@ -444,10 +453,7 @@ impl Spool {
         receipt: &ClaimReceipt,
         work: F,
     ) -> F::Output {
-        match &self.backend {
-            Backend::Sqlite(_) => work.await,
-            Backend::Postgres(spool) => spool.hold_while(sink, receipt, work).await,
-        }
+        with_backend!(self, spool => spool.hold_while(sink, receipt, work).await)
     }
 
     /// Writes back the outcomes of a claim's attempts, in one transaction.
@@ -460,13 +466,7 @@ impl Spool {
         outcomes: Vec<Outcome>,
         now: SystemTime,
     ) -> Result<usize, SpoolError> {
-        match &self.backend {
-            Backend::Sqlite(spool) => spool
-                .settle(sink, outcomes, receipt.scanned_to, now)
-                .await
-                .map(|()| 0),
-            Backend::Postgres(spool) => spool.settle(sink, &receipt, outcomes, now).await,
-        }
+        with_backend!(self, spool => spool.settle(sink, receipt, outcomes, now).await)
     }
 
     /// When the next retry to `sink` falls due (Unix ms), if any is waiting.
@@ -508,10 +508,7 @@ impl Spool {
         sink: &str,
         event_types: &EventTypes,
     ) -> Result<Option<DeliveryState>, SpoolError> {
-        match &self.backend {
-            Backend::Sqlite(spool) => spool.delivery_state(event_id, sink, event_types).await,
-            Backend::Postgres(spool) => spool.delivery_state(event_id, sink).await,
-        }
+        with_backend!(self, spool => spool.delivery_state(event_id, sink, event_types).await)
     }
 
     /// Delivery counts of `sink`, which takes `event_types`.
@@ -520,10 +517,7 @@ impl Spool {
         sink: &str,
         event_types: &EventTypes,
     ) -> Result<SinkCounts, SpoolError> {
-        match &self.backend {
-            Backend::Sqlite(spool) => spool.counts(sink, event_types).await,
-            Backend::Postgres(spool) => spool.counts(sink).await,
-        }
+        with_backend!(self, spool => spool.counts(sink, event_types).await)
     }
 
     /// A page of records matching `query`, newest first, each with where it
@@ -700,11 +694,7 @@ impl Spool {
 
     /// Bytes available on the spool's filesystem, if known and local.
     pub fn free_bytes(&self) -> Option<u64> {
-        match &self.backend {
-            Backend::Sqlite(spool) => spool.free_bytes(),
-            // Not a local filesystem: PostgreSQL's space is its operator's.
-            Backend::Postgres(_) => None,
-        }
+        with_backend!(self, spool => spool.free_bytes())
     }
 
     /// Size of the spool on disk, in bytes.
@@ -744,5 +734,25 @@ mod tests {
         assert_eq!(new.stream_id.as_deref(), Some("s"));
         assert_eq!(new.file_id.as_deref(), Some("f1"));
         assert_eq!(new.source, Source::Live);
+    }
+
+    #[test]
+    fn a_claim_without_deliveries_makes_progress_only_when_it_moved_a_cursor() {
+        let claim = |receipt| Claim {
+            deliveries: Vec::new(),
+            receipt: ClaimReceipt(receipt),
+        };
+        let leased = |took_over| Receipt::Postgres {
+            token: 1,
+            fence: Some(2),
+            claimed: Vec::new(),
+            took_over,
+        };
+        assert!(!claim(Receipt::Empty).makes_progress());
+        assert!(claim(Receipt::Sqlite { scanned_to: 3 }).makes_progress());
+        assert!(!claim(leased(false)).makes_progress());
+        assert!(claim(leased(true)).sink_taken_over());
+        assert!(!claim(leased(false)).sink_taken_over());
+        assert!(!claim(Receipt::Sqlite { scanned_to: 3 }).sink_taken_over());
     }
 }

@@ -23,7 +23,7 @@ use super::{NOW_MS, PgSpool, describe};
 use crate::protocol::EventTypes;
 use crate::record::StoredRecord;
 use crate::spool::{
-    Claim, ClaimReceipt, DeadLetter, DeliveryState, Outcome, PendingDelivery, Settlement,
+    Claim, ClaimReceipt, DeadLetter, DeliveryState, Outcome, PendingDelivery, Receipt, Settlement,
     SinkCounts, SinkRegistration, SpoolError, format_ms,
 };
 
@@ -171,10 +171,12 @@ impl PgSpool {
 
     /// Up to `limit` deliveries for `sink`: due retries first, up to half of
     /// `limit`, then fresh ones in acceptance order, then more due retries
-    /// if room is left. Each is leased to this claim.
+    /// if room is left. Each is leased to this claim. (The sink's event
+    /// types need not be given: its deliveries exist only for those.)
     pub async fn claim(
         &self,
         sink: &str,
+        _event_types: &EventTypes,
         now: SystemTime,
         limit: usize,
     ) -> Result<Claim, SpoolError> {
@@ -234,13 +236,12 @@ impl PgSpool {
                 .is_ok_and(|mut fences| fences.insert(sink.to_owned(), fence) != Some(fence))
         });
         Ok(Claim {
-            receipt: ClaimReceipt {
-                scanned_to: None,
-                token: Some(token),
+            receipt: ClaimReceipt(Receipt::Postgres {
+                token,
                 fence,
                 claimed: deliveries.iter().map(|d| d.seq).collect(),
                 took_over,
-            },
+            }),
             deliveries,
         })
     }
@@ -258,12 +259,19 @@ impl PgSpool {
         }
     }
 
-    /// Extends the lease of a claim (and of its single-writer sink); false
-    /// when the claim has been lost.
-    async fn renew(&self, sink: &str, receipt: &ClaimReceipt) -> Result<bool, SpoolError> {
+    /// Extends the lease of the claim `token` on the records `claimed` (and
+    /// of its single-writer sink, held under `fence`); false when the claim
+    /// has been lost.
+    async fn renew(
+        &self,
+        sink: &str,
+        token: i64,
+        fence: Option<i64>,
+        claimed: &[i64],
+    ) -> Result<bool, SpoolError> {
         let client = self.client().await?;
         let lease = self.lease_ms();
-        if let Some(fence) = receipt.fence {
+        if let Some(fence) = fence {
             let held = client
                 .execute(
                     &format!(
@@ -284,7 +292,7 @@ impl PgSpool {
                     "UPDATE deliveries SET lease_until_ms = {NOW_MS} + $4
                      WHERE sink = $1 AND seq = ANY ($2) AND claim_token = $3"
                 ),
-                &[&sink, &receipt.claimed, &receipt.token, &lease],
+                &[&sink, &claimed, &token, &lease],
             )
             .await
             .map_err(write)?;
@@ -299,9 +307,16 @@ impl PgSpool {
         receipt: &ClaimReceipt,
         work: F,
     ) -> F::Output {
-        if receipt.token.is_none() {
+        let ClaimReceipt(Receipt::Postgres {
+            token,
+            fence,
+            claimed,
+            ..
+        }) = receipt
+        else {
+            // Nothing leased, nothing to renew.
             return work.await;
-        }
+        };
         let mut renewals = tokio::time::interval(self.inner.lease / 3);
         renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         renewals.tick().await;
@@ -309,7 +324,7 @@ impl PgSpool {
         loop {
             tokio::select! {
                 output = &mut work => return output,
-                _ = renewals.tick() => match self.renew(sink, receipt).await {
+                _ = renewals.tick() => match self.renew(sink, *token, *fence, claimed).await {
                     Ok(true) => {}
                     Ok(false) => tracing::warn!(
                         sink, "lost the lease on a claim while delivering it: another replica \
@@ -327,13 +342,18 @@ impl PgSpool {
     pub async fn settle(
         &self,
         sink: &str,
-        receipt: &ClaimReceipt,
+        receipt: ClaimReceipt,
         outcomes: Vec<Outcome>,
         now: SystemTime,
     ) -> Result<usize, SpoolError> {
         if outcomes.is_empty() {
             return Ok(0);
         }
+        let ClaimReceipt(Receipt::Postgres { token, fence, .. }) = receipt else {
+            // No claim of this database's rows: none of them is this
+            // caller's to settle.
+            return Ok(outcomes.len());
+        };
         let now_ms = self.inner.clock.db_ms(now);
         let mut seqs = Vec::with_capacity(outcomes.len());
         let mut states = Vec::with_capacity(outcomes.len());
@@ -385,8 +405,8 @@ impl PgSpool {
                     &attempts,
                     &next,
                     &errors,
-                    &receipt.token,
-                    &receipt.fence,
+                    &token,
+                    &fence,
                     &self.inner.replica,
                 ],
             )
@@ -483,11 +503,13 @@ impl PgSpool {
         Ok(usize::try_from(count).unwrap_or(usize::MAX))
     }
 
-    /// Where the latest record with `event_id` stands with `sink`.
+    /// Where the latest record with `event_id` stands with `sink` (whose
+    /// event types need not be given: it has deliveries of those only).
     pub async fn delivery_state(
         &self,
         event_id: &str,
         sink: &str,
+        _event_types: &EventTypes,
     ) -> Result<Option<DeliveryState>, SpoolError> {
         let row = self
             .client()
@@ -519,8 +541,13 @@ impl PgSpool {
         }))
     }
 
-    /// Pending and dead deliveries of `sink`.
-    pub async fn counts(&self, sink: &str) -> Result<SinkCounts, SpoolError> {
+    /// Pending and dead deliveries of `sink` (whose event types need not be
+    /// given: it has deliveries of those only).
+    pub async fn counts(
+        &self,
+        sink: &str,
+        _event_types: &EventTypes,
+    ) -> Result<SinkCounts, SpoolError> {
         let row = self
             .client()
             .await?

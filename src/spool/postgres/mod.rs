@@ -539,6 +539,12 @@ impl PgSpool {
         usize::try_from(self.inner.dedup_entries.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
     }
 
+    /// Free space is not known: the database's filesystem is not local (it
+    /// is its operator's to watch).
+    pub fn free_bytes(&self) -> Option<u64> {
+        None
+    }
+
     /// Size of the whole database (as of the last maintenance round).
     pub fn disk_bytes(&self) -> u64 {
         self.inner.database_bytes.load(Ordering::Relaxed)
