@@ -62,6 +62,7 @@
 //! take it, so the admin commands run beside a server.
 
 pub mod browse;
+mod error;
 mod postgres;
 pub mod reconciliation;
 mod sqlite;
@@ -77,43 +78,8 @@ use crate::protocol::EventTypes;
 use crate::record::{Record, Source, StoredRecord};
 use reconciliation::{Gap, ReconcileRun};
 
+pub use error::{SpoolError, StorageError};
 pub use postgres::{PostgresOptions, check as check_postgres};
-
-/// Why the spool could not do what was asked.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum SpoolError {
-    /// The store could not be opened or migrated.
-    #[error("spool `{location}` could not be opened: {reason}")]
-    Open {
-        /// The configured location (a file, or a URL without its password).
-        location: String,
-        /// What went wrong.
-        reason: String,
-    },
-    /// The store's schema is not the one this recordhook uses, and it was
-    /// opened for administration, which never migrates.
-    #[error(
-        "spool `{location}` has schema version {found}, this recordhook uses {expected}: \
-         run the recordhook version that matches the server"
-    )]
-    SchemaMismatch {
-        /// The configured location (a file, or a URL without its password).
-        location: String,
-        /// The version found.
-        found: i64,
-        /// The version this build uses.
-        expected: i64,
-    },
-    /// A write did not commit (disk full, I/O error, …); nothing of it was stored.
-    #[error("spool write failed: {0}")]
-    Write(String),
-    /// A read failed.
-    #[error("spool read failed: {0}")]
-    Read(String),
-    /// The spool is closing or closed (the service is shutting down).
-    #[error("spool is closed")]
-    Closed,
-}
 
 /// What became of a callback offered to the spool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,7 +123,8 @@ impl TryFrom<&Record> for NewRecord {
             id,
             event_type,
             json,
-        } = StoredRecord::try_from(record).map_err(|err| SpoolError::Write(err.to_string()))?;
+        } = StoredRecord::try_from(record)
+            .map_err(|err| SpoolError::Write(StorageError::encode(err)))?;
         Ok(Self {
             id,
             event_type,
@@ -653,9 +620,7 @@ impl Spool {
         if updated {
             Ok(())
         } else {
-            Err(SpoolError::Write(format!(
-                "no reconciliation run {id} is recorded"
-            )))
+            Err(SpoolError::Write(StorageError::NoRun { id }))
         }
     }
 

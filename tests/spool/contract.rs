@@ -11,7 +11,7 @@ use recordhook::spool::browse::{DeliveryStatus, EventQuery};
 use recordhook::spool::reconciliation::{Gap, KEPT_RUNS, ReconcileRun};
 use recordhook::spool::{
     Acceptance, Claim, DeadLetter, Outcome, Settlement, SinkCounts, SinkRegistration, Spool,
-    SpoolError, unix_ms,
+    SpoolError, StorageError, unix_ms,
 };
 
 use crate::contract_test;
@@ -952,11 +952,17 @@ async fn reconcile_runs_are_listed_latest_first_with_how_they_ended(backend: Bac
     let bogus = spool
         .finish_reconcile_run(first, 3_000, "running", None, "{}".to_owned())
         .await;
-    assert!(matches!(bogus, Err(SpoolError::Write(_))), "{bogus:?}");
+    assert!(
+        matches!(&bogus, Err(SpoolError::Write(StorageError::RunStatus { status })) if status == "running"),
+        "{bogus:?}"
+    );
     let unknown = spool
         .finish_reconcile_run(second + 1_000, 3_000, "ok", None, "{}".to_owned())
         .await;
-    assert!(matches!(unknown, Err(SpoolError::Write(_))), "{unknown:?}");
+    assert!(
+        matches!(unknown, Err(SpoolError::Write(StorageError::NoRun { id })) if id == second + 1_000),
+        "{unknown:?}"
+    );
     assert_eq!(spool.reconcile_runs(10).await.unwrap(), runs);
 }
 

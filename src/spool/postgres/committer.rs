@@ -11,7 +11,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 
-use crate::spool::{Acceptance, NewRecord, SpoolError};
+use crate::spool::{Acceptance, NewRecord, SpoolError, StorageError};
 
 /// Times a batch is tried again after PostgreSQL aborted it to resolve a
 /// conflict (a deadlock or serialization failure), before its callbacks get
@@ -21,16 +21,16 @@ const RETRIES: usize = 3;
 /// Why a batch was not stored.
 enum StoreError {
     /// PostgreSQL aborted it to resolve a conflict; trying again may work.
-    Transient(String),
+    Transient(tokio_postgres::Error),
     /// Anything else.
-    Failed(SpoolError),
+    Failed(StorageError),
 }
 
 impl From<StoreError> for SpoolError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::Transient(reason) => SpoolError::Write(reason),
-            StoreError::Failed(err) => err,
+            StoreError::Transient(err) => SpoolError::write(err),
+            StoreError::Failed(err) => SpoolError::Write(err),
         }
     }
 }
@@ -170,8 +170,7 @@ async fn store(
     columns: &Columns<'_>,
     window_ms: i64,
 ) -> Result<HashMap<String, i64>, StoreError> {
-    let write = |err: &tokio_postgres::Error| {
-        let reason = super::describe(err);
+    let write = |err: tokio_postgres::Error| {
         let transient = err.code().is_some_and(|code| {
             [
                 SqlState::T_R_DEADLOCK_DETECTED,
@@ -180,19 +179,16 @@ async fn store(
             .contains(code)
         });
         if transient {
-            StoreError::Transient(reason)
+            StoreError::Transient(err)
         } else {
-            StoreError::Failed(SpoolError::Write(reason))
+            StoreError::Failed(err.into())
         }
     };
     let client = pool
         .get()
         .await
-        .map_err(|err| StoreError::Failed(SpoolError::Write(super::describe_pool(&err))))?;
-    let statement = client
-        .prepare_cached(STORE)
-        .await
-        .map_err(|err| write(&err))?;
+        .map_err(|err| StoreError::Failed(err.into()))?;
+    let statement = client.prepare_cached(STORE).await.map_err(write)?;
     let rows = client
         .query(
             &statement,
@@ -208,7 +204,7 @@ async fn store(
             ],
         )
         .await
-        .map_err(|err| write(&err))?;
+        .map_err(write)?;
     Ok(rows
         .into_iter()
         .map(|row| (row.get::<_, String>(1), row.get::<_, i64>(0)))

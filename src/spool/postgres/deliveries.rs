@@ -19,21 +19,13 @@ use std::time::SystemTime;
 
 use tokio_postgres::Row;
 
-use super::{NOW_MS, PgSpool, describe};
+use super::{NOW_MS, PgSpool};
 use crate::protocol::EventTypes;
 use crate::record::StoredRecord;
 use crate::spool::{
     Claim, ClaimReceipt, DeadLetter, DeliveryState, Outcome, PendingDelivery, Receipt, Settlement,
     SinkCounts, SinkRegistration, SpoolError, format_ms,
 };
-
-fn read(err: tokio_postgres::Error) -> SpoolError {
-    SpoolError::Read(describe(&err))
-}
-
-fn write(err: tokio_postgres::Error) -> SpoolError {
-    SpoolError::Write(describe(&err))
-}
 
 /// Event types as stored in `sinks.event_types`: NULL for every type.
 fn type_array(event_types: &EventTypes) -> Option<Vec<i64>> {
@@ -90,10 +82,10 @@ impl PgSpool {
                 .collect();
         }
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(write)?;
+        let tx = client.transaction().await.map_err(SpoolError::write)?;
         tx.execute("LOCK TABLE sinks IN SHARE ROW EXCLUSIVE MODE", &[])
             .await
-            .map_err(write)?;
+            .map_err(SpoolError::write)?;
         for sink in &sinks {
             let types = type_array(&sink.event_types);
             tx.execute(
@@ -103,7 +95,7 @@ impl PgSpool {
                 &[&sink.name, &types, &sink.single_writer],
             )
             .await
-            .map_err(write)?;
+            .map_err(SpoolError::write)?;
             if let Some(types) = types {
                 tx.execute(
                     "DELETE FROM deliveries d USING records r
@@ -112,7 +104,7 @@ impl PgSpool {
                     &[&sink.name, &types],
                 )
                 .await
-                .map_err(write)?;
+                .map_err(SpoolError::write)?;
             }
         }
         let known: Vec<&str> = sinks.iter().map(|sink| sink.name.as_str()).collect();
@@ -122,7 +114,7 @@ impl PgSpool {
                 &[&known],
             )
             .await
-            .map_err(write)?
+            .map_err(SpoolError::write)?
             .iter()
             .map(|row| row.get(0))
             .collect();
@@ -137,13 +129,13 @@ impl PgSpool {
                     &[&sink, &error, &now_ms],
                 )
                 .await
-                .map_err(write)?;
+                .map_err(SpoolError::write)?;
             tx.execute("DELETE FROM sinks WHERE sink = $1", &[&sink])
                 .await
-                .map_err(write)?;
+                .map_err(SpoolError::write)?;
             counts.push((sink, usize::try_from(count).unwrap_or(usize::MAX)));
         }
-        tx.commit().await.map_err(write)?;
+        tx.commit().await.map_err(SpoolError::write)?;
         Ok(counts)
     }
 
@@ -165,7 +157,7 @@ impl PgSpool {
                 &[&sink, &self.inner.replica, &self.lease_ms()],
             )
             .await
-            .map_err(write)?;
+            .map_err(SpoolError::write)?;
         Ok(row.map(|row| row.get(0)))
     }
 
@@ -197,11 +189,11 @@ impl PgSpool {
                 "next_attempt_ms, seq",
             ))
             .await
-            .map_err(read)?;
+            .map_err(SpoolError::read)?;
         let fresh = client
             .prepare_cached(&claim_statement("last_attempt_ms IS NULL", "seq"))
             .await
-            .map_err(read)?;
+            .map_err(SpoolError::read)?;
         let lease = self.lease_ms();
         let take = |statement, count: usize| {
             let client = &client;
@@ -210,7 +202,7 @@ impl PgSpool {
                 client
                     .query(statement, &[&sink, &count, &token, &lease, &now_ms])
                     .await
-                    .map_err(write)
+                    .map_err(SpoolError::write)
             }
         };
         let mut due = take(&retries, limit / 2).await?;
@@ -281,7 +273,7 @@ impl PgSpool {
                     &[&sink, &self.inner.replica, &lease, &fence],
                 )
                 .await
-                .map_err(write)?;
+                .map_err(SpoolError::write)?;
             if held == 0 {
                 return Ok(false);
             }
@@ -295,7 +287,7 @@ impl PgSpool {
                 &[&sink, &claimed, &token, &lease],
             )
             .await
-            .map_err(write)?;
+            .map_err(SpoolError::write)?;
         Ok(renewed > 0)
     }
 
@@ -393,7 +385,7 @@ impl PgSpool {
                        SELECT 1 FROM sinks s WHERE s.sink = $1 AND s.holder = $10 AND s.fence = $9))",
             )
             .await
-            .map_err(write)?;
+            .map_err(SpoolError::write)?;
         let settled = client
             .execute(
                 &statement,
@@ -411,7 +403,7 @@ impl PgSpool {
                 ],
             )
             .await
-            .map_err(write)?;
+            .map_err(SpoolError::write)?;
         Ok(outcomes
             .len()
             .saturating_sub(usize::try_from(settled).unwrap_or(usize::MAX)))
@@ -428,7 +420,7 @@ impl PgSpool {
                 &[&sink],
             )
             .await
-            .map_err(read)?;
+            .map_err(SpoolError::read)?;
         Ok(row
             .get::<_, Option<i64>>(0)
             .map(|at| self.inner.clock.local_ms(at)))
@@ -448,7 +440,7 @@ impl PgSpool {
                 &[&sink],
             )
             .await
-            .map_err(read)?;
+            .map_err(SpoolError::read)?;
         Ok(rows
             .iter()
             .map(|row| DeadLetter {
@@ -479,7 +471,7 @@ impl PgSpool {
                 &[&sink, &event_id, &now_ms],
             )
             .await
-            .map_err(write)?;
+            .map_err(SpoolError::write)?;
         Ok(usize::try_from(count).unwrap_or(usize::MAX))
     }
 
@@ -499,7 +491,7 @@ impl PgSpool {
                 &[&sink, &event_id],
             )
             .await
-            .map_err(write)?;
+            .map_err(SpoolError::write)?;
         Ok(usize::try_from(count).unwrap_or(usize::MAX))
     }
 
@@ -520,7 +512,7 @@ impl PgSpool {
                 &[&event_id, &sink],
             )
             .await
-            .map_err(read)?;
+            .map_err(SpoolError::read)?;
         Ok(row.map(|row| {
             let state: String = row.get(0);
             // Like SQLite: handled is "delivered", and only failures count.
@@ -560,7 +552,7 @@ impl PgSpool {
                 &[&sink],
             )
             .await
-            .map_err(read)?;
+            .map_err(SpoolError::read)?;
         let count = |index: usize| u64::try_from(row.get::<_, i64>(index)).unwrap_or(0);
         Ok(SinkCounts {
             pending: count(0) + count(1),

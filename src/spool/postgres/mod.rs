@@ -28,7 +28,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 
-use super::{Acceptance, NewRecord, SpoolError, unix_ms};
+use super::{Acceptance, NewRecord, SpoolError, StorageError, unix_ms};
 use crate::record::Record;
 use crate::secret_url::SecretUrl;
 
@@ -55,24 +55,6 @@ pub struct PostgresOptions {
     pub max_connections: usize,
     /// How long a claim (and a single-writer sink) is held without renewal.
     pub lease: Duration,
-}
-
-/// A pool error's text, with PostgreSQL's own reason when it gave one (a
-/// wrong password, an unknown database).
-pub(super) fn describe_pool(err: &deadpool_postgres::PoolError) -> String {
-    match err {
-        deadpool_postgres::PoolError::Backend(err) => describe(err),
-        other => other.to_string(),
-    }
-}
-
-/// An error's text with PostgreSQL's own message, code and detail (the
-/// client's `Display` says only "db error").
-pub(super) fn describe(err: &tokio_postgres::Error) -> String {
-    match err.as_db_error() {
-        Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
-        None => err.to_string(),
-    }
 }
 
 /// The offset from this host's clock to the database's, so times replicas
@@ -121,8 +103,6 @@ pub(super) struct PgSpool {
 }
 
 struct Inner {
-    /// The URL without its password, for messages.
-    shown: String,
     pool: Pool,
     clock: Clock,
     /// This process, as it appears in leases and `replicas`.
@@ -151,12 +131,12 @@ struct Inner {
 /// Builds the connection pool: `synchronous_commit = on` for every session,
 /// whatever the database's default, so a commit is on disk (and on any
 /// synchronous standby) before a callback is answered.
-fn pool(options: &PostgresOptions) -> Result<Pool, String> {
+fn pool(options: &PostgresOptions) -> Result<Pool, StorageError> {
     let mut config: tokio_postgres::Config = options
         .url
         .expose()
         .parse()
-        .map_err(|err: tokio_postgres::Error| format!("not a valid PostgreSQL URL: {err}"))?;
+        .map_err(|err| StorageError::InvalidUrl(Arc::new(err)))?;
     let session = format!(
         "{} -c synchronous_commit=on",
         config.get_options().unwrap_or_default()
@@ -183,14 +163,14 @@ fn pool(options: &PostgresOptions) -> Result<Pool, String> {
         .create_timeout(Some(CONNECTION_TIMEOUT))
         .recycle_timeout(Some(CONNECTION_TIMEOUT))
         .build()
-        .map_err(|err| err.to_string())
+        .map_err(StorageError::Pool)
 }
 
 /// A failure to open the database at `options`, named without its password.
-fn open_error(options: &PostgresOptions, reason: String) -> SpoolError {
+fn open_error(options: &PostgresOptions, source: StorageError) -> SpoolError {
     SpoolError::Open {
         location: options.url.redacted().to_owned(),
-        reason,
+        source,
     }
 }
 
@@ -198,11 +178,11 @@ fn open_error(options: &PostgresOptions, reason: String) -> SpoolError {
 async fn connect(
     options: &PostgresOptions,
 ) -> Result<(Pool, deadpool_postgres::Object), SpoolError> {
-    let pool = pool(options).map_err(|reason| open_error(options, reason))?;
+    let pool = pool(options).map_err(|err| open_error(options, err))?;
     let client = pool
         .get()
         .await
-        .map_err(|err| open_error(options, format!("cannot connect: {}", describe_pool(&err))))?;
+        .map_err(|err| open_error(options, err.into()))?;
     Ok((pool, client))
 }
 
@@ -217,9 +197,7 @@ fn replica_name() -> String {
 pub async fn check(options: &PostgresOptions) -> Result<String, SpoolError> {
     let shown = options.url.redacted().to_owned();
     let (_pool, client) = connect(options).await?;
-    let found = schema::found(&client)
-        .await
-        .map_err(|err| SpoolError::Read(describe(&err)))?;
+    let found = schema::found(&client).await.map_err(SpoolError::read)?;
     let current = schema::CURRENT_VERSION;
     Ok(match found.version {
         0 => format!(
@@ -256,7 +234,7 @@ impl PgSpool {
         let (pool, mut client) = connect(options).await?;
         schema::migrate(&mut client)
             .await
-            .map_err(|reason| open_error(options, reason))?;
+            .map_err(|err| open_error(options, err))?;
         let window_ms = i64::try_from(dedup_window.as_millis()).unwrap_or(i64::MAX);
         let spool = Self::start(options, pool, false, window_ms);
         spool
@@ -264,7 +242,7 @@ impl PgSpool {
             .clock
             .measure(&client)
             .await
-            .map_err(|err| open_error(options, describe(&err)))?;
+            .map_err(|err| open_error(options, err.into()))?;
         drop(client);
         let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
@@ -292,12 +270,9 @@ impl PgSpool {
         let (pool, client) = connect(options).await?;
         let found = schema::found(&client)
             .await
-            .map_err(|err| open_error(options, describe(&err)))?;
+            .map_err(|err| open_error(options, err.into()))?;
         if found.version == 0 {
-            return Err(open_error(
-                options,
-                "it holds no recordhook spool yet: start the server on it once".to_owned(),
-            ));
+            return Err(open_error(options, StorageError::NoSchema));
         }
         if !found.runs_here() {
             return Err(SpoolError::SchemaMismatch {
@@ -312,7 +287,7 @@ impl PgSpool {
             .clock
             .measure(&client)
             .await
-            .map_err(|err| SpoolError::Read(describe(&err)))?;
+            .map_err(SpoolError::read)?;
         drop(client);
         Ok(spool)
     }
@@ -320,7 +295,6 @@ impl PgSpool {
     fn start(options: &PostgresOptions, pool: Pool, admin: bool, dedup_window_ms: i64) -> Self {
         Self {
             inner: Arc::new(Inner {
-                shown: options.url.redacted().to_owned(),
                 pool,
                 clock: Clock::default(),
                 replica: replica_name(),
@@ -343,13 +317,7 @@ impl PgSpool {
         if self.inner.closed.load(Ordering::Relaxed) {
             return Err(SpoolError::Closed);
         }
-        self.inner.pool.get().await.map_err(|err| {
-            SpoolError::Write(format!(
-                "no connection to PostgreSQL ({}): {}",
-                self.inner.shown,
-                describe_pool(&err)
-            ))
-        })
+        self.inner.pool.get().await.map_err(SpoolError::write)
     }
 
     /// Stores `record`, unless its event id was accepted within the dedup
@@ -360,9 +328,7 @@ impl PgSpool {
         now: SystemTime,
     ) -> Result<Acceptance, SpoolError> {
         if self.inner.admin {
-            return Err(SpoolError::Write(
-                "this spool handle was opened for administration and does not accept".to_owned(),
-            ));
+            return Err(SpoolError::Write(StorageError::AdminAccept));
         }
         let sender = self
             .inner
@@ -391,10 +357,7 @@ impl PgSpool {
         now: SystemTime,
     ) -> Result<HashSet<String>, SpoolError> {
         if self.inner.admin {
-            return Err(SpoolError::Read(
-                "this spool handle was opened for administration and knows no dedup window"
-                    .to_owned(),
-            ));
+            return Err(SpoolError::Read(StorageError::AdminDedup));
         }
         if ids.is_empty() {
             return Ok(HashSet::new());
@@ -413,7 +376,7 @@ impl PgSpool {
                 &[&ids, &since_ms],
             )
             .await
-            .map_err(|err| SpoolError::Read(describe(&err)))?;
+            .map_err(SpoolError::read)?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
@@ -430,12 +393,12 @@ impl PgSpool {
                 &[&self.inner.replica],
             )
             .await
-            .map_err(|err| SpoolError::Write(describe(&err)))?;
+            .map_err(SpoolError::write)?;
         self.inner
             .clock
             .measure(&client)
             .await
-            .map_err(|err| SpoolError::Read(describe(&err)))
+            .map_err(SpoolError::read)
     }
 
     /// Every stored record, oldest first.
@@ -445,12 +408,9 @@ impl PgSpool {
             .await?
             .query("SELECT body FROM records ORDER BY seq", &[])
             .await
-            .map_err(|err| SpoolError::Read(describe(&err)))?;
+            .map_err(SpoolError::read)?;
         rows.iter()
-            .map(|row| {
-                serde_json::from_str(row.get::<_, &str>(0))
-                    .map_err(|err| SpoolError::Read(format!("stored record is unreadable: {err}")))
-            })
+            .map(|row| serde_json::from_str(row.get::<_, &str>(0)).map_err(SpoolError::unreadable))
             .collect()
     }
 
@@ -463,13 +423,12 @@ impl PgSpool {
         before_ms: i64,
         limit: usize,
     ) -> Result<usize, SpoolError> {
-        let write = |err: tokio_postgres::Error| SpoolError::Write(describe(&err));
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(write)?;
+        let tx = client.transaction().await.map_err(SpoolError::write)?;
         let locked: bool = tx
             .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&MAINTENANCE_LOCK])
             .await
-            .map_err(write)?
+            .map_err(SpoolError::write)?
             .get(0);
         if !locked {
             return Ok(0);
@@ -478,8 +437,8 @@ impl PgSpool {
         let count = tx
             .execute(delete, &[&before_ms, &limit])
             .await
-            .map_err(write)?;
-        tx.commit().await.map_err(write)?;
+            .map_err(SpoolError::write)?;
+        tx.commit().await.map_err(SpoolError::write)?;
         Ok(usize::try_from(count).unwrap_or(usize::MAX))
     }
 
@@ -578,7 +537,10 @@ impl PgSpool {
                     )
                     .await;
                 if let Err(err) = released {
-                    tracing::warn!(error = %describe(&err), "could not release sink leases");
+                    tracing::warn!(
+                        error = %StorageError::from(err),
+                        "could not release sink leases"
+                    );
                 }
                 let _ = client
                     .execute(

@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Acceptance, NewRecord, SpoolError, unix_ms};
+use super::{Acceptance, NewRecord, SpoolError, StorageError, unix_ms};
 use crate::record::Record;
 use dedup::DedupIndex;
 use writer::{ClosureJob, WriteJob};
@@ -50,9 +50,11 @@ const KNOWN_IDS_PER_LOCK: usize = 512;
 /// runs, at the same throughput (bench/BENCHMARKS.md).
 const CHECKPOINT_PAGES: i64 = 64;
 
+/// An error met on the read connection (through `?`) is a failed read; the
+/// writer thread reports its own errors as failed writes.
 impl From<rusqlite::Error> for SpoolError {
     fn from(err: rusqlite::Error) -> Self {
-        Self::Read(err.to_string())
+        Self::read(err)
     }
 }
 
@@ -87,25 +89,29 @@ fn lock_path(path: &Path) -> PathBuf {
 /// spool is this process's while the returned file stays open. The lock
 /// file is left in place when the spool closes; deleting it could let two
 /// processes lock two different files of one name.
-fn lock_for_server(path: &Path) -> Result<std::fs::File, String> {
-    let lock_path = lock_path(path);
+fn lock_for_server(path: &Path) -> Result<std::fs::File, StorageError> {
+    let lock = lock_path(path);
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(&lock_path)
-        .map_err(|err| format!("cannot open {}: {err}", lock_path.display()))?;
+        .open(&lock)
+        .map_err(|err| StorageError::io(format!("open {}", lock.display()), err))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
-            "another recordhook process has this spool open ({}); stop it, or use the admin \
-             commands, which may run beside it",
-            lock_path.display()
-        )),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Locked { lock }),
         Err(std::fs::TryLockError::Error(err)) => {
-            Err(format!("cannot lock {}: {err}", lock_path.display()))
+            Err(StorageError::io(format!("lock {}", lock.display()), err))
         }
+    }
+}
+
+/// A failure to open the spool at `path`.
+fn open_error(path: &Path, source: StorageError) -> SpoolError {
+    SpoolError::Open {
+        location: path.display().to_string(),
+        source,
     }
 }
 
@@ -133,38 +139,39 @@ impl SqliteSpool {
         dedup_window: Duration,
         max_bytes: u64,
     ) -> Result<Self, SpoolError> {
-        let open_error = |reason: String| SpoolError::Open {
-            location: path.display().to_string(),
-            reason,
-        };
+        let dedup_window_ms = i64::try_from(dedup_window.as_millis()).unwrap_or(i64::MAX);
+        Self::open_server(path, dedup_window_ms, max_bytes).map_err(|err| open_error(path, err))
+    }
+
+    /// [`SqliteSpool::open_limited`], its errors not yet named by the path.
+    fn open_server(
+        path: &Path,
+        dedup_window_ms: i64,
+        max_bytes: u64,
+    ) -> Result<Self, StorageError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|err| open_error(err.to_string()))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|err| StorageError::io(format!("create {}", parent.display()), err))?;
         }
         // Before anything else, so two servers never even migrate at once.
-        let lock = lock_for_server(path).map_err(open_error)?;
-        let mut conn = open_connection(path).map_err(|err| open_error(err.to_string()))?;
-        schema::migrate(&mut conn).map_err(open_error)?;
+        let lock = lock_for_server(path)?;
+        let mut conn = open_connection(path)?;
+        schema::migrate(&mut conn)?;
         // Whoever held a lease in this file held it in a process that has
         // since ended (the lock above says no other process has the spool):
         // a lease outliving a SIGKILL must not keep this one waiting.
-        conn.execute("DELETE FROM leases", [])
-            .map_err(|err| open_error(err.to_string()))?;
+        conn.execute("DELETE FROM leases", [])?;
         // Small, frequent checkpoints: each copies little, so it adds little
         // to the commit that runs it, and the WAL stays a few MiB. (A separate
         // checkpoint thread was measured: under continuous writes it never
         // reaches the WAL's head, so the WAL grew without bound.)
-        conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)
-            .map_err(|err| open_error(err.to_string()))?;
+        conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)?;
         if max_bytes > 0 {
-            let page_size: i64 = conn
-                .pragma_query_value(None, "page_size", |row| row.get(0))
-                .map_err(|err| open_error(err.to_string()))?;
+            let page_size: i64 = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
             let pages = i64::try_from(max_bytes).unwrap_or(i64::MAX) / page_size.max(1);
-            conn.pragma_update(None, "max_page_count", pages.max(1))
-                .map_err(|err| open_error(err.to_string()))?;
+            conn.pragma_update(None, "max_page_count", pages.max(1))?;
         }
-        let dedup = DedupIndex::load(&conn).map_err(|err| open_error(err.to_string()))?;
-        let dedup_window_ms = i64::try_from(dedup_window.as_millis()).unwrap_or(i64::MAX);
+        let dedup = DedupIndex::load(&conn)?;
         Self::start(path, conn, dedup, dedup_window_ms, Some(lock))
     }
 
@@ -174,18 +181,11 @@ impl SqliteSpool {
     /// accept), no checkpoint on close (it would hold the lock the server
     /// commits under).
     pub fn open_for_admin(path: &Path) -> Result<Self, SpoolError> {
-        let open_error = |reason: String| SpoolError::Open {
-            location: path.display().to_string(),
-            reason,
-        };
         if !path.exists() {
-            return Err(open_error(
-                "it does not exist: check spool.path (or --config) points at the server's spool"
-                    .to_owned(),
-            ));
+            return Err(open_error(path, StorageError::NoFile));
         }
-        let conn = open_connection(path).map_err(|err| open_error(err.to_string()))?;
-        let found = schema::version(&conn).map_err(|err| open_error(err.to_string()))?;
+        let conn = open_connection(path).map_err(|err| open_error(path, err.into()))?;
+        let found = schema::version(&conn).map_err(|err| open_error(path, err.into()))?;
         let expected = schema::CURRENT_VERSION;
         if found != expected {
             return Err(SpoolError::SchemaMismatch {
@@ -194,7 +194,7 @@ impl SqliteSpool {
                 expected,
             });
         }
-        Self::start(path, conn, DedupIndex::empty(), 0, None)
+        Self::start(path, conn, DedupIndex::empty(), 0, None).map_err(|err| open_error(path, err))
     }
 
     /// Starts the writer thread on `conn` and opens the read connection.
@@ -208,13 +208,9 @@ impl SqliteSpool {
         dedup: DedupIndex,
         dedup_window_ms: i64,
         lock: Option<std::fs::File>,
-    ) -> Result<Self, SpoolError> {
+    ) -> Result<Self, StorageError> {
         let admin = lock.is_none();
-        let open_error = |reason: String| SpoolError::Open {
-            location: path.display().to_string(),
-            reason,
-        };
-        let reader = open_connection(path).map_err(|err| open_error(err.to_string()))?;
+        let reader = open_connection(path)?;
         let dedup = Arc::new(Mutex::new(dedup));
         let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
         let writer_dedup = Arc::clone(&dedup);
@@ -225,7 +221,7 @@ impl SqliteSpool {
                 // The database is closed: another server may have it now.
                 drop(lock);
             })
-            .map_err(|err| open_error(err.to_string()))?;
+            .map_err(|err| StorageError::io("start the spool writer thread".to_owned(), err))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
@@ -280,11 +276,11 @@ impl SqliteSpool {
         tokio::task::spawn_blocking(move || {
             let conn = reader
                 .lock()
-                .map_err(|_| SpoolError::Read("reader lock poisoned".to_owned()))?;
+                .map_err(|_| SpoolError::Read(StorageError::ReaderPoisoned))?;
             work(&conn)
         })
         .await
-        .map_err(|err| SpoolError::Read(err.to_string()))?
+        .map_err(SpoolError::read)?
     }
 
     /// Stores `record`, unless its event id was accepted within the dedup
@@ -296,9 +292,7 @@ impl SqliteSpool {
         now: SystemTime,
     ) -> Result<Acceptance, SpoolError> {
         if self.inner.admin {
-            return Err(SpoolError::Write(
-                "this spool handle was opened for administration and does not accept".to_owned(),
-            ));
+            return Err(SpoolError::Write(StorageError::AdminAccept));
         }
         let now_ms = unix_ms(now);
         let window_start = now_ms.saturating_sub(self.inner.dedup_window_ms);
@@ -340,10 +334,7 @@ impl SqliteSpool {
         now: SystemTime,
     ) -> Result<HashSet<String>, SpoolError> {
         if self.inner.admin {
-            return Err(SpoolError::Read(
-                "this spool handle was opened for administration and has no dedup memory"
-                    .to_owned(),
-            ));
+            return Err(SpoolError::Read(StorageError::AdminDedup));
         }
         let since_ms = unix_ms(now).saturating_sub(self.inner.dedup_window_ms);
         let dedup = Arc::clone(&self.inner.dedup);
@@ -383,7 +374,10 @@ impl SqliteSpool {
             let bodies = statement
                 .query_map([], |row| row.get::<_, String>(0))?
                 .collect::<Result<Vec<_>, _>>()?;
-            bodies.iter().map(|body| decode(body)).collect()
+            bodies
+                .iter()
+                .map(|body| serde_json::from_str(body).map_err(SpoolError::unreadable))
+                .collect()
         })
         .await
     }
@@ -475,11 +469,6 @@ impl SqliteSpool {
             }
         }
     }
-}
-
-fn decode(body: &str) -> Result<Record, SpoolError> {
-    serde_json::from_str(body)
-        .map_err(|err| SpoolError::Read(format!("stored record is unreadable: {err}")))
 }
 
 #[cfg(test)]
@@ -601,11 +590,19 @@ pub(crate) mod tests {
         let refused = SqliteSpool::open(&path, Duration::from_secs(60))
             .err()
             .unwrap();
+        let SpoolError::Open {
+            source: reason @ StorageError::Locked { lock },
+            ..
+        } = &refused
+        else {
+            panic!("{refused:?}");
+        };
+        assert!(lock.ends_with("nested/spool.db.lock"), "{refused}");
+        let reason = reason.to_string();
         assert!(
-            matches!(&refused, SpoolError::Open { reason, .. }
-                if reason.starts_with("another recordhook process has this spool open")
-                    && reason.contains("nested/spool.db.lock")
-                    && reason.contains("admin commands")),
+            reason.starts_with("another recordhook process has this spool open")
+                && reason.contains("nested/spool.db.lock")
+                && reason.contains("admin commands"),
             "{refused}"
         );
         // The admin commands take no lock: they run beside the server.
