@@ -64,6 +64,7 @@
 pub mod browse;
 mod error;
 mod postgres;
+mod queue;
 pub mod reconciliation;
 mod sqlite;
 

@@ -8,9 +8,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc};
 use tokio_postgres::error::SqlState;
 
+use crate::spool::queue::Reply;
 use crate::spool::{Acceptance, NewRecord, SpoolError, StorageError};
 
 /// Times a batch is tried again after PostgreSQL aborted it to resolve a
@@ -79,7 +80,7 @@ pub(super) struct Job {
     /// When it was accepted, database-clock Unix ms.
     pub at_ms: i64,
     /// Where the outcome goes.
-    pub reply: oneshot::Sender<Result<Acceptance, SpoolError>>,
+    pub reply: Reply<Acceptance>,
 }
 
 /// Runs a committer until every sender of `jobs` is gone and the queue is

@@ -19,15 +19,16 @@ mod reconciliation;
 mod schema;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 
+use super::queue::JobQueue;
 use super::{Acceptance, NewRecord, SpoolError, StorageError, unix_ms};
 use crate::record::Record;
 use crate::secret_url::SecretUrl;
@@ -118,8 +119,8 @@ struct Inner {
     fences: std::sync::Mutex<std::collections::HashMap<String, i64>>,
     /// Opened by an admin command: it must not accept.
     admin: bool,
-    /// `None` once closing has begun.
-    jobs: RwLock<Option<mpsc::Sender<committer::Job>>>,
+    /// Callbacks for the committers (closed on an admin handle).
+    jobs: JobQueue<committer::Job>,
     committers: std::sync::Mutex<Vec<JoinHandle<()>>>,
     /// Refreshed by maintenance: `accepted_ids`' estimated rows and the
     /// database's size.
@@ -255,7 +256,7 @@ impl PgSpool {
                 ))
             })
             .collect();
-        *spool.inner.jobs.write().map_err(|_| SpoolError::Closed)? = Some(sender);
+        spool.inner.jobs.open(sender)?;
         *spool
             .inner
             .committers
@@ -303,7 +304,7 @@ impl PgSpool {
                 single_writers: std::sync::Mutex::default(),
                 fences: std::sync::Mutex::default(),
                 admin,
-                jobs: RwLock::new(None),
+                jobs: JobQueue::closed(),
                 committers: std::sync::Mutex::default(),
                 dedup_entries: AtomicU64::new(0),
                 database_bytes: AtomicU64::new(0),
@@ -330,23 +331,15 @@ impl PgSpool {
         if self.inner.admin {
             return Err(SpoolError::Write(StorageError::AdminAccept));
         }
-        let sender = self
-            .inner
+        let at_ms = self.inner.clock.db_ms(now);
+        self.inner
             .jobs
-            .read()
-            .map_err(|_| SpoolError::Closed)?
-            .clone()
-            .ok_or(SpoolError::Closed)?;
-        let (reply, outcome) = oneshot::channel();
-        sender
-            .send(committer::Job {
-                at_ms: self.inner.clock.db_ms(now),
+            .submit(|reply| committer::Job {
                 record,
+                at_ms,
                 reply,
             })
             .await
-            .map_err(|_| SpoolError::Closed)?;
-        outcome.await.map_err(|_| SpoolError::Closed)?
     }
 
     /// Which of `ids` were accepted (by any replica) within the dedup window
@@ -512,9 +505,7 @@ impl PgSpool {
     /// Stops accepting, lets the committers store what is queued, and
     /// closes the pool.
     pub async fn close(&self) {
-        if let Ok(mut jobs) = self.inner.jobs.write() {
-            jobs.take();
-        }
+        self.inner.jobs.close();
         let committers = self
             .inner
             .committers

@@ -23,12 +23,13 @@ mod writer;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
+use super::queue::JobQueue;
 use super::{Acceptance, NewRecord, SpoolError, StorageError, unix_ms};
 use crate::record::Record;
 use dedup::DedupIndex;
@@ -72,8 +73,8 @@ struct Inner {
     dedup: Arc<Mutex<DedupIndex>>,
     /// Opened by an admin command: no dedup memory, so it must not accept.
     admin: bool,
-    /// `None` once closing has begun.
-    jobs: RwLock<Option<mpsc::Sender<Box<dyn WriteJob>>>>,
+    /// Work for the writer thread.
+    jobs: JobQueue<Box<dyn WriteJob>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     reader: Arc<Mutex<Connection>>,
 }
@@ -228,7 +229,7 @@ impl SqliteSpool {
                 dedup_window_ms,
                 dedup,
                 admin,
-                jobs: RwLock::new(Some(sender)),
+                jobs: JobQueue::new(sender),
                 writer: Mutex::new(Some(writer)),
                 reader: Arc::new(Mutex::new(reader)),
             }),
@@ -251,19 +252,10 @@ impl SqliteSpool {
         T: Send + 'static,
         F: FnMut(&Connection, &mut DedupIndex) -> rusqlite::Result<T> + Send + 'static,
     {
-        let sender = self
-            .inner
+        self.inner
             .jobs
-            .read()
-            .map_err(|_| SpoolError::Closed)?
-            .clone()
-            .ok_or(SpoolError::Closed)?;
-        let (reply, outcome) = oneshot::channel();
-        sender
-            .send(Box::new(ClosureJob::new(work, reply)))
+            .submit(|reply| Box::new(ClosureJob::new(work, reply)) as Box<dyn WriteJob>)
             .await
-            .map_err(|_| SpoolError::Closed)?;
-        outcome.await.map_err(|_| SpoolError::Closed)?
     }
 
     /// Runs `work` on the read connection off the async runtime.
@@ -458,9 +450,7 @@ impl SqliteSpool {
     /// Stops accepting writes, lets the writer commit what is queued, and
     /// waits for it to checkpoint and close the database.
     pub async fn close(&self) {
-        if let Ok(mut jobs) = self.inner.jobs.write() {
-            jobs.take();
-        }
+        self.inner.jobs.close();
         let writer = self.inner.writer.lock().ok().and_then(|mut w| w.take());
         if let Some(writer) = writer {
             let joined = tokio::task::spawn_blocking(move || writer.join()).await;

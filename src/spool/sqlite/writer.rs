@@ -11,9 +11,10 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rusqlite::{Connection, ErrorCode};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::dedup::DedupIndex;
+use crate::spool::queue::Reply;
 use crate::spool::{SpoolError, StorageError};
 
 /// Most jobs committed in one transaction; bounds the latency one commit adds.
@@ -32,11 +33,11 @@ pub(super) trait WriteJob: Send {
 pub(super) struct ClosureJob<T, F> {
     work: F,
     output: Option<T>,
-    reply: oneshot::Sender<Result<T, SpoolError>>,
+    reply: Reply<T>,
 }
 
 impl<T, F> ClosureJob<T, F> {
-    pub(super) fn new(work: F, reply: oneshot::Sender<Result<T, SpoolError>>) -> Self {
+    pub(super) fn new(work: F, reply: Reply<T>) -> Self {
         Self {
             work,
             output: None,
@@ -192,6 +193,7 @@ fn commit(
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
+    use tokio::sync::oneshot;
 
     /// A migrated spool database in `dir`.
     fn database(dir: &tempfile::TempDir) -> Connection {
