@@ -13,7 +13,9 @@
 //! Any error means nothing of the record is stored (the caller answers 503 and
 //! CSS retries). The dedup memory changes only with commits: a rolled-back
 //! acceptance leaves no trace that could turn a later retry into a
-//! "duplicate".
+//! "duplicate". What is stored is the [`NewRecord`] given: the record is
+//! serialised once, above the backends, so whichever runs stores (and every
+//! sink later receives) the same JSON.
 //!
 //! **Claimed and settled.** A delivery worker asks [`Spool::claim`] for a
 //! batch of one sink's deliveries: records the sink has not been offered
