@@ -20,8 +20,8 @@ use recordhook::record::Record;
 use recordhook::secret_url::SecretUrl;
 use recordhook::spool::browse::{DeliveryStatus, EventQuery};
 use recordhook::spool::{
-    Acceptance, Outcome, PostgresOptions, Settlement, SinkRegistration, Spool, SpoolOptions,
-    unix_ms,
+    Acceptance, NewRecord, Outcome, PostgresOptions, Settlement, SinkRegistration, Spool,
+    SpoolOptions, unix_ms,
 };
 
 /// Distinct stream ids among the records.
@@ -117,7 +117,10 @@ async fn fill(spool: &Spool, start: SystemTime, total: usize) -> anyhow::Result<
                     return Ok::<_, anyhow::Error>(());
                 }
                 let received = received_at(start, n, total);
-                match spool.accept(&record(n, received)?, received).await? {
+                match spool
+                    .accept(NewRecord::try_from(&record(n, received)?)?, received)
+                    .await?
+                {
                     Acceptance::Stored { .. } => {}
                     Acceptance::Duplicate => bail!("record {n} came back a duplicate"),
                 }

@@ -30,8 +30,43 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("recordhook: {err:#}");
+            eprintln!("recordhook: {}", report(&err));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `err` and its causes, `: `-separated, each said once. Most of the
+/// library's errors end their message with their cause's (so that a log
+/// line is complete) and keep it as their source too; anyhow's `{:#}`
+/// would print it again after them.
+fn report(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain().map(ToString::to_string) {
+        if text.ends_with(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::report;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated_and_one_that_is_not_is_added() {
+        let io = || std::io::Error::other("disk on fire");
+        #[derive(Debug, thiserror::Error)]
+        #[error("could not write: {0}")]
+        struct Saying(#[source] std::io::Error);
+        let said = anyhow::Error::new(Saying(io())).context("serving");
+        assert_eq!(report(&said), "serving: could not write: disk on fire");
+        let silent = anyhow::Error::new(io()).context("serving");
+        assert_eq!(report(&silent), "serving: disk on fire");
     }
 }

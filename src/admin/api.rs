@@ -238,8 +238,7 @@ pub async fn event(
         .await?
         .ok_or(AdminError::EventNotFound(id))?;
     let mut body = summary_json(&detail.summary);
-    let record: Value = serde_json::from_str(&detail.body)
-        .map_err(|err| SpoolError::Read(format!("stored record is unreadable: {err}")))?;
+    let record: Value = serde_json::from_str(&detail.body).map_err(SpoolError::unreadable)?;
     body["record"] = record;
     Ok(Json(body))
 }

@@ -16,7 +16,7 @@ use super::AppState;
 use super::error::ApiError;
 use crate::protocol::{Authenticator, UnverifiedCallback, event_type_label};
 use crate::record::Record;
-use crate::spool::Acceptance;
+use crate::spool::{Acceptance, NewRecord};
 
 /// A rejected request and what is known about it for the log.
 #[derive(Debug)]
@@ -154,9 +154,10 @@ async fn accept(
         error,
         stream_id: stream_id.clone(),
     };
+    let stored = NewRecord::try_from(&record).map_err(|err| reject(err.into()))?;
     let acceptance = state
         .spool
-        .accept(&record, received_at)
+        .accept(stored, received_at)
         .await
         .map_err(|err| reject(err.into()))?;
     Ok((record, acceptance))

@@ -148,6 +148,7 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spool::StorageError;
     use std::collections::HashSet;
 
     #[test]
@@ -167,7 +168,7 @@ mod tests {
             ApiError::Auth(AuthError::Expired),
             ApiError::Auth(AuthError::TooFarInFuture),
             ApiError::WrongPathSecret,
-            ApiError::SpoolUnavailable(SpoolError::Write(String::new())),
+            ApiError::SpoolUnavailable(SpoolError::Write(StorageError::LowSpace { free_bytes: 0 })),
             ApiError::ShuttingDown,
             ApiError::NotReady(SpoolError::Closed),
             ApiError::WorkerDown(String::new()),
@@ -194,7 +195,7 @@ mod tests {
             ApiError::ShuttingDown
         ));
         assert!(matches!(
-            ApiError::from(SpoolError::Write("disk full".into())),
+            ApiError::from(SpoolError::Write(StorageError::LowSpace { free_bytes: 0 })),
             ApiError::SpoolUnavailable(_)
         ));
     }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::spool::SpoolError;
+use crate::spool::{SpoolError, StorageError};
 
 /// How long the readiness probe may wait for the spool's writer.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -57,9 +57,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
             free_bytes = free,
             "not ready: the spool's filesystem is full"
         );
-        return Err(ApiError::NotReady(SpoolError::Write(format!(
-            "only {free} bytes free on the spool's filesystem"
-        ))));
+        return Err(ApiError::NotReady(SpoolError::Write(
+            StorageError::LowSpace { free_bytes: free },
+        )));
     }
     match tokio::time::timeout(READY_TIMEOUT, state.spool.check_writable()).await {
         Ok(Ok(())) => Ok(Json(json!({"status": "ready"}))),
@@ -68,7 +68,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
             Err(ApiError::NotReady(err))
         }
         Err(_) => Err(ApiError::NotReady(SpoolError::Write(
-            "the spool did not commit within 5 s".to_owned(),
+            StorageError::CommitTimeout {
+                within: READY_TIMEOUT,
+            },
         ))),
     }
 }

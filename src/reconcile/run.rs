@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::protocol::{Reconciled, event_type_label};
 use crate::record::Record;
 use crate::spool::reconciliation::Gap;
-use crate::spool::{Acceptance, Spool, SpoolError, unix_ms};
+use crate::spool::{Acceptance, NewRecord, Spool, SpoolError, unix_ms};
 use crate::tencent::live::{
     CallbackEventInfo, DescribeCallbackRecordsListRequest, DescribeLiveStreamEventListRequest,
     MAX_EVENTS_PAGE_SIZE, MAX_EVENTS_RESULTS, MAX_RECORDS_LOOKBACK_SECS, MAX_RECORDS_WINDOW_SECS,
@@ -513,10 +513,14 @@ impl Reconciler {
         }
         // One page's records are stored together: concurrent acceptances
         // share the spool's group commit instead of paying one each.
+        let new_records = found
+            .iter()
+            .map(|(record, _)| NewRecord::try_from(record))
+            .collect::<Result<Vec<_>, _>>()?;
         let acceptances = futures_util::future::join_all(
-            found
-                .iter()
-                .map(|(record, _)| self.spool.accept(record, now)),
+            new_records
+                .into_iter()
+                .map(|record| self.spool.accept(record, now)),
         )
         .await;
         let mut recovered: HashSet<i64> = HashSet::new();

@@ -13,7 +13,9 @@
 //! Any error means nothing of the record is stored (the caller answers 503 and
 //! CSS retries). The dedup memory changes only with commits: a rolled-back
 //! acceptance leaves no trace that could turn a later retry into a
-//! "duplicate".
+//! "duplicate". What is stored is the [`NewRecord`] given: the record is
+//! serialised once, above the backends, so whichever runs stores (and every
+//! sink later receives) the same JSON.
 //!
 //! **Claimed and settled.** A delivery worker asks [`Spool::claim`] for a
 //! batch of one sink's deliveries: records the sink has not been offered
@@ -62,7 +64,9 @@
 //! take it, so the admin commands run beside a server.
 
 pub mod browse;
+mod error;
 mod postgres;
+mod queue;
 pub mod reconciliation;
 mod sqlite;
 
@@ -74,46 +78,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::protocol::EventTypes;
-use crate::record::{Record, StoredRecord};
+use crate::record::{Record, Source, StoredRecord};
 use reconciliation::{Gap, ReconcileRun};
 
+pub use error::{SpoolError, StorageError};
 pub use postgres::{PostgresOptions, check as check_postgres};
-
-/// Why the spool could not do what was asked.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum SpoolError {
-    /// The store could not be opened or migrated.
-    #[error("spool `{location}` could not be opened: {reason}")]
-    Open {
-        /// The configured location (a file, or a URL without its password).
-        location: String,
-        /// What went wrong.
-        reason: String,
-    },
-    /// The store's schema is not the one this recordhook uses, and it was
-    /// opened for administration, which never migrates.
-    #[error(
-        "spool `{location}` has schema version {found}, this recordhook uses {expected}: \
-         run the recordhook version that matches the server"
-    )]
-    SchemaMismatch {
-        /// The configured location (a file, or a URL without its password).
-        location: String,
-        /// The version found.
-        found: i64,
-        /// The version this build uses.
-        expected: i64,
-    },
-    /// A write did not commit (disk full, I/O error, …); nothing of it was stored.
-    #[error("spool write failed: {0}")]
-    Write(String),
-    /// A read failed.
-    #[error("spool read failed: {0}")]
-    Read(String),
-    /// The spool is closing or closed (the service is shutting down).
-    #[error("spool is closed")]
-    Closed,
-}
 
 /// What became of a callback offered to the spool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +94,49 @@ pub enum Acceptance {
     },
     /// The same event id was accepted within the dedup window; nothing was stored.
     Duplicate,
+}
+
+/// A record ready to be stored: serialised once, here above the backends,
+/// with the columns the spool indexes read from it. Both backends store
+/// exactly this, so the JSON a sink later receives is the one built here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRecord {
+    /// The event id: what deduplication compares.
+    pub id: String,
+    /// The callback's event type: which sinks take the record.
+    pub event_type: i64,
+    /// How it reached recordhook (an admin API filter).
+    pub source: Source,
+    /// Its stream, when known (an admin API filter).
+    pub stream_id: Option<String>,
+    /// Its VOD file id, when known (an admin API filter).
+    pub file_id: Option<String>,
+    /// The record as one line of JSON, as sinks receive it.
+    pub json: String,
+}
+
+impl TryFrom<&Record> for NewRecord {
+    type Error = SpoolError;
+
+    /// Serialises `record` into the form sinks receive ([`StoredRecord`]'s)
+    /// and reads its indexed columns. Fails only if serialising fails, which
+    /// then counts as a write that did not happen (the callback gets 503).
+    fn try_from(record: &Record) -> Result<Self, SpoolError> {
+        let StoredRecord {
+            id,
+            event_type,
+            json,
+        } = StoredRecord::try_from(record)
+            .map_err(|err| SpoolError::Write(StorageError::encode(err)))?;
+        Ok(Self {
+            id,
+            event_type,
+            source: record.source,
+            stream_id: record.stream_id().map(str::to_owned),
+            file_id: record.file_id().map(str::to_owned),
+            json,
+        })
+    }
 }
 
 /// A delivery that was given up on.
@@ -197,20 +209,33 @@ pub struct Claim {
 
 /// The backend's bookkeeping for one claim; opaque outside the spool.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClaimReceipt {
-    /// SQLite: the last seq looked at (of any event type), where the sink's
-    /// cursor moves once the claim is settled.
-    scanned_to: Option<i64>,
-    /// PostgreSQL: the token the claimed rows carry while leased to it.
-    token: Option<i64>,
-    /// PostgreSQL, single-writer sinks: the sink lease's fence number.
-    fence: Option<i64>,
-    /// PostgreSQL: the claimed records' seqs, to renew their lease by key.
-    claimed: Vec<i64>,
-    /// PostgreSQL, single-writer sinks: this process has (re)gained the
-    /// sink's lease since its last claim, so another replica may have
-    /// written meanwhile.
-    took_over: bool,
+pub struct ClaimReceipt(Receipt);
+
+/// What the backend that made a claim needs to hold and settle it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+enum Receipt {
+    /// Nothing was claimed or looked at: settling has nothing to write.
+    #[default]
+    Empty,
+    /// A SQLite claim.
+    Sqlite {
+        /// The last seq looked at (of any event type), where the sink's
+        /// cursor moves once the claim is settled.
+        scanned_to: i64,
+    },
+    /// A PostgreSQL claim.
+    Postgres {
+        /// The token the claimed rows carry while leased to it.
+        token: i64,
+        /// Single-writer sinks: the sink lease's fence number.
+        fence: Option<i64>,
+        /// The claimed records' seqs, to renew their lease by key.
+        claimed: Vec<i64>,
+        /// Single-writer sinks: this process has (re)gained the sink's lease
+        /// since its last claim, so another replica may have written
+        /// meanwhile.
+        took_over: bool,
+    },
 }
 
 /// A sink as the spool knows it.
@@ -229,14 +254,20 @@ impl Claim {
     /// Whether settling this claim changes anything even without outcomes
     /// (it moved past records of other event types).
     pub fn makes_progress(&self) -> bool {
-        !self.deliveries.is_empty() || self.receipt.scanned_to.is_some()
+        !self.deliveries.is_empty() || matches!(self.receipt.0, Receipt::Sqlite { .. })
     }
 
     /// Whether this process has just (re)gained a single-writer sink's
     /// lease: what it knew of the sink's output (an open file and its size)
     /// may be stale, so the sink should reopen before writing.
     pub fn sink_taken_over(&self) -> bool {
-        self.receipt.took_over
+        matches!(
+            self.receipt.0,
+            Receipt::Postgres {
+                took_over: true,
+                ..
+            }
+        )
     }
 }
 
@@ -287,7 +318,9 @@ enum Backend {
     Postgres(postgres::PgSpool),
 }
 
-/// Runs `$body` with `$spool` bound to the backend in use.
+/// Runs `$body` with `$spool` bound to the backend in use. Every backend
+/// has each operation with the same signature (taking what either needs,
+/// ignoring what it does not), so this one match is the whole dispatch.
 macro_rules! with_backend {
     ($self:ident, $spool:ident => $body:expr) => {
         match &$self.backend {
@@ -328,9 +361,14 @@ impl Spool {
         Ok(Self { backend })
     }
 
-    /// Stores `record`, unless its event id was accepted within the dedup
-    /// window. Returns only after the commit is durable.
-    pub async fn accept(&self, record: &Record, now: SystemTime) -> Result<Acceptance, SpoolError> {
+    /// Stores `record` as given (see [`NewRecord`]), received at `now`,
+    /// unless its event id was accepted within the dedup window. Returns
+    /// only after the commit is durable.
+    pub async fn accept(
+        &self,
+        record: NewRecord,
+        now: SystemTime,
+    ) -> Result<Acceptance, SpoolError> {
         with_backend!(self, spool => spool.accept(record, now).await)
     }
 
@@ -362,16 +400,7 @@ impl Spool {
         sinks: Vec<SinkRegistration>,
         now: SystemTime,
     ) -> Result<Vec<(String, usize)>, SpoolError> {
-        match &self.backend {
-            Backend::Sqlite(spool) => {
-                let sinks = sinks
-                    .into_iter()
-                    .map(|sink| (sink.name, sink.event_types))
-                    .collect();
-                spool.register_sinks(sinks, now).await
-            }
-            Backend::Postgres(spool) => spool.register_sinks(sinks, now).await,
-        }
+        with_backend!(self, spool => spool.register_sinks(sinks, now).await)
     }
 
     /// Up to `limit` deliveries for `sink` (which takes `event_types`): due
@@ -383,10 +412,7 @@ impl Spool {
         now: SystemTime,
         limit: usize,
     ) -> Result<Claim, SpoolError> {
-        match &self.backend {
-            Backend::Sqlite(spool) => spool.claim(sink, event_types, now, limit).await,
-            Backend::Postgres(spool) => spool.claim(sink, now, limit).await,
-        }
+        with_backend!(self, spool => spool.claim(sink, event_types, now, limit).await)
     }
 
     /// Runs `work`, the attempt at a claim's deliveries, keeping the claim
@@ -397,10 +423,7 @@ impl Spool {
         receipt: &ClaimReceipt,
         work: F,
     ) -> F::Output {
-        match &self.backend {
-            Backend::Sqlite(_) => work.await,
-            Backend::Postgres(spool) => spool.hold_while(sink, receipt, work).await,
-        }
+        with_backend!(self, spool => spool.hold_while(sink, receipt, work).await)
     }
 
     /// Writes back the outcomes of a claim's attempts, in one transaction.
@@ -413,13 +436,7 @@ impl Spool {
         outcomes: Vec<Outcome>,
         now: SystemTime,
     ) -> Result<usize, SpoolError> {
-        match &self.backend {
-            Backend::Sqlite(spool) => spool
-                .settle(sink, outcomes, receipt.scanned_to, now)
-                .await
-                .map(|()| 0),
-            Backend::Postgres(spool) => spool.settle(sink, &receipt, outcomes, now).await,
-        }
+        with_backend!(self, spool => spool.settle(sink, receipt, outcomes, now).await)
     }
 
     /// When the next retry to `sink` falls due (Unix ms), if any is waiting.
@@ -461,10 +478,7 @@ impl Spool {
         sink: &str,
         event_types: &EventTypes,
     ) -> Result<Option<DeliveryState>, SpoolError> {
-        match &self.backend {
-            Backend::Sqlite(spool) => spool.delivery_state(event_id, sink, event_types).await,
-            Backend::Postgres(spool) => spool.delivery_state(event_id, sink).await,
-        }
+        with_backend!(self, spool => spool.delivery_state(event_id, sink, event_types).await)
     }
 
     /// Delivery counts of `sink`, which takes `event_types`.
@@ -473,10 +487,7 @@ impl Spool {
         sink: &str,
         event_types: &EventTypes,
     ) -> Result<SinkCounts, SpoolError> {
-        match &self.backend {
-            Backend::Sqlite(spool) => spool.counts(sink, event_types).await,
-            Backend::Postgres(spool) => spool.counts(sink).await,
-        }
+        with_backend!(self, spool => spool.counts(sink, event_types).await)
     }
 
     /// A page of records matching `query`, newest first, each with where it
@@ -612,9 +623,7 @@ impl Spool {
         if updated {
             Ok(())
         } else {
-            Err(SpoolError::Write(format!(
-                "no reconciliation run {id} is recorded"
-            )))
+            Err(SpoolError::Write(StorageError::NoRun { id }))
         }
     }
 
@@ -653,11 +662,7 @@ impl Spool {
 
     /// Bytes available on the spool's filesystem, if known and local.
     pub fn free_bytes(&self) -> Option<u64> {
-        match &self.backend {
-            Backend::Sqlite(spool) => spool.free_bytes(),
-            // Not a local filesystem: PostgreSQL's space is its operator's.
-            Backend::Postgres(_) => None,
-        }
+        with_backend!(self, spool => spool.free_bytes())
     }
 
     /// Size of the spool on disk, in bytes.
@@ -681,4 +686,41 @@ pub fn unix_ms(time: SystemTime) -> i64 {
 pub fn format_ms(ms: i64) -> String {
     let time = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_millis(time).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_record_holds_the_json_sinks_receive_and_the_columns_read_from_it() {
+        let record = sqlite::tests::record_of(100, "f1");
+        let new = NewRecord::try_from(&record).unwrap();
+        assert_eq!(new.json, StoredRecord::try_from(&record).unwrap().json);
+        assert_eq!(serde_json::from_str::<Record>(&new.json).unwrap(), record);
+        assert_eq!((new.id.as_str(), new.event_type), (record.id.as_str(), 100));
+        assert_eq!(new.stream_id.as_deref(), Some("s"));
+        assert_eq!(new.file_id.as_deref(), Some("f1"));
+        assert_eq!(new.source, Source::Live);
+    }
+
+    #[test]
+    fn a_claim_without_deliveries_makes_progress_only_when_it_moved_a_cursor() {
+        let claim = |receipt| Claim {
+            deliveries: Vec::new(),
+            receipt: ClaimReceipt(receipt),
+        };
+        let leased = |took_over| Receipt::Postgres {
+            token: 1,
+            fence: Some(2),
+            claimed: Vec::new(),
+            took_over,
+        };
+        assert!(!claim(Receipt::Empty).makes_progress());
+        assert!(claim(Receipt::Sqlite { scanned_to: 3 }).makes_progress());
+        assert!(!claim(leased(false)).makes_progress());
+        assert!(claim(leased(true)).sink_taken_over());
+        assert!(!claim(leased(false)).sink_taken_over());
+        assert!(!claim(Receipt::Sqlite { scanned_to: 3 }).sink_taken_over());
+    }
 }

@@ -15,7 +15,7 @@
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::SpoolError;
+use super::{SpoolError, StorageError};
 
 /// Runs kept: starting a run deletes all but the newest this many.
 pub const KEPT_RUNS: usize = 1_000;
@@ -90,10 +90,10 @@ pub(super) fn check_finished(status: &str) -> Result<(), SpoolError> {
     if FINISHED.contains(&status) {
         Ok(())
     } else {
-        Err(SpoolError::Write(format!(
-            "`{status}` is not a status a reconciliation run finishes with (one of {})",
-            FINISHED.join(", ")
-        )))
+        Err(SpoolError::Write(StorageError::RunStatus {
+            status: status.to_owned(),
+            allowed: FINISHED.join(", "),
+        }))
     }
 }
 

@@ -11,7 +11,7 @@ use recordhook::spool::{Outcome, Settlement, SinkRegistration, Spool};
 use crate::harness::Test;
 use crate::helpers::refusing_port;
 use crate::postgres::{Database, WINDOW, at};
-use crate::records::record;
+use crate::records::{new_record, record};
 use crate::test;
 
 pub fn tests() -> Vec<Test> {
@@ -113,7 +113,7 @@ async fn dead_letter_commands_list_retry_and_purge_on_postgres() {
         .await
         .unwrap();
     let record = record("dead-1");
-    spool.accept(&record, at(1_000)).await.unwrap();
+    spool.accept(new_record(&record), at(1_000)).await.unwrap();
     let kill = |claim: recordhook::spool::Claim| {
         let outcomes = claim
             .deliveries

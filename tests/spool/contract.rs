@@ -11,13 +11,13 @@ use recordhook::spool::browse::{DeliveryStatus, EventQuery};
 use recordhook::spool::reconciliation::{Gap, KEPT_RUNS, ReconcileRun};
 use recordhook::spool::{
     Acceptance, Claim, DeadLetter, Outcome, Settlement, SinkCounts, SinkRegistration, Spool,
-    SpoolError, unix_ms,
+    SpoolError, StorageError, unix_ms,
 };
 
 use crate::contract_test;
 use crate::harness::{Backend, ContractTest};
 use crate::postgres::{TestSpool, at};
-use crate::records::{record, record_of};
+use crate::records::{new_record, record, record_of};
 
 pub fn tests() -> Vec<ContractTest> {
     vec![
@@ -55,7 +55,7 @@ fn recordings() -> EventTypes {
 }
 
 async fn accept(spool: &Spool, record: &Record) -> i64 {
-    match spool.accept(record, at(1_000)).await.unwrap() {
+    match spool.accept(new_record(record), at(1_000)).await.unwrap() {
         Acceptance::Stored { seq } => seq,
         Acceptance::Duplicate => panic!("duplicate"),
     }
@@ -384,15 +384,19 @@ async fn a_duplicate_within_the_window_is_not_stored_and_one_outside_is(backend:
     let spool = &test.spool;
     let r = record("f");
     let stored = |acceptance| matches!(acceptance, Acceptance::Stored { .. });
-    assert!(stored(spool.accept(&r, at(1_000)).await.unwrap()));
+    assert!(stored(
+        spool.accept(new_record(&r), at(1_000)).await.unwrap()
+    ));
     assert_eq!(
-        spool.accept(&r, at(1_060)).await.unwrap(),
+        spool.accept(new_record(&r), at(1_060)).await.unwrap(),
         Acceptance::Duplicate
     );
-    assert!(stored(spool.accept(&r, at(1_061)).await.unwrap()));
+    assert!(stored(
+        spool.accept(new_record(&r), at(1_061)).await.unwrap()
+    ));
     // The window restarts from the latest acceptance.
     assert_eq!(
-        spool.accept(&r, at(1_100)).await.unwrap(),
+        spool.accept(new_record(&r), at(1_100)).await.unwrap(),
         Acceptance::Duplicate
     );
     assert_eq!(spool.records().await.unwrap().len(), 2);
@@ -406,7 +410,7 @@ async fn concurrent_copies_of_one_callback_are_stored_once(backend: Backend) {
         // Every file id is sent twice at once, so copies share a batch or race.
         let record = record(&format!("f{}", n / 2));
         tasks.push(tokio::spawn(async move {
-            spool.accept(&record, at(1_000)).await.unwrap()
+            spool.accept(new_record(&record), at(1_000)).await.unwrap()
         }));
     }
     let mut stored = 0;
@@ -431,7 +435,7 @@ async fn retention_removes_only_old_records_that_every_sink_has_handled(backend:
         .unwrap();
     for (n, received) in [1_000, 1_000, 1_000, 5_000].into_iter().enumerate() {
         let acceptance = spool
-            .accept(&record(&format!("f{n}")), at(received))
+            .accept(new_record(&record(&format!("f{n}"))), at(received))
             .await
             .unwrap();
         assert!(matches!(acceptance, Acceptance::Stored { .. }));
@@ -511,10 +515,13 @@ async fn retention_removes_only_old_records_that_every_sink_has_handled(backend:
 
 async fn a_closed_spool_refuses_writes(backend: Backend) {
     let test = TestSpool::open(backend).await;
-    test.spool.accept(&record("f"), at(1)).await.unwrap();
+    test.spool
+        .accept(new_record(&record("f")), at(1))
+        .await
+        .unwrap();
     test.spool.close().await;
     assert!(matches!(
-        test.spool.accept(&record("g"), at(1)).await,
+        test.spool.accept(new_record(&record("g")), at(1)).await,
         Err(SpoolError::Closed)
     ));
 }
@@ -707,8 +714,8 @@ async fn known_event_ids_are_those_a_new_acceptance_would_call_duplicates(backen
     let test = TestSpool::open(backend).await;
     let spool = &test.spool;
     let (early, late) = (record("early"), record("late"));
-    spool.accept(&early, at(1_000)).await.unwrap();
-    spool.accept(&late, at(1_030)).await.unwrap();
+    spool.accept(new_record(&early), at(1_000)).await.unwrap();
+    spool.accept(new_record(&late), at(1_030)).await.unwrap();
     let asked = vec![early.id.clone(), late.id.clone(), "unknown".to_owned()];
     let known = |now: u64| {
         let asked = asked.clone();
@@ -731,11 +738,11 @@ async fn known_event_ids_are_those_a_new_acceptance_would_call_duplicates(backen
     assert!(known(1_091).await.is_empty());
     // Just as acceptance sees them at 1_061.
     assert_eq!(
-        spool.accept(&late, at(1_061)).await.unwrap(),
+        spool.accept(new_record(&late), at(1_061)).await.unwrap(),
         Acceptance::Duplicate
     );
     assert!(matches!(
-        spool.accept(&early, at(1_061)).await.unwrap(),
+        spool.accept(new_record(&early), at(1_061)).await.unwrap(),
         Acceptance::Stored { .. }
     ));
     assert!(
@@ -750,7 +757,9 @@ async fn known_event_ids_are_those_a_new_acceptance_would_call_duplicates(backen
     for n in 0..600 {
         let spool = spool.clone();
         tasks.push(tokio::spawn(async move {
-            spool.accept(&record(&format!("many{n}")), at(2_000)).await
+            spool
+                .accept(new_record(&record(&format!("many{n}"))), at(2_000))
+                .await
         }));
     }
     for task in tasks {
@@ -943,11 +952,17 @@ async fn reconcile_runs_are_listed_latest_first_with_how_they_ended(backend: Bac
     let bogus = spool
         .finish_reconcile_run(first, 3_000, "running", None, "{}".to_owned())
         .await;
-    assert!(matches!(bogus, Err(SpoolError::Write(_))), "{bogus:?}");
+    assert!(
+        matches!(&bogus, Err(SpoolError::Write(StorageError::RunStatus { status, .. })) if status == "running"),
+        "{bogus:?}"
+    );
     let unknown = spool
         .finish_reconcile_run(second + 1_000, 3_000, "ok", None, "{}".to_owned())
         .await;
-    assert!(matches!(unknown, Err(SpoolError::Write(_))), "{unknown:?}");
+    assert!(
+        matches!(unknown, Err(SpoolError::Write(StorageError::NoRun { id })) if id == second + 1_000),
+        "{unknown:?}"
+    );
     assert_eq!(spool.reconcile_runs(10).await.unwrap(), runs);
 }
 

@@ -5,6 +5,7 @@ use std::time::UNIX_EPOCH;
 
 use recordhook::protocol::{Authenticator, TimeWindow, UnverifiedCallback};
 use recordhook::record::Record;
+use recordhook::spool::NewRecord;
 
 const WINDOW: TimeWindow = TimeWindow {
     clock_skew_secs: 0,
@@ -24,4 +25,9 @@ pub fn record_of(event_type: i64, file_id: &str) -> Record {
 /// A recording (event type 100) with this file id.
 pub fn record(file_id: &str) -> Record {
     record_of(100, file_id)
+}
+
+/// `record` as the spool takes it, built the way the server builds it.
+pub fn new_record(record: &Record) -> NewRecord {
+    NewRecord::try_from(record).unwrap()
 }

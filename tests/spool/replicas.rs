@@ -14,7 +14,7 @@ use crate::harness::Test;
 use crate::helpers::eventually;
 use crate::postgres::{Database, WINDOW, at, options_for};
 use crate::proxy::Proxy;
-use crate::records::record;
+use crate::records::{new_record, record};
 use crate::test;
 
 pub fn tests() -> Vec<Test> {
@@ -111,7 +111,7 @@ async fn two_replicas_claiming_at_once_never_get_the_same_delivery() {
     let spools = replicas(&database, 2, Duration::from_secs(30), false).await;
     for n in 0..300 {
         spools[n % 2]
-            .accept(&record(&format!("f{n}")), at(1_000))
+            .accept(new_record(&record(&format!("f{n}"))), at(1_000))
             .await
             .unwrap();
     }
@@ -161,7 +161,7 @@ async fn a_claim_whose_lease_ran_out_passes_to_another_replica_and_its_late_outc
     let spools = replicas(&database, 2, SHORT_LEASE, false).await;
     for n in 0..5 {
         spools[0]
-            .accept(&record(&format!("f{n}")), at(1_000))
+            .accept(new_record(&record(&format!("f{n}"))), at(1_000))
             .await
             .unwrap();
     }
@@ -208,7 +208,10 @@ async fn a_claim_whose_lease_ran_out_passes_to_another_replica_and_its_late_outc
 async fn a_claim_held_while_its_sink_works_is_not_taken_over() {
     let database = Database::create().await;
     let spools = replicas(&database, 2, SHORT_LEASE, false).await;
-    spools[0].accept(&record("f"), at(1_000)).await.unwrap();
+    spools[0]
+        .accept(new_record(&record("f")), at(1_000))
+        .await
+        .unwrap();
     let claim = spools[0]
         .claim("a", &EventTypes::All, at(1_001), 10)
         .await
@@ -250,7 +253,7 @@ async fn a_single_writer_sink_is_driven_by_one_replica_and_fenced_when_its_lease
     let spools = replicas(&database, 2, SHORT_LEASE, true).await;
     for n in 0..4 {
         spools[1]
-            .accept(&record(&format!("f{n}")), at(1_000))
+            .accept(new_record(&record(&format!("f{n}"))), at(1_000))
             .await
             .unwrap();
     }
@@ -306,7 +309,10 @@ async fn a_single_writer_sink_is_driven_by_one_replica_and_fenced_when_its_lease
         .settle("a", taken.receipt, outcomes, at(1_002))
         .await;
     assert_eq!(refused.unwrap(), 0);
-    spools[0].accept(&record("f4"), at(1_000)).await.unwrap();
+    spools[0]
+        .accept(new_record(&record("f4")), at(1_000))
+        .await
+        .unwrap();
     let next = spools[1].claim("a", &EventTypes::All, at(1_003), 10).await;
     let next = next.unwrap();
     assert_eq!(next.deliveries.len(), 1);
@@ -321,7 +327,7 @@ async fn the_same_callback_sent_to_two_replicas_at_once_is_stored_once() {
         for spool in &spools {
             let (spool, record) = (spool.clone(), record(&format!("f{n}")));
             tasks.push(tokio::spawn(async move {
-                spool.accept(&record, at(1_000)).await.unwrap()
+                spool.accept(new_record(&record), at(1_000)).await.unwrap()
             }));
         }
     }
@@ -362,7 +368,10 @@ async fn a_record_that_commits_late_is_still_delivered() {
     .await
     .unwrap();
     // …while a record with a higher seq commits and is delivered.
-    let Acceptance::Stored { seq } = spool.accept(&record("early"), at(1_000)).await.unwrap()
+    let Acceptance::Stored { seq } = spool
+        .accept(new_record(&record("early")), at(1_000))
+        .await
+        .unwrap()
     else {
         panic!("not stored");
     };
@@ -444,12 +453,17 @@ async fn an_unreachable_database_fails_acceptance_and_recovers_by_itself() {
         .unwrap();
     spool.register_sinks(sinks(false), at(0)).await.unwrap();
     assert!(matches!(
-        spool.accept(&record("before"), at(1_000)).await.unwrap(),
+        spool
+            .accept(new_record(&record("before")), at(1_000))
+            .await
+            .unwrap(),
         Acceptance::Stored { .. }
     ));
     proxy.cut().await;
     for n in 0..20 {
-        let accepted = spool.accept(&record(&format!("down{n}")), at(1_000)).await;
+        let accepted = spool
+            .accept(new_record(&record(&format!("down{n}"))), at(1_000))
+            .await;
         assert!(
             accepted.is_err(),
             "accepted while the database was unreachable: {accepted:?}"
@@ -465,7 +479,10 @@ async fn an_unreachable_database_fails_acceptance_and_recovers_by_itself() {
         "the spool did not recover"
     );
     assert!(matches!(
-        spool.accept(&record("after"), at(1_000)).await.unwrap(),
+        spool
+            .accept(new_record(&record("after")), at(1_000))
+            .await
+            .unwrap(),
         Acceptance::Stored { .. }
     ));
     assert_eq!(count(&database, "SELECT COUNT(*) FROM records").await, 2);
@@ -476,7 +493,7 @@ async fn maintenance_runs_on_one_replica_at_a_time() {
     let spools = replicas(&database, 1, Duration::from_secs(30), false).await;
     for n in 0..3 {
         spools[0]
-            .accept(&record(&format!("f{n}")), at(1_000))
+            .accept(new_record(&record(&format!("f{n}"))), at(1_000))
             .await
             .unwrap();
     }

@@ -3,7 +3,7 @@
 
 use tokio_postgres::types::ToSql;
 
-use super::{PgSpool, describe};
+use super::PgSpool;
 use crate::record::Source;
 use crate::spool::SpoolError;
 use crate::spool::browse::{
@@ -36,10 +36,6 @@ fn source_condition(source: Source) -> &'static str {
         // are NULL, and live.
         Source::Live => "(r.source IS NULL OR r.source = 'live')",
     }
-}
-
-fn read(err: tokio_postgres::Error) -> SpoolError {
-    SpoolError::Read(describe(&err))
 }
 
 impl PgSpool {
@@ -106,7 +102,10 @@ impl PgSpool {
             values.len()
         );
         let client = self.client().await?;
-        let rows = client.query(&sql, &values).await.map_err(read)?;
+        let rows = client
+            .query(&sql, &values)
+            .await
+            .map_err(SpoolError::read)?;
         let mut page: Vec<EventSummary> = rows
             .iter()
             .map(|row| EventSummary {
@@ -138,7 +137,7 @@ impl PgSpool {
                 &[&seqs],
             )
             .await
-            .map_err(read)?;
+            .map_err(SpoolError::read)?;
         let clock = &self.inner.clock;
         for row in &rows {
             let seq: i64 = row.get(0);
@@ -169,7 +168,7 @@ impl PgSpool {
                 &[&id],
             )
             .await
-            .map_err(read)?
+            .map_err(SpoolError::read)?
         else {
             return Ok(None);
         };

@@ -8,10 +8,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc};
 use tokio_postgres::error::SqlState;
 
-use crate::spool::{Acceptance, SpoolError};
+use crate::spool::queue::Reply;
+use crate::spool::{Acceptance, NewRecord, SpoolError, StorageError};
 
 /// Times a batch is tried again after PostgreSQL aborted it to resolve a
 /// conflict (a deadlock or serialization failure), before its callbacks get
@@ -21,16 +22,16 @@ const RETRIES: usize = 3;
 /// Why a batch was not stored.
 enum StoreError {
     /// PostgreSQL aborted it to resolve a conflict; trying again may work.
-    Transient(String),
+    Transient(tokio_postgres::Error),
     /// Anything else.
-    Failed(SpoolError),
+    Failed(StorageError),
 }
 
 impl From<StoreError> for SpoolError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::Transient(reason) => SpoolError::Write(reason),
-            StoreError::Failed(err) => err,
+            StoreError::Transient(err) => SpoolError::write(err),
+            StoreError::Failed(err) => SpoolError::Write(err),
         }
     }
 }
@@ -74,22 +75,12 @@ SELECT seq, event_id FROM stored";
 
 /// One callback waiting to be stored.
 pub(super) struct Job {
-    /// Its event id.
-    pub event_id: String,
-    /// Its event type.
-    pub event_type: i64,
+    /// The record, as the spool stores it.
+    pub record: NewRecord,
     /// When it was accepted, database-clock Unix ms.
     pub at_ms: i64,
-    /// The record as sinks receive it.
-    pub body: String,
-    /// Its stream, when known (for the admin API's filters).
-    pub stream_id: Option<String>,
-    /// Its VOD file id, when known.
-    pub file_id: Option<String>,
-    /// How it reached recordhook (`live`, `reconciled`).
-    pub source: &'static str,
     /// Where the outcome goes.
-    pub reply: oneshot::Sender<Result<Acceptance, SpoolError>>,
+    pub reply: Reply<Acceptance>,
 }
 
 /// Runs a committer until every sender of `jobs` is gone and the queue is
@@ -114,15 +105,18 @@ async fn commit(pool: &Pool, batch: Vec<Job>, window_ms: i64) {
     let mut seen = HashSet::with_capacity(batch.len());
     let unique: Vec<&Job> = batch
         .iter()
-        .filter(|job| seen.insert(job.event_id.as_str()))
+        .filter(|job| seen.insert(job.record.id.as_str()))
         .collect();
-    let ids: Vec<&str> = unique.iter().map(|job| job.event_id.as_str()).collect();
-    let types: Vec<i64> = unique.iter().map(|job| job.event_type).collect();
+    let records = || unique.iter().map(|job| &job.record);
+    let ids: Vec<&str> = records().map(|record| record.id.as_str()).collect();
+    let types: Vec<i64> = records().map(|record| record.event_type).collect();
     let times: Vec<i64> = unique.iter().map(|job| job.at_ms).collect();
-    let bodies: Vec<&str> = unique.iter().map(|job| job.body.as_str()).collect();
-    let streams: Vec<Option<&str>> = unique.iter().map(|job| job.stream_id.as_deref()).collect();
-    let files: Vec<Option<&str>> = unique.iter().map(|job| job.file_id.as_deref()).collect();
-    let sources: Vec<&str> = unique.iter().map(|job| job.source).collect();
+    let bodies: Vec<&str> = records().map(|record| record.json.as_str()).collect();
+    let streams: Vec<Option<&str>> = records()
+        .map(|record| record.stream_id.as_deref())
+        .collect();
+    let files: Vec<Option<&str>> = records().map(|record| record.file_id.as_deref()).collect();
+    let sources: Vec<&str> = records().map(|record| record.source.as_str()).collect();
     let columns = Columns {
         ids: &ids,
         types: &types,
@@ -145,7 +139,7 @@ async fn commit(pool: &Pool, batch: Vec<Job>, window_ms: i64) {
             for job in batch {
                 // The first copy of an id takes the row's seq; any later
                 // copy in the batch is a duplicate of it.
-                let outcome = match stored.remove(&job.event_id) {
+                let outcome = match stored.remove(&job.record.id) {
                     Some(seq) => Acceptance::Stored { seq },
                     None => Acceptance::Duplicate,
                 };
@@ -177,8 +171,7 @@ async fn store(
     columns: &Columns<'_>,
     window_ms: i64,
 ) -> Result<HashMap<String, i64>, StoreError> {
-    let write = |err: &tokio_postgres::Error| {
-        let reason = super::describe(err);
+    let write = |err: tokio_postgres::Error| {
         let transient = err.code().is_some_and(|code| {
             [
                 SqlState::T_R_DEADLOCK_DETECTED,
@@ -187,19 +180,16 @@ async fn store(
             .contains(code)
         });
         if transient {
-            StoreError::Transient(reason)
+            StoreError::Transient(err)
         } else {
-            StoreError::Failed(SpoolError::Write(reason))
+            StoreError::Failed(err.into())
         }
     };
     let client = pool
         .get()
         .await
-        .map_err(|err| StoreError::Failed(SpoolError::Write(super::describe_pool(&err))))?;
-    let statement = client
-        .prepare_cached(STORE)
-        .await
-        .map_err(|err| write(&err))?;
+        .map_err(|err| StoreError::Failed(err.into()))?;
+    let statement = client.prepare_cached(STORE).await.map_err(write)?;
     let rows = client
         .query(
             &statement,
@@ -215,7 +205,7 @@ async fn store(
             ],
         )
         .await
-        .map_err(|err| write(&err))?;
+        .map_err(write)?;
     Ok(rows
         .into_iter()
         .map(|row| (row.get::<_, String>(1), row.get::<_, i64>(0)))

@@ -19,21 +19,13 @@ use std::time::SystemTime;
 
 use tokio_postgres::Row;
 
-use super::{NOW_MS, PgSpool, describe};
+use super::{NOW_MS, PgSpool};
 use crate::protocol::EventTypes;
 use crate::record::StoredRecord;
 use crate::spool::{
-    Claim, ClaimReceipt, DeadLetter, DeliveryState, Outcome, PendingDelivery, Settlement,
+    Claim, ClaimReceipt, DeadLetter, DeliveryState, Outcome, PendingDelivery, Receipt, Settlement,
     SinkCounts, SinkRegistration, SpoolError, format_ms,
 };
-
-fn read(err: tokio_postgres::Error) -> SpoolError {
-    SpoolError::Read(describe(&err))
-}
-
-fn write(err: tokio_postgres::Error) -> SpoolError {
-    SpoolError::Write(describe(&err))
-}
 
 /// Event types as stored in `sinks.event_types`: NULL for every type.
 fn type_array(event_types: &EventTypes) -> Option<Vec<i64>> {
@@ -90,10 +82,10 @@ impl PgSpool {
                 .collect();
         }
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(write)?;
+        let tx = client.transaction().await.map_err(SpoolError::write)?;
         tx.execute("LOCK TABLE sinks IN SHARE ROW EXCLUSIVE MODE", &[])
             .await
-            .map_err(write)?;
+            .map_err(SpoolError::write)?;
         for sink in &sinks {
             let types = type_array(&sink.event_types);
             tx.execute(
@@ -103,7 +95,7 @@ impl PgSpool {
                 &[&sink.name, &types, &sink.single_writer],
             )
             .await
-            .map_err(write)?;
+            .map_err(SpoolError::write)?;
             if let Some(types) = types {
                 tx.execute(
                     "DELETE FROM deliveries d USING records r
@@ -112,7 +104,7 @@ impl PgSpool {
                     &[&sink.name, &types],
                 )
                 .await
-                .map_err(write)?;
+                .map_err(SpoolError::write)?;
             }
         }
         let known: Vec<&str> = sinks.iter().map(|sink| sink.name.as_str()).collect();
@@ -122,7 +114,7 @@ impl PgSpool {
                 &[&known],
             )
             .await
-            .map_err(write)?
+            .map_err(SpoolError::write)?
             .iter()
             .map(|row| row.get(0))
             .collect();
@@ -137,13 +129,13 @@ impl PgSpool {
                     &[&sink, &error, &now_ms],
                 )
                 .await
-                .map_err(write)?;
+                .map_err(SpoolError::write)?;
             tx.execute("DELETE FROM sinks WHERE sink = $1", &[&sink])
                 .await
-                .map_err(write)?;
+                .map_err(SpoolError::write)?;
             counts.push((sink, usize::try_from(count).unwrap_or(usize::MAX)));
         }
-        tx.commit().await.map_err(write)?;
+        tx.commit().await.map_err(SpoolError::write)?;
         Ok(counts)
     }
 
@@ -165,16 +157,18 @@ impl PgSpool {
                 &[&sink, &self.inner.replica, &self.lease_ms()],
             )
             .await
-            .map_err(write)?;
+            .map_err(SpoolError::write)?;
         Ok(row.map(|row| row.get(0)))
     }
 
     /// Up to `limit` deliveries for `sink`: due retries first, up to half of
     /// `limit`, then fresh ones in acceptance order, then more due retries
-    /// if room is left. Each is leased to this claim.
+    /// if room is left. Each is leased to this claim. (The sink's event
+    /// types need not be given: its deliveries exist only for those.)
     pub async fn claim(
         &self,
         sink: &str,
+        _event_types: &EventTypes,
         now: SystemTime,
         limit: usize,
     ) -> Result<Claim, SpoolError> {
@@ -195,11 +189,11 @@ impl PgSpool {
                 "next_attempt_ms, seq",
             ))
             .await
-            .map_err(read)?;
+            .map_err(SpoolError::read)?;
         let fresh = client
             .prepare_cached(&claim_statement("last_attempt_ms IS NULL", "seq"))
             .await
-            .map_err(read)?;
+            .map_err(SpoolError::read)?;
         let lease = self.lease_ms();
         let take = |statement, count: usize| {
             let client = &client;
@@ -208,7 +202,7 @@ impl PgSpool {
                 client
                     .query(statement, &[&sink, &count, &token, &lease, &now_ms])
                     .await
-                    .map_err(write)
+                    .map_err(SpoolError::write)
             }
         };
         let mut due = take(&retries, limit / 2).await?;
@@ -234,13 +228,12 @@ impl PgSpool {
                 .is_ok_and(|mut fences| fences.insert(sink.to_owned(), fence) != Some(fence))
         });
         Ok(Claim {
-            receipt: ClaimReceipt {
-                scanned_to: None,
-                token: Some(token),
+            receipt: ClaimReceipt(Receipt::Postgres {
+                token,
                 fence,
                 claimed: deliveries.iter().map(|d| d.seq).collect(),
                 took_over,
-            },
+            }),
             deliveries,
         })
     }
@@ -258,12 +251,19 @@ impl PgSpool {
         }
     }
 
-    /// Extends the lease of a claim (and of its single-writer sink); false
-    /// when the claim has been lost.
-    async fn renew(&self, sink: &str, receipt: &ClaimReceipt) -> Result<bool, SpoolError> {
+    /// Extends the lease of the claim `token` on the records `claimed` (and
+    /// of its single-writer sink, held under `fence`); false when the claim
+    /// has been lost.
+    async fn renew(
+        &self,
+        sink: &str,
+        token: i64,
+        fence: Option<i64>,
+        claimed: &[i64],
+    ) -> Result<bool, SpoolError> {
         let client = self.client().await?;
         let lease = self.lease_ms();
-        if let Some(fence) = receipt.fence {
+        if let Some(fence) = fence {
             let held = client
                 .execute(
                     &format!(
@@ -273,7 +273,7 @@ impl PgSpool {
                     &[&sink, &self.inner.replica, &lease, &fence],
                 )
                 .await
-                .map_err(write)?;
+                .map_err(SpoolError::write)?;
             if held == 0 {
                 return Ok(false);
             }
@@ -284,10 +284,10 @@ impl PgSpool {
                     "UPDATE deliveries SET lease_until_ms = {NOW_MS} + $4
                      WHERE sink = $1 AND seq = ANY ($2) AND claim_token = $3"
                 ),
-                &[&sink, &receipt.claimed, &receipt.token, &lease],
+                &[&sink, &claimed, &token, &lease],
             )
             .await
-            .map_err(write)?;
+            .map_err(SpoolError::write)?;
         Ok(renewed > 0)
     }
 
@@ -299,9 +299,16 @@ impl PgSpool {
         receipt: &ClaimReceipt,
         work: F,
     ) -> F::Output {
-        if receipt.token.is_none() {
+        let ClaimReceipt(Receipt::Postgres {
+            token,
+            fence,
+            claimed,
+            ..
+        }) = receipt
+        else {
+            // Nothing leased, nothing to renew.
             return work.await;
-        }
+        };
         let mut renewals = tokio::time::interval(self.inner.lease / 3);
         renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         renewals.tick().await;
@@ -309,7 +316,7 @@ impl PgSpool {
         loop {
             tokio::select! {
                 output = &mut work => return output,
-                _ = renewals.tick() => match self.renew(sink, receipt).await {
+                _ = renewals.tick() => match self.renew(sink, *token, *fence, claimed).await {
                     Ok(true) => {}
                     Ok(false) => tracing::warn!(
                         sink, "lost the lease on a claim while delivering it: another replica \
@@ -327,13 +334,18 @@ impl PgSpool {
     pub async fn settle(
         &self,
         sink: &str,
-        receipt: &ClaimReceipt,
+        receipt: ClaimReceipt,
         outcomes: Vec<Outcome>,
         now: SystemTime,
     ) -> Result<usize, SpoolError> {
         if outcomes.is_empty() {
             return Ok(0);
         }
+        let ClaimReceipt(Receipt::Postgres { token, fence, .. }) = receipt else {
+            // No claim of this database's rows: none of them is this
+            // caller's to settle.
+            return Ok(outcomes.len());
+        };
         let now_ms = self.inner.clock.db_ms(now);
         let mut seqs = Vec::with_capacity(outcomes.len());
         let mut states = Vec::with_capacity(outcomes.len());
@@ -373,7 +385,7 @@ impl PgSpool {
                        SELECT 1 FROM sinks s WHERE s.sink = $1 AND s.holder = $10 AND s.fence = $9))",
             )
             .await
-            .map_err(write)?;
+            .map_err(SpoolError::write)?;
         let settled = client
             .execute(
                 &statement,
@@ -385,13 +397,13 @@ impl PgSpool {
                     &attempts,
                     &next,
                     &errors,
-                    &receipt.token,
-                    &receipt.fence,
+                    &token,
+                    &fence,
                     &self.inner.replica,
                 ],
             )
             .await
-            .map_err(write)?;
+            .map_err(SpoolError::write)?;
         Ok(outcomes
             .len()
             .saturating_sub(usize::try_from(settled).unwrap_or(usize::MAX)))
@@ -408,7 +420,7 @@ impl PgSpool {
                 &[&sink],
             )
             .await
-            .map_err(read)?;
+            .map_err(SpoolError::read)?;
         Ok(row
             .get::<_, Option<i64>>(0)
             .map(|at| self.inner.clock.local_ms(at)))
@@ -428,7 +440,7 @@ impl PgSpool {
                 &[&sink],
             )
             .await
-            .map_err(read)?;
+            .map_err(SpoolError::read)?;
         Ok(rows
             .iter()
             .map(|row| DeadLetter {
@@ -459,7 +471,7 @@ impl PgSpool {
                 &[&sink, &event_id, &now_ms],
             )
             .await
-            .map_err(write)?;
+            .map_err(SpoolError::write)?;
         Ok(usize::try_from(count).unwrap_or(usize::MAX))
     }
 
@@ -479,15 +491,17 @@ impl PgSpool {
                 &[&sink, &event_id],
             )
             .await
-            .map_err(write)?;
+            .map_err(SpoolError::write)?;
         Ok(usize::try_from(count).unwrap_or(usize::MAX))
     }
 
-    /// Where the latest record with `event_id` stands with `sink`.
+    /// Where the latest record with `event_id` stands with `sink` (whose
+    /// event types need not be given: it has deliveries of those only).
     pub async fn delivery_state(
         &self,
         event_id: &str,
         sink: &str,
+        _event_types: &EventTypes,
     ) -> Result<Option<DeliveryState>, SpoolError> {
         let row = self
             .client()
@@ -498,7 +512,7 @@ impl PgSpool {
                 &[&event_id, &sink],
             )
             .await
-            .map_err(read)?;
+            .map_err(SpoolError::read)?;
         Ok(row.map(|row| {
             let state: String = row.get(0);
             // Like SQLite: handled is "delivered", and only failures count.
@@ -519,8 +533,13 @@ impl PgSpool {
         }))
     }
 
-    /// Pending and dead deliveries of `sink`.
-    pub async fn counts(&self, sink: &str) -> Result<SinkCounts, SpoolError> {
+    /// Pending and dead deliveries of `sink` (whose event types need not be
+    /// given: it has deliveries of those only).
+    pub async fn counts(
+        &self,
+        sink: &str,
+        _event_types: &EventTypes,
+    ) -> Result<SinkCounts, SpoolError> {
         let row = self
             .client()
             .await?
@@ -533,7 +552,7 @@ impl PgSpool {
                 &[&sink],
             )
             .await
-            .map_err(read)?;
+            .map_err(SpoolError::read)?;
         let count = |index: usize| u64::try_from(row.get::<_, i64>(index)).unwrap_or(0);
         Ok(SinkCounts {
             pending: count(0) + count(1),

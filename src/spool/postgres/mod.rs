@@ -19,16 +19,17 @@ mod reconciliation;
 mod schema;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 
-use super::{Acceptance, SpoolError, unix_ms};
+use super::queue::JobQueue;
+use super::{Acceptance, NewRecord, SpoolError, StorageError, unix_ms};
 use crate::record::Record;
 use crate::secret_url::SecretUrl;
 
@@ -55,24 +56,6 @@ pub struct PostgresOptions {
     pub max_connections: usize,
     /// How long a claim (and a single-writer sink) is held without renewal.
     pub lease: Duration,
-}
-
-/// A pool error's text, with PostgreSQL's own reason when it gave one (a
-/// wrong password, an unknown database).
-pub(super) fn describe_pool(err: &deadpool_postgres::PoolError) -> String {
-    match err {
-        deadpool_postgres::PoolError::Backend(err) => describe(err),
-        other => other.to_string(),
-    }
-}
-
-/// An error's text with PostgreSQL's own message, code and detail (the
-/// client's `Display` says only "db error").
-pub(super) fn describe(err: &tokio_postgres::Error) -> String {
-    match err.as_db_error() {
-        Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
-        None => err.to_string(),
-    }
 }
 
 /// The offset from this host's clock to the database's, so times replicas
@@ -121,8 +104,6 @@ pub(super) struct PgSpool {
 }
 
 struct Inner {
-    /// The URL without its password, for messages.
-    shown: String,
     pool: Pool,
     clock: Clock,
     /// This process, as it appears in leases and `replicas`.
@@ -138,8 +119,8 @@ struct Inner {
     fences: std::sync::Mutex<std::collections::HashMap<String, i64>>,
     /// Opened by an admin command: it must not accept.
     admin: bool,
-    /// `None` once closing has begun.
-    jobs: RwLock<Option<mpsc::Sender<committer::Job>>>,
+    /// Callbacks for the committers (closed on an admin handle).
+    jobs: JobQueue<committer::Job>,
     committers: std::sync::Mutex<Vec<JoinHandle<()>>>,
     /// Refreshed by maintenance: `accepted_ids`' estimated rows and the
     /// database's size.
@@ -151,12 +132,12 @@ struct Inner {
 /// Builds the connection pool: `synchronous_commit = on` for every session,
 /// whatever the database's default, so a commit is on disk (and on any
 /// synchronous standby) before a callback is answered.
-fn pool(options: &PostgresOptions) -> Result<Pool, String> {
+fn pool(options: &PostgresOptions) -> Result<Pool, StorageError> {
     let mut config: tokio_postgres::Config = options
         .url
         .expose()
         .parse()
-        .map_err(|err: tokio_postgres::Error| format!("not a valid PostgreSQL URL: {err}"))?;
+        .map_err(|err| StorageError::InvalidUrl(Arc::new(err)))?;
     let session = format!(
         "{} -c synchronous_commit=on",
         config.get_options().unwrap_or_default()
@@ -183,14 +164,14 @@ fn pool(options: &PostgresOptions) -> Result<Pool, String> {
         .create_timeout(Some(CONNECTION_TIMEOUT))
         .recycle_timeout(Some(CONNECTION_TIMEOUT))
         .build()
-        .map_err(|err| err.to_string())
+        .map_err(StorageError::Pool)
 }
 
 /// A failure to open the database at `options`, named without its password.
-fn open_error(options: &PostgresOptions, reason: String) -> SpoolError {
+fn open_error(options: &PostgresOptions, source: StorageError) -> SpoolError {
     SpoolError::Open {
         location: options.url.redacted().to_owned(),
-        reason,
+        source,
     }
 }
 
@@ -198,11 +179,11 @@ fn open_error(options: &PostgresOptions, reason: String) -> SpoolError {
 async fn connect(
     options: &PostgresOptions,
 ) -> Result<(Pool, deadpool_postgres::Object), SpoolError> {
-    let pool = pool(options).map_err(|reason| open_error(options, reason))?;
+    let pool = pool(options).map_err(|err| open_error(options, err))?;
     let client = pool
         .get()
         .await
-        .map_err(|err| open_error(options, format!("cannot connect: {}", describe_pool(&err))))?;
+        .map_err(|err| open_error(options, err.into()))?;
     Ok((pool, client))
 }
 
@@ -217,9 +198,7 @@ fn replica_name() -> String {
 pub async fn check(options: &PostgresOptions) -> Result<String, SpoolError> {
     let shown = options.url.redacted().to_owned();
     let (_pool, client) = connect(options).await?;
-    let found = schema::found(&client)
-        .await
-        .map_err(|err| SpoolError::Read(describe(&err)))?;
+    let found = schema::found(&client).await.map_err(SpoolError::read)?;
     let current = schema::CURRENT_VERSION;
     Ok(match found.version {
         0 => format!(
@@ -256,7 +235,7 @@ impl PgSpool {
         let (pool, mut client) = connect(options).await?;
         schema::migrate(&mut client)
             .await
-            .map_err(|reason| open_error(options, reason))?;
+            .map_err(|err| open_error(options, err))?;
         let window_ms = i64::try_from(dedup_window.as_millis()).unwrap_or(i64::MAX);
         let spool = Self::start(options, pool, false, window_ms);
         spool
@@ -264,7 +243,7 @@ impl PgSpool {
             .clock
             .measure(&client)
             .await
-            .map_err(|err| open_error(options, describe(&err)))?;
+            .map_err(|err| open_error(options, err.into()))?;
         drop(client);
         let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
@@ -277,7 +256,7 @@ impl PgSpool {
                 ))
             })
             .collect();
-        *spool.inner.jobs.write().map_err(|_| SpoolError::Closed)? = Some(sender);
+        spool.inner.jobs.open(sender)?;
         *spool
             .inner
             .committers
@@ -292,12 +271,9 @@ impl PgSpool {
         let (pool, client) = connect(options).await?;
         let found = schema::found(&client)
             .await
-            .map_err(|err| open_error(options, describe(&err)))?;
+            .map_err(|err| open_error(options, err.into()))?;
         if found.version == 0 {
-            return Err(open_error(
-                options,
-                "it holds no recordhook spool yet: start the server on it once".to_owned(),
-            ));
+            return Err(open_error(options, StorageError::NoSchema));
         }
         if !found.runs_here() {
             return Err(SpoolError::SchemaMismatch {
@@ -312,7 +288,7 @@ impl PgSpool {
             .clock
             .measure(&client)
             .await
-            .map_err(|err| SpoolError::Read(describe(&err)))?;
+            .map_err(SpoolError::read)?;
         drop(client);
         Ok(spool)
     }
@@ -320,7 +296,6 @@ impl PgSpool {
     fn start(options: &PostgresOptions, pool: Pool, admin: bool, dedup_window_ms: i64) -> Self {
         Self {
             inner: Arc::new(Inner {
-                shown: options.url.redacted().to_owned(),
                 pool,
                 clock: Clock::default(),
                 replica: replica_name(),
@@ -329,7 +304,7 @@ impl PgSpool {
                 single_writers: std::sync::Mutex::default(),
                 fences: std::sync::Mutex::default(),
                 admin,
-                jobs: RwLock::new(None),
+                jobs: JobQueue::closed(),
                 committers: std::sync::Mutex::default(),
                 dedup_entries: AtomicU64::new(0),
                 database_bytes: AtomicU64::new(0),
@@ -343,47 +318,28 @@ impl PgSpool {
         if self.inner.closed.load(Ordering::Relaxed) {
             return Err(SpoolError::Closed);
         }
-        self.inner.pool.get().await.map_err(|err| {
-            SpoolError::Write(format!(
-                "no connection to PostgreSQL ({}): {}",
-                self.inner.shown,
-                describe_pool(&err)
-            ))
-        })
+        self.inner.pool.get().await.map_err(SpoolError::write)
     }
 
     /// Stores `record`, unless its event id was accepted within the dedup
     /// window (by any replica). Returns once the commit is durable.
-    pub async fn accept(&self, record: &Record, now: SystemTime) -> Result<Acceptance, SpoolError> {
+    pub async fn accept(
+        &self,
+        record: NewRecord,
+        now: SystemTime,
+    ) -> Result<Acceptance, SpoolError> {
         if self.inner.admin {
-            return Err(SpoolError::Write(
-                "this spool handle was opened for administration and does not accept".to_owned(),
-            ));
+            return Err(SpoolError::Write(StorageError::AdminAccept));
         }
-        let body =
-            serde_json::to_string(record).map_err(|err| SpoolError::Write(err.to_string()))?;
-        let sender = self
-            .inner
+        let at_ms = self.inner.clock.db_ms(now);
+        self.inner
             .jobs
-            .read()
-            .map_err(|_| SpoolError::Closed)?
-            .clone()
-            .ok_or(SpoolError::Closed)?;
-        let (reply, outcome) = oneshot::channel();
-        sender
-            .send(committer::Job {
-                event_id: record.id.clone(),
-                event_type: record.event_type,
-                at_ms: self.inner.clock.db_ms(now),
-                body,
-                stream_id: record.stream_id().map(str::to_owned),
-                file_id: record.file_id().map(str::to_owned),
-                source: record.source.as_str(),
+            .submit(|reply| committer::Job {
+                record,
+                at_ms,
                 reply,
             })
             .await
-            .map_err(|_| SpoolError::Closed)?;
-        outcome.await.map_err(|_| SpoolError::Closed)?
     }
 
     /// Which of `ids` were accepted (by any replica) within the dedup window
@@ -394,10 +350,7 @@ impl PgSpool {
         now: SystemTime,
     ) -> Result<HashSet<String>, SpoolError> {
         if self.inner.admin {
-            return Err(SpoolError::Read(
-                "this spool handle was opened for administration and knows no dedup window"
-                    .to_owned(),
-            ));
+            return Err(SpoolError::Read(StorageError::AdminDedup));
         }
         if ids.is_empty() {
             return Ok(HashSet::new());
@@ -416,7 +369,7 @@ impl PgSpool {
                 &[&ids, &since_ms],
             )
             .await
-            .map_err(|err| SpoolError::Read(describe(&err)))?;
+            .map_err(SpoolError::read)?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
@@ -433,12 +386,12 @@ impl PgSpool {
                 &[&self.inner.replica],
             )
             .await
-            .map_err(|err| SpoolError::Write(describe(&err)))?;
+            .map_err(SpoolError::write)?;
         self.inner
             .clock
             .measure(&client)
             .await
-            .map_err(|err| SpoolError::Read(describe(&err)))
+            .map_err(SpoolError::read)
     }
 
     /// Every stored record, oldest first.
@@ -448,12 +401,9 @@ impl PgSpool {
             .await?
             .query("SELECT body FROM records ORDER BY seq", &[])
             .await
-            .map_err(|err| SpoolError::Read(describe(&err)))?;
+            .map_err(SpoolError::read)?;
         rows.iter()
-            .map(|row| {
-                serde_json::from_str(row.get::<_, &str>(0))
-                    .map_err(|err| SpoolError::Read(format!("stored record is unreadable: {err}")))
-            })
+            .map(|row| serde_json::from_str(row.get::<_, &str>(0)).map_err(SpoolError::unreadable))
             .collect()
     }
 
@@ -466,13 +416,12 @@ impl PgSpool {
         before_ms: i64,
         limit: usize,
     ) -> Result<usize, SpoolError> {
-        let write = |err: tokio_postgres::Error| SpoolError::Write(describe(&err));
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(write)?;
+        let tx = client.transaction().await.map_err(SpoolError::write)?;
         let locked: bool = tx
             .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&MAINTENANCE_LOCK])
             .await
-            .map_err(write)?
+            .map_err(SpoolError::write)?
             .get(0);
         if !locked {
             return Ok(0);
@@ -481,8 +430,8 @@ impl PgSpool {
         let count = tx
             .execute(delete, &[&before_ms, &limit])
             .await
-            .map_err(write)?;
-        tx.commit().await.map_err(write)?;
+            .map_err(SpoolError::write)?;
+        tx.commit().await.map_err(SpoolError::write)?;
         Ok(usize::try_from(count).unwrap_or(usize::MAX))
     }
 
@@ -542,6 +491,12 @@ impl PgSpool {
         usize::try_from(self.inner.dedup_entries.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
     }
 
+    /// Free space is not known: the database's filesystem is not local (it
+    /// is its operator's to watch).
+    pub fn free_bytes(&self) -> Option<u64> {
+        None
+    }
+
     /// Size of the whole database (as of the last maintenance round).
     pub fn disk_bytes(&self) -> u64 {
         self.inner.database_bytes.load(Ordering::Relaxed)
@@ -550,9 +505,7 @@ impl PgSpool {
     /// Stops accepting, lets the committers store what is queued, and
     /// closes the pool.
     pub async fn close(&self) {
-        if let Ok(mut jobs) = self.inner.jobs.write() {
-            jobs.take();
-        }
+        self.inner.jobs.close();
         let committers = self
             .inner
             .committers
@@ -575,7 +528,10 @@ impl PgSpool {
                     )
                     .await;
                 if let Err(err) = released {
-                    tracing::warn!(error = %describe(&err), "could not release sink leases");
+                    tracing::warn!(
+                        error = %StorageError::from(err),
+                        "could not release sink leases"
+                    );
                 }
                 let _ = client
                     .execute(

@@ -7,17 +7,9 @@ use std::collections::HashMap;
 
 use tokio_postgres::Row;
 
-use super::{NOW_MS, PgSpool, describe};
+use super::{NOW_MS, PgSpool};
 use crate::spool::SpoolError;
 use crate::spool::reconciliation::{Gap, KEPT_RUNS, ReconcileRun};
-
-fn read(err: tokio_postgres::Error) -> SpoolError {
-    SpoolError::Read(describe(&err))
-}
-
-fn write(err: tokio_postgres::Error) -> SpoolError {
-    SpoolError::Write(describe(&err))
-}
 
 fn count(n: u64) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
@@ -56,7 +48,7 @@ impl PgSpool {
                 &[&streams],
             )
             .await
-            .map_err(read)?;
+            .map_err(SpoolError::read)?;
         Ok(rows
             .iter()
             .map(|row| ((row.get(0), row.get(1)), row.get(2)))
@@ -81,7 +73,7 @@ impl PgSpool {
                 &[&stream, &event_types, &checked_until_ms],
             )
             .await
-            .map_err(write)?;
+            .map_err(SpoolError::write)?;
         Ok(())
     }
 
@@ -117,7 +109,7 @@ impl PgSpool {
                 ],
             )
             .await
-            .map_err(write)?;
+            .map_err(SpoolError::write)?;
         Ok(count(new))
     }
 
@@ -133,7 +125,7 @@ impl PgSpool {
                 &[&sql_limit(limit)],
             )
             .await
-            .map_err(read)?;
+            .map_err(SpoolError::read)?;
         Ok(rows
             .iter()
             .map(|row| Gap {
@@ -156,7 +148,7 @@ impl PgSpool {
             .await?
             .query_one("SELECT count(*) FROM reconcile_gaps", &[])
             .await
-            .map_err(read)?;
+            .map_err(SpoolError::read)?;
         Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
     }
 
@@ -164,7 +156,7 @@ impl PgSpool {
     /// [`KEPT_RUNS`] runs, in one transaction; returns its id.
     pub async fn start_reconcile_run(&self, run: ReconcileRun) -> Result<i64, SpoolError> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(write)?;
+        let tx = client.transaction().await.map_err(SpoolError::write)?;
         let id: i64 = tx
             .query_one(
                 "INSERT INTO reconcile_runs (holder, started_at_ms, finished_at_ms,
@@ -182,7 +174,7 @@ impl PgSpool {
                 ],
             )
             .await
-            .map_err(write)?
+            .map_err(SpoolError::write)?
             .get(0);
         // NULL while fewer than KEPT_RUNS are stored: nothing goes.
         tx.execute(
@@ -191,8 +183,8 @@ impl PgSpool {
             &[&sql_limit(KEPT_RUNS - 1)],
         )
         .await
-        .map_err(write)?;
-        tx.commit().await.map_err(write)?;
+        .map_err(SpoolError::write)?;
+        tx.commit().await.map_err(SpoolError::write)?;
         Ok(id)
     }
 
@@ -215,7 +207,7 @@ impl PgSpool {
                 &[&id, &finished_at_ms, &status, &error, &report],
             )
             .await
-            .map_err(write)?;
+            .map_err(SpoolError::write)?;
         Ok(updated > 0)
     }
 
@@ -231,7 +223,7 @@ impl PgSpool {
                 &[&sql_limit(limit)],
             )
             .await
-            .map_err(read)?;
+            .map_err(SpoolError::read)?;
         Ok(rows.iter().map(run).collect())
     }
 
@@ -259,7 +251,7 @@ impl PgSpool {
                 &[&name, &holder, &lease_ms],
             )
             .await
-            .map_err(write)?;
+            .map_err(SpoolError::write)?;
         Ok(taken > 0)
     }
 
@@ -272,7 +264,7 @@ impl PgSpool {
                 &[&name, &holder],
             )
             .await
-            .map_err(write)?;
+            .map_err(SpoolError::write)?;
         Ok(())
     }
 }

@@ -10,6 +10,8 @@
 
 use tokio_postgres::Client;
 
+use crate::spool::StorageError;
+
 /// Key of the session advisory lock held while migrating; any fixed number
 /// no other application on the database uses ("rhookmig" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7268_6f6f_6b6d_6967;
@@ -231,16 +233,14 @@ pub(super) async fn found(client: &Client) -> Result<Found, tokio_postgres::Erro
 /// Brings the schema up to date, holding the migration lock meanwhile (on
 /// `client`'s session: released when that connection closes, even if this
 /// process dies mid-way). A schema too new for this build is refused.
-pub(super) async fn migrate(client: &mut Client) -> Result<Found, String> {
+pub(super) async fn migrate(client: &mut Client) -> Result<Found, StorageError> {
     migrate_to(client, MIGRATIONS.len()).await
 }
 
-async fn migrate_to(client: &mut Client, target: usize) -> Result<Found, String> {
-    let text = |err: tokio_postgres::Error| err.to_string();
+async fn migrate_to(client: &mut Client, target: usize) -> Result<Found, StorageError> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-        .await
-        .map_err(text)?;
+        .await?;
     let outcome = apply(client, target).await;
     // Released on disconnect anyway; unlock now so a long-lived session
     // (the tests') does not keep others waiting.
@@ -250,8 +250,7 @@ async fn migrate_to(client: &mut Client, target: usize) -> Result<Found, String>
     outcome
 }
 
-async fn apply(client: &mut Client, target: usize) -> Result<Found, String> {
-    let text = |err: tokio_postgres::Error| err.to_string();
+async fn apply(client: &mut Client, target: usize) -> Result<Found, StorageError> {
     client
         .batch_execute(
             "CREATE TABLE IF NOT EXISTS recordhook_schema (
@@ -259,35 +258,31 @@ async fn apply(client: &mut Client, target: usize) -> Result<Found, String> {
                  compatible_from INTEGER NOT NULL
              )",
         )
-        .await
-        .map_err(text)?;
-    let mut found = found(client).await.map_err(text)?;
+        .await?;
+    let mut found = found(client).await?;
     if found.version > CURRENT_VERSION {
         return if found.runs_here() {
             Ok(found)
         } else {
-            Err(format!(
-                "the database's schema version {} needs recordhook code of schema version {} \
-                 or later; this recordhook has {CURRENT_VERSION}: upgrade it",
-                found.version, found.compatible_from
-            ))
+            Err(StorageError::IncompatibleSchema {
+                found: found.version,
+                compatible_from: found.compatible_from,
+                current: CURRENT_VERSION,
+            })
         };
     }
     let start = usize::try_from(found.version).unwrap_or(0);
     for (index, migration) in MIGRATIONS.iter().enumerate().take(target).skip(start) {
         let version = i32::try_from(index + 1).unwrap_or(i32::MAX);
-        let tx = client.transaction().await.map_err(text)?;
-        tx.batch_execute(migration.sql).await.map_err(text)?;
-        tx.execute("DELETE FROM recordhook_schema", &[])
-            .await
-            .map_err(text)?;
+        let tx = client.transaction().await?;
+        tx.batch_execute(migration.sql).await?;
+        tx.execute("DELETE FROM recordhook_schema", &[]).await?;
         tx.execute(
             "INSERT INTO recordhook_schema (version, compatible_from) VALUES ($1, $2)",
             &[&version, &migration.compatible_from],
         )
-        .await
-        .map_err(text)?;
-        tx.commit().await.map_err(text)?;
+        .await?;
+        tx.commit().await?;
         found = Found {
             version,
             compatible_from: migration.compatible_from,

@@ -3,6 +3,7 @@
 //! (waiting for a retry, or a dead letter). Delivering a batch that succeeds
 //! writes one row, the cursor, however many records it held.
 
+use std::future::Future;
 use std::time::SystemTime;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -11,8 +12,8 @@ use super::SqliteSpool;
 use crate::protocol::EventTypes;
 use crate::record::StoredRecord;
 use crate::spool::{
-    Claim, ClaimReceipt, DeadLetter, DeliveryState, Outcome, PendingDelivery, Settlement,
-    SinkCounts, SpoolError, format_ms, unix_ms,
+    Claim, ClaimReceipt, DeadLetter, DeliveryState, Outcome, PendingDelivery, Receipt, Settlement,
+    SinkCounts, SinkRegistration, SpoolError, format_ms, unix_ms,
 };
 
 /// Records a sink has not been offered yet.
@@ -65,23 +66,24 @@ impl SqliteSpool {
     /// records each sink's event types. A sink that is no longer configured
     /// gets its undelivered records as dead letters (kept, never silently
     /// dropped) and loses its cursor. Returns each such sink with the number
-    /// of its dead letters.
+    /// of its dead letters. (One process drives every sink, so
+    /// [`SinkRegistration::single_writer`] changes nothing here.)
     pub async fn register_sinks(
         &self,
-        sinks: Vec<(String, EventTypes)>,
+        sinks: Vec<SinkRegistration>,
         now: SystemTime,
     ) -> Result<Vec<(String, usize)>, SpoolError> {
         let now_ms = unix_ms(now);
         self.write(move |conn| {
-            for (sink, event_types) in &sinks {
+            for sink in &sinks {
                 conn.prepare_cached(
                     "INSERT INTO cursors (sink, seq, event_types)
                      VALUES (?1, (SELECT COALESCE(MAX(seq), 0) FROM records), ?2)
                      ON CONFLICT (sink) DO UPDATE SET event_types = excluded.event_types",
                 )?
-                .execute(params![sink, type_list(event_types)])?;
+                .execute(params![sink.name, type_list(&sink.event_types)])?;
             }
-            let known: Vec<&str> = sinks.iter().map(|(name, _)| name.as_str()).collect();
+            let known: Vec<&str> = sinks.iter().map(|sink| sink.name.as_str()).collect();
             let registered = conn
                 .prepare_cached("SELECT sink, seq, event_types FROM cursors")?
                 .query_map([], |row| {
@@ -144,11 +146,23 @@ impl SqliteSpool {
         retries.extend(fresh.deliveries);
         Ok(Claim {
             deliveries: retries,
-            receipt: ClaimReceipt {
-                scanned_to: fresh.scanned_to,
-                ..ClaimReceipt::default()
-            },
+            receipt: ClaimReceipt(
+                fresh
+                    .scanned_to
+                    .map_or(Receipt::Empty, |scanned_to| Receipt::Sqlite { scanned_to }),
+            ),
         })
+    }
+
+    /// Runs `work`: a claim needs no holding here, as no other process
+    /// could take it over.
+    pub async fn hold_while<F: Future>(
+        &self,
+        _sink: &str,
+        _receipt: &ClaimReceipt,
+        work: F,
+    ) -> F::Output {
+        work.await
     }
 
     /// Up to `limit` records past `sink`'s cursor, those of `event_types` with
@@ -247,14 +261,19 @@ impl SqliteSpool {
     }
 
     /// Writes back the outcomes of one round of attempts on `sink` and moves
-    /// its cursor to `scanned_to`, in one transaction.
-    pub(in crate::spool) async fn settle(
+    /// its cursor to where the claim's scan ended, in one transaction.
+    /// Refuses none (0): only this process claims.
+    pub async fn settle(
         &self,
         sink: &str,
+        receipt: ClaimReceipt,
         outcomes: Vec<Outcome>,
-        scanned_to: Option<i64>,
         now: SystemTime,
-    ) -> Result<(), SpoolError> {
+    ) -> Result<usize, SpoolError> {
+        let scanned_to = match receipt.0 {
+            Receipt::Sqlite { scanned_to } => Some(scanned_to),
+            Receipt::Empty | Receipt::Postgres { .. } => None,
+        };
         let sink = sink.to_owned();
         let now_ms = unix_ms(now);
         self.write(move |conn| {
@@ -290,7 +309,7 @@ impl SqliteSpool {
                 conn.prepare_cached("UPDATE cursors SET seq = MAX(seq, ?2) WHERE sink = ?1")?
                     .execute(params![sink, seq])?;
             }
-            Ok(())
+            Ok(0)
         })
         .await
     }

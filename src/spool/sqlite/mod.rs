@@ -23,13 +23,14 @@ mod writer;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use super::{Acceptance, SpoolError, unix_ms};
+use super::queue::JobQueue;
+use super::{Acceptance, NewRecord, SpoolError, StorageError, unix_ms};
 use crate::record::Record;
 use dedup::DedupIndex;
 use writer::{ClosureJob, WriteJob};
@@ -50,9 +51,11 @@ const KNOWN_IDS_PER_LOCK: usize = 512;
 /// runs, at the same throughput (bench/BENCHMARKS.md).
 const CHECKPOINT_PAGES: i64 = 64;
 
+/// An error met on the read connection (through `?`) is a failed read; the
+/// writer thread reports its own errors as failed writes.
 impl From<rusqlite::Error> for SpoolError {
     fn from(err: rusqlite::Error) -> Self {
-        Self::Read(err.to_string())
+        Self::read(err)
     }
 }
 
@@ -70,8 +73,8 @@ struct Inner {
     dedup: Arc<Mutex<DedupIndex>>,
     /// Opened by an admin command: no dedup memory, so it must not accept.
     admin: bool,
-    /// `None` once closing has begun.
-    jobs: RwLock<Option<mpsc::Sender<Box<dyn WriteJob>>>>,
+    /// Work for the writer thread.
+    jobs: JobQueue<Box<dyn WriteJob>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     reader: Arc<Mutex<Connection>>,
 }
@@ -87,25 +90,29 @@ fn lock_path(path: &Path) -> PathBuf {
 /// spool is this process's while the returned file stays open. The lock
 /// file is left in place when the spool closes; deleting it could let two
 /// processes lock two different files of one name.
-fn lock_for_server(path: &Path) -> Result<std::fs::File, String> {
-    let lock_path = lock_path(path);
+fn lock_for_server(path: &Path) -> Result<std::fs::File, StorageError> {
+    let lock = lock_path(path);
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(&lock_path)
-        .map_err(|err| format!("cannot open {}: {err}", lock_path.display()))?;
+        .open(&lock)
+        .map_err(|err| StorageError::io(format!("open {}", lock.display()), err))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
-            "another recordhook process has this spool open ({}); stop it, or use the admin \
-             commands, which may run beside it",
-            lock_path.display()
-        )),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Locked { lock }),
         Err(std::fs::TryLockError::Error(err)) => {
-            Err(format!("cannot lock {}: {err}", lock_path.display()))
+            Err(StorageError::io(format!("lock {}", lock.display()), err))
         }
+    }
+}
+
+/// A failure to open the spool at `path`.
+fn open_error(path: &Path, source: StorageError) -> SpoolError {
+    SpoolError::Open {
+        location: path.display().to_string(),
+        source,
     }
 }
 
@@ -133,38 +140,39 @@ impl SqliteSpool {
         dedup_window: Duration,
         max_bytes: u64,
     ) -> Result<Self, SpoolError> {
-        let open_error = |reason: String| SpoolError::Open {
-            location: path.display().to_string(),
-            reason,
-        };
+        let dedup_window_ms = i64::try_from(dedup_window.as_millis()).unwrap_or(i64::MAX);
+        Self::open_server(path, dedup_window_ms, max_bytes).map_err(|err| open_error(path, err))
+    }
+
+    /// [`SqliteSpool::open_limited`], its errors not yet named by the path.
+    fn open_server(
+        path: &Path,
+        dedup_window_ms: i64,
+        max_bytes: u64,
+    ) -> Result<Self, StorageError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|err| open_error(err.to_string()))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|err| StorageError::io(format!("create {}", parent.display()), err))?;
         }
         // Before anything else, so two servers never even migrate at once.
-        let lock = lock_for_server(path).map_err(open_error)?;
-        let mut conn = open_connection(path).map_err(|err| open_error(err.to_string()))?;
-        schema::migrate(&mut conn).map_err(open_error)?;
+        let lock = lock_for_server(path)?;
+        let mut conn = open_connection(path)?;
+        schema::migrate(&mut conn)?;
         // Whoever held a lease in this file held it in a process that has
         // since ended (the lock above says no other process has the spool):
         // a lease outliving a SIGKILL must not keep this one waiting.
-        conn.execute("DELETE FROM leases", [])
-            .map_err(|err| open_error(err.to_string()))?;
+        conn.execute("DELETE FROM leases", [])?;
         // Small, frequent checkpoints: each copies little, so it adds little
         // to the commit that runs it, and the WAL stays a few MiB. (A separate
         // checkpoint thread was measured: under continuous writes it never
         // reaches the WAL's head, so the WAL grew without bound.)
-        conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)
-            .map_err(|err| open_error(err.to_string()))?;
+        conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)?;
         if max_bytes > 0 {
-            let page_size: i64 = conn
-                .pragma_query_value(None, "page_size", |row| row.get(0))
-                .map_err(|err| open_error(err.to_string()))?;
+            let page_size: i64 = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
             let pages = i64::try_from(max_bytes).unwrap_or(i64::MAX) / page_size.max(1);
-            conn.pragma_update(None, "max_page_count", pages.max(1))
-                .map_err(|err| open_error(err.to_string()))?;
+            conn.pragma_update(None, "max_page_count", pages.max(1))?;
         }
-        let dedup = DedupIndex::load(&conn).map_err(|err| open_error(err.to_string()))?;
-        let dedup_window_ms = i64::try_from(dedup_window.as_millis()).unwrap_or(i64::MAX);
+        let dedup = DedupIndex::load(&conn)?;
         Self::start(path, conn, dedup, dedup_window_ms, Some(lock))
     }
 
@@ -174,18 +182,11 @@ impl SqliteSpool {
     /// accept), no checkpoint on close (it would hold the lock the server
     /// commits under).
     pub fn open_for_admin(path: &Path) -> Result<Self, SpoolError> {
-        let open_error = |reason: String| SpoolError::Open {
-            location: path.display().to_string(),
-            reason,
-        };
         if !path.exists() {
-            return Err(open_error(
-                "it does not exist: check spool.path (or --config) points at the server's spool"
-                    .to_owned(),
-            ));
+            return Err(open_error(path, StorageError::NoFile));
         }
-        let conn = open_connection(path).map_err(|err| open_error(err.to_string()))?;
-        let found = schema::version(&conn).map_err(|err| open_error(err.to_string()))?;
+        let conn = open_connection(path).map_err(|err| open_error(path, err.into()))?;
+        let found = schema::version(&conn).map_err(|err| open_error(path, err.into()))?;
         let expected = schema::CURRENT_VERSION;
         if found != expected {
             return Err(SpoolError::SchemaMismatch {
@@ -194,7 +195,7 @@ impl SqliteSpool {
                 expected,
             });
         }
-        Self::start(path, conn, DedupIndex::empty(), 0, None)
+        Self::start(path, conn, DedupIndex::empty(), 0, None).map_err(|err| open_error(path, err))
     }
 
     /// Starts the writer thread on `conn` and opens the read connection.
@@ -208,13 +209,9 @@ impl SqliteSpool {
         dedup: DedupIndex,
         dedup_window_ms: i64,
         lock: Option<std::fs::File>,
-    ) -> Result<Self, SpoolError> {
+    ) -> Result<Self, StorageError> {
         let admin = lock.is_none();
-        let open_error = |reason: String| SpoolError::Open {
-            location: path.display().to_string(),
-            reason,
-        };
-        let reader = open_connection(path).map_err(|err| open_error(err.to_string()))?;
+        let reader = open_connection(path)?;
         let dedup = Arc::new(Mutex::new(dedup));
         let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
         let writer_dedup = Arc::clone(&dedup);
@@ -225,14 +222,14 @@ impl SqliteSpool {
                 // The database is closed: another server may have it now.
                 drop(lock);
             })
-            .map_err(|err| open_error(err.to_string()))?;
+            .map_err(|err| StorageError::io("start the spool writer thread".to_owned(), err))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
                 dedup_window_ms,
                 dedup,
                 admin,
-                jobs: RwLock::new(Some(sender)),
+                jobs: JobQueue::new(sender),
                 writer: Mutex::new(Some(writer)),
                 reader: Arc::new(Mutex::new(reader)),
             }),
@@ -255,19 +252,10 @@ impl SqliteSpool {
         T: Send + 'static,
         F: FnMut(&Connection, &mut DedupIndex) -> rusqlite::Result<T> + Send + 'static,
     {
-        let sender = self
-            .inner
+        self.inner
             .jobs
-            .read()
-            .map_err(|_| SpoolError::Closed)?
-            .clone()
-            .ok_or(SpoolError::Closed)?;
-        let (reply, outcome) = oneshot::channel();
-        sender
-            .send(Box::new(ClosureJob::new(work, reply)))
+            .submit(|reply| Box::new(ClosureJob::new(work, reply)) as Box<dyn WriteJob>)
             .await
-            .map_err(|_| SpoolError::Closed)?;
-        outcome.await.map_err(|_| SpoolError::Closed)?
     }
 
     /// Runs `work` on the read connection off the async runtime.
@@ -280,43 +268,44 @@ impl SqliteSpool {
         tokio::task::spawn_blocking(move || {
             let conn = reader
                 .lock()
-                .map_err(|_| SpoolError::Read("reader lock poisoned".to_owned()))?;
+                .map_err(|_| SpoolError::Read(StorageError::ReaderPoisoned))?;
             work(&conn)
         })
         .await
-        .map_err(|err| SpoolError::Read(err.to_string()))?
+        .map_err(SpoolError::read)?
     }
 
     /// Stores `record`, unless its event id was accepted within the dedup
     /// window. Returns only after the commit is durable. Sinks pick it up from
     /// their cursors.
-    pub async fn accept(&self, record: &Record, now: SystemTime) -> Result<Acceptance, SpoolError> {
-        let body =
-            serde_json::to_string(record).map_err(|err| SpoolError::Write(err.to_string()))?;
-        let event_id = record.id.clone();
-        let event_type = record.event_type;
-        let stream_id = record.stream_id().map(str::to_owned);
-        let file_id = record.file_id().map(str::to_owned);
-        let source = record.source.as_str();
-        let now_ms = unix_ms(now);
+    pub async fn accept(
+        &self,
+        record: NewRecord,
+        now: SystemTime,
+    ) -> Result<Acceptance, SpoolError> {
         if self.inner.admin {
-            return Err(SpoolError::Write(
-                "this spool handle was opened for administration and does not accept".to_owned(),
-            ));
+            return Err(SpoolError::Write(StorageError::AdminAccept));
         }
+        let now_ms = unix_ms(now);
         let window_start = now_ms.saturating_sub(self.inner.dedup_window_ms);
         self.write_indexed(move |conn, dedup| {
-            if dedup.accepted_since(conn, &event_id, window_start)? {
+            if dedup.accepted_since(conn, &record.id, window_start)? {
                 return Ok(Acceptance::Duplicate);
             }
-            dedup.record(conn, &event_id, now_ms)?;
+            dedup.record(conn, &record.id, now_ms)?;
             conn.prepare_cached(
                 "INSERT INTO records
                  (event_id, event_type, received_at_ms, body, stream_id, file_id, source)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
-                event_id, event_type, now_ms, body, stream_id, file_id, source
+                record.id,
+                record.event_type,
+                now_ms,
+                record.json,
+                record.stream_id,
+                record.file_id,
+                record.source.as_str()
             ])?;
             Ok(Acceptance::Stored {
                 seq: conn.last_insert_rowid(),
@@ -337,10 +326,7 @@ impl SqliteSpool {
         now: SystemTime,
     ) -> Result<HashSet<String>, SpoolError> {
         if self.inner.admin {
-            return Err(SpoolError::Read(
-                "this spool handle was opened for administration and has no dedup memory"
-                    .to_owned(),
-            ));
+            return Err(SpoolError::Read(StorageError::AdminDedup));
         }
         let since_ms = unix_ms(now).saturating_sub(self.inner.dedup_window_ms);
         let dedup = Arc::clone(&self.inner.dedup);
@@ -380,7 +366,10 @@ impl SqliteSpool {
             let bodies = statement
                 .query_map([], |row| row.get::<_, String>(0))?
                 .collect::<Result<Vec<_>, _>>()?;
-            bodies.iter().map(|body| decode(body)).collect()
+            bodies
+                .iter()
+                .map(|body| serde_json::from_str(body).map_err(SpoolError::unreadable))
+                .collect()
         })
         .await
     }
@@ -461,9 +450,7 @@ impl SqliteSpool {
     /// Stops accepting writes, lets the writer commit what is queued, and
     /// waits for it to checkpoint and close the database.
     pub async fn close(&self) {
-        if let Ok(mut jobs) = self.inner.jobs.write() {
-            jobs.take();
-        }
+        self.inner.jobs.close();
         let writer = self.inner.writer.lock().ok().and_then(|mut w| w.take());
         if let Some(writer) = writer {
             let joined = tokio::task::spawn_blocking(move || writer.join()).await;
@@ -472,11 +459,6 @@ impl SqliteSpool {
             }
         }
     }
-}
-
-fn decode(body: &str) -> Result<Record, SpoolError> {
-    serde_json::from_str(body)
-        .map_err(|err| SpoolError::Read(format!("stored record is unreadable: {err}")))
 }
 
 #[cfg(test)]
@@ -501,8 +483,9 @@ pub(crate) mod tests {
         Record::from_verified(verified, UNIX_EPOCH).unwrap()
     }
 
-    pub(crate) fn record(file_id: &str) -> Record {
-        record_of(100, file_id)
+    /// A recording (event type 100) with this file id, as the spool takes it.
+    pub(crate) fn record(file_id: &str) -> NewRecord {
+        NewRecord::try_from(&record_of(100, file_id)).unwrap()
     }
 
     pub(crate) fn open(dir: &tempfile::TempDir) -> SqliteSpool {
@@ -524,7 +507,7 @@ pub(crate) mod tests {
         .unwrap();
         let mut n = 0;
         while spool
-            .accept(&record(&format!("fill{n}")), at(1))
+            .accept(record(&format!("fill{n}")), at(1))
             .await
             .is_ok()
         {
@@ -534,7 +517,7 @@ pub(crate) mod tests {
         let entries = spool.dedup_entries();
         assert_eq!(entries, n);
         for m in 0..200 {
-            let refused = spool.accept(&record(&format!("late{m}")), at(2)).await;
+            let refused = spool.accept(record(&format!("late{m}")), at(2)).await;
             assert!(matches!(refused, Err(SpoolError::Write(_))), "{refused:?}");
         }
         assert_eq!(spool.dedup_entries(), entries);
@@ -558,7 +541,7 @@ pub(crate) mod tests {
         assert!(missing.to_string().contains("does not exist"), "{missing}");
         open(&dir).close().await;
         let admin = SqliteSpool::open_for_admin(&path).unwrap();
-        assert!(admin.accept(&record("f"), at(1)).await.is_err());
+        assert!(admin.accept(record("f"), at(1)).await.is_err());
         // It has no dedup memory to answer from.
         let known = admin.known_event_ids(vec!["f".to_owned()], at(1)).await;
         assert!(known.is_err(), "{known:?}");
@@ -578,10 +561,10 @@ pub(crate) mod tests {
     async fn a_closed_spool_refuses_writes_and_reopens_with_its_data() {
         let dir = tempfile::tempdir().unwrap();
         let spool = open(&dir);
-        spool.accept(&record("f"), at(1)).await.unwrap();
+        spool.accept(record("f"), at(1)).await.unwrap();
         spool.close().await;
         assert!(matches!(
-            spool.accept(&record("g"), at(1)).await,
+            spool.accept(record("g"), at(1)).await,
             Err(SpoolError::Closed)
         ));
         let reopened = open(&dir);
@@ -593,15 +576,23 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nested/spool.db");
         let server = open(&dir);
-        server.accept(&record("f"), at(1)).await.unwrap();
+        server.accept(record("f"), at(1)).await.unwrap();
         let refused = SqliteSpool::open(&path, Duration::from_secs(60))
             .err()
             .unwrap();
+        let SpoolError::Open {
+            source: reason @ StorageError::Locked { lock },
+            ..
+        } = &refused
+        else {
+            panic!("{refused:?}");
+        };
+        assert!(lock.ends_with("nested/spool.db.lock"), "{refused}");
+        let reason = reason.to_string();
         assert!(
-            matches!(&refused, SpoolError::Open { reason, .. }
-                if reason.starts_with("another recordhook process has this spool open")
-                    && reason.contains("nested/spool.db.lock")
-                    && reason.contains("admin commands")),
+            reason.starts_with("another recordhook process has this spool open")
+                && reason.contains("nested/spool.db.lock")
+                && reason.contains("admin commands"),
             "{refused}"
         );
         // The admin commands take no lock: they run beside the server.

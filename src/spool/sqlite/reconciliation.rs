@@ -11,10 +11,11 @@ use rusqlite::{Row, params};
 
 use super::SqliteSpool;
 use crate::spool::reconciliation::{Gap, KEPT_RUNS, ReconcileRun};
-use crate::spool::{SpoolError, unix_ms};
+use crate::spool::{SpoolError, StorageError, unix_ms};
 
+/// `list` as a JSON array, the one parameter `json_each` reads it from.
 fn json_list<T: serde::Serialize>(list: &[T]) -> Result<String, SpoolError> {
-    serde_json::to_string(list).map_err(|err| SpoolError::Write(err.to_string()))
+    serde_json::to_string(list).map_err(|err| SpoolError::Write(StorageError::encode(err)))
 }
 
 fn run(row: &Row<'_>) -> rusqlite::Result<ReconcileRun> {

@@ -2,6 +2,8 @@
 
 use rusqlite::Connection;
 
+use crate::spool::StorageError;
+
 /// Each entry upgrades the schema by one version; never edit a shipped one.
 const MIGRATIONS: &[&str] = &[
     r"
@@ -161,28 +163,26 @@ pub(super) fn configure(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// Brings the schema up to date; a spool from a newer version is refused.
-pub(super) fn migrate(conn: &mut Connection) -> Result<(), String> {
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
     migrate_to(conn, MIGRATIONS.len())
 }
 
 /// Applies the migrations up to schema version `target`.
-fn migrate_to(conn: &mut Connection, target: usize) -> Result<(), String> {
-    let current: i64 = conn
-        .pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(|err| err.to_string())?;
-    let current = usize::try_from(current).unwrap_or(usize::MAX);
+fn migrate_to(conn: &mut Connection, target: usize) -> Result<(), StorageError> {
+    let found = version(conn)?;
+    // A negative version is no version this build wrote: refused too.
+    let current = usize::try_from(found).unwrap_or(usize::MAX);
     if current > MIGRATIONS.len() {
-        return Err(format!(
-            "spool schema version {current} is newer than this recordhook understands ({})",
-            MIGRATIONS.len()
-        ));
+        return Err(StorageError::NewerSchema {
+            found,
+            known: CURRENT_VERSION,
+        });
     }
     for (index, migration) in MIGRATIONS.iter().enumerate().take(target).skip(current) {
-        let tx = conn.transaction().map_err(|err| err.to_string())?;
-        tx.execute_batch(migration).map_err(|err| err.to_string())?;
-        tx.pragma_update(None, "user_version", (index + 1) as i64)
-            .map_err(|err| err.to_string())?;
-        tx.commit().map_err(|err| err.to_string())?;
+        let tx = conn.transaction()?;
+        tx.execute_batch(migration)?;
+        tx.pragma_update(None, "user_version", (index + 1) as i64)?;
+        tx.commit()?;
     }
     Ok(())
 }

@@ -11,10 +11,11 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rusqlite::{Connection, ErrorCode};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::dedup::DedupIndex;
-use crate::spool::SpoolError;
+use crate::spool::queue::Reply;
+use crate::spool::{SpoolError, StorageError};
 
 /// Most jobs committed in one transaction; bounds the latency one commit adds.
 const MAX_BATCH: usize = 512;
@@ -32,11 +33,11 @@ pub(super) trait WriteJob: Send {
 pub(super) struct ClosureJob<T, F> {
     work: F,
     output: Option<T>,
-    reply: oneshot::Sender<Result<T, SpoolError>>,
+    reply: Reply<T>,
 }
 
 impl<T, F> ClosureJob<T, F> {
-    pub(super) fn new(work: F, reply: oneshot::Sender<Result<T, SpoolError>>) -> Self {
+    pub(super) fn new(work: F, reply: Reply<T>) -> Self {
         Self {
             work,
             output: None,
@@ -57,9 +58,7 @@ where
 
     fn finish(self: Box<Self>, result: Result<(), SpoolError>) {
         let Self { output, reply, .. } = *self;
-        let outcome = result.and_then(|()| {
-            output.ok_or_else(|| SpoolError::Write("job finished without output".to_owned()))
-        });
+        let outcome = result.and_then(|()| output.ok_or(SpoolError::Write(StorageError::JobLost)));
         // The requester may have gone (client disconnected); nothing to tell then.
         let _ = reply.send(outcome);
     }
@@ -115,13 +114,13 @@ fn commit_batch(conn: &Connection, dedup: &mut DedupIndex, mut batch: Vec<Box<dy
     match commit(conn, dedup, &mut batch) {
         Ok(()) => finish_all(batch, None),
         Err(err) if batch.len() == 1 || !belongs_to_one_job(&err) => {
-            finish_all(batch, Some(&err));
+            finish_all(batch, Some(err.into()));
         }
         Err(_) => {
             for job in batch {
                 let mut single = vec![job];
                 let result = commit(conn, dedup, &mut single);
-                finish_all(single, result.err().as_ref());
+                finish_all(single, result.err().map(StorageError::from));
             }
         }
     }
@@ -150,11 +149,13 @@ fn belongs_to_one_job(err: &rusqlite::Error) -> bool {
     }
 }
 
-fn finish_all(batch: Vec<Box<dyn WriteJob>>, error: Option<&rusqlite::Error>) {
+/// Tells every job of `batch` that it committed, or that it did not
+/// because of `error` (the same error for each).
+fn finish_all(batch: Vec<Box<dyn WriteJob>>, error: Option<StorageError>) {
     for job in batch {
-        job.finish(match error {
+        job.finish(match &error {
             None => Ok(()),
-            Some(err) => Err(SpoolError::Write(err.to_string())),
+            Some(err) => Err(SpoolError::Write(err.clone())),
         });
     }
 }
@@ -192,6 +193,7 @@ fn commit(
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
+    use tokio::sync::oneshot;
 
     /// A migrated spool database in `dir`.
     fn database(dir: &tempfile::TempDir) -> Connection {
@@ -257,7 +259,8 @@ mod tests {
         for outcome in outcomes {
             let result = outcome.blocking_recv().unwrap();
             assert!(
-                matches!(&result, Err(SpoolError::Write(reason)) if reason.contains("full")),
+                matches!(&result, Err(SpoolError::Write(cause @ StorageError::Sqlite(_)))
+                    if cause.to_string().contains("full")),
                 "{result:?}"
             );
         }
