@@ -39,6 +39,8 @@ use tokio_util::sync::CancellationToken;
 
 const SECRET_ID: &str = "AKIDbenchmark000000000000000000000001";
 const SECRET_KEY: &str = "benchmark-secret-key";
+/// The spool's dedup window (the default).
+const DEDUP_WINDOW: Duration = Duration::from_secs(7 * 86_400);
 /// No client-side limit: the cost measured is recordhook's, not the wait.
 const UNLIMITED: u32 = 1_000_000;
 
@@ -115,7 +117,7 @@ async fn spool(dir: &tempfile::TempDir) -> Spool {
     Spool::open(&SpoolOptions {
         path: dir.path().join("spool.db"),
         postgres: None,
-        dedup_window: Duration::from_secs(7 * 86_400),
+        dedup_window: DEDUP_WINDOW,
         max_bytes: 0,
     })
     .await
@@ -182,7 +184,14 @@ async fn benchmark(streams: usize) {
     let spool = spool(&dir).await;
     let mut settings = settings(&fake);
     settings.requests_per_sec = UNLIMITED;
-    let reconciler = reconcile::build(&settings, spool.clone(), None, Arc::new(|_| {})).unwrap();
+    let reconciler = reconcile::build(
+        &settings,
+        spool.clone(),
+        DEDUP_WINDOW,
+        None,
+        Arc::new(|_| {}),
+    )
+    .unwrap();
     let options = RunOptions {
         resume: true,
         ..RunOptions::default()
@@ -279,7 +288,14 @@ async fn outage() {
     let spool = spool(&dir).await;
     // What was delivered before the outage is in the spool.
     let settings = settings(&fake);
-    let reconciler = reconcile::build(&settings, spool.clone(), None, Arc::new(|_| {})).unwrap();
+    let reconciler = reconcile::build(
+        &settings,
+        spool.clone(),
+        DEDUP_WINDOW,
+        None,
+        Arc::new(|_| {}),
+    )
+    .unwrap();
     let cancel = CancellationToken::new();
     let before = RunOptions {
         until: Some(down_from - 1),

@@ -170,12 +170,23 @@ impl Application {
             WorkerHealth::new(),
         )
         .with_path_secret(settings.auth.path_secret.clone());
+        if settings.reconcile.enabled
+            && settings.reconcile.lag_secs < reconcile::settings::CSS_RETRY_HORIZON_SECS
+        {
+            tracing::warn!(
+                lag_secs = settings.reconcile.lag_secs,
+                "reconcile.lag_secs is shorter than CSS's retry horizon (about 12 minutes): a \
+                 callback CSS is still retrying may be recovered first (then the retry is a \
+                 duplicate)"
+            );
+        }
         let reconciler = if settings.reconcile.enabled {
             let woken = state.clone();
             Some(Arc::new(
                 reconcile::build(
                     &settings.reconcile,
                     state.spool.clone(),
+                    Duration::from_secs(settings.spool.dedup_window_secs),
                     Some(metrics),
                     Arc::new(move |event_type| woken.wake_sinks(event_type)),
                 )

@@ -72,8 +72,14 @@ pub async fn run(config: Option<&Path>, args: ReconcileArgs) -> anyhow::Result<E
         .await
         .context("opening the spool (with SQLite, stop the server first: it reconciles by itself when [reconcile] enabled = true)")?;
     // Recovered records wait in the spool for the server's delivery workers.
-    let reconciler = reconcile::build(&settings.reconcile, spool.clone(), None, Arc::new(|_| {}))
-        .map_err(anyhow::Error::msg)?;
+    let reconciler = reconcile::build(
+        &settings.reconcile,
+        spool.clone(),
+        Duration::from_secs(settings.spool.dedup_window_secs),
+        None,
+        Arc::new(|_| {}),
+    )
+    .map_err(anyhow::Error::msg)?;
     let cancel = CancellationToken::new();
     let interrupt = cancel.clone();
     tokio::spawn(async move {

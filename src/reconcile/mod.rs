@@ -143,12 +143,24 @@ pub async fn run_periodically(
     let interval = Duration::from_secs(reconciler.settings().interval_secs);
     let metrics = reconciler.metrics().cloned();
     loop {
+        // Another replica's run that finished within the interval stands for
+        // this one: replicas that waited for the lease do not each run again
+        // as soon as it is released, sharing the account's request limit.
+        if let Some(wait) = recent_run_covers(&reconciler, interval).await {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => continue,
+                () = cancel.cancelled() => return,
+            }
+        }
         let options = RunOptions {
             resume: true,
             ..RunOptions::default()
         };
         let outcome = run_leased(&reconciler, &holder, &options, &cancel).await;
         let label = match &outcome {
+            // Streams left after an API error: the run finished, but not
+            // everything was checked; alerts watch for it.
+            Ok(report) if !report.errors.is_empty() => "partial",
             Ok(_) => "ok",
             Err(LeasedRunError::Busy) => "busy",
             Err(LeasedRunError::Interrupted) => "interrupted",
@@ -160,7 +172,9 @@ pub async fn run_periodically(
         match outcome {
             Ok(report) => {
                 let total = report.total();
-                if let Some(metrics) = &metrics {
+                if let Some(metrics) = &metrics
+                    && report.errors.is_empty()
+                {
                     let window_end = tencent_end_secs(&report).unwrap_or_default();
                     metrics
                         .observe_reconcile_success(unix_ms(SystemTime::now()) / 1000, window_end);
@@ -209,17 +223,33 @@ pub async fn run_periodically(
     }
 }
 
+/// How long to wait when the newest run in the spool finished `ok` less
+/// than `interval` ago (any replica's); `None` when a run is due.
+async fn recent_run_covers(reconciler: &Reconciler, interval: Duration) -> Option<Duration> {
+    let latest = reconciler.spool().reconcile_runs(1).await.ok()?.pop()?;
+    if latest.status != "ok" {
+        return None;
+    }
+    let due_ms = latest
+        .started_at_ms
+        .saturating_add(i64::try_from(interval.as_millis()).unwrap_or(i64::MAX));
+    let now_ms = unix_ms(SystemTime::now());
+    (due_ms > now_ms).then(|| Duration::from_millis(u64::try_from(due_ms - now_ms).unwrap_or(0)))
+}
+
 /// The last second a report checked, in Unix seconds.
 fn tencent_end_secs(report: &Report) -> Option<i64> {
     crate::tencent::time::parse(&report.window_end).ok()
 }
 
-/// A reconciler for `settings` on `spool`: its API client, with every
+/// A reconciler for `settings` on `spool` (whose dedup window is
+/// `dedup_window`, the furthest back any run may look): its API client, with every
 /// request counted in `metrics`. Fails (with a message free of secrets)
 /// when the credentials or the endpoint are unusable.
 pub fn build(
     settings: &ReconcileSettings,
     spool: crate::spool::Spool,
+    dedup_window: Duration,
     metrics: Option<Arc<crate::metrics::Metrics>>,
     on_stored: Arc<dyn Fn(i64) + Send + Sync>,
 ) -> Result<Reconciler, String> {
@@ -238,6 +268,7 @@ pub fn build(
         settings.clone(),
         metrics,
         on_stored,
+        dedup_window,
     ))
 }
 

@@ -67,14 +67,36 @@ fn parse(text: &str) -> Result<UnverifiedCallback, PayloadError> {
     }
 }
 
-/// The start of `request`, for a gap entry (the whole may be large).
+/// The start of `request`, for a gap entry (the whole may be large), with
+/// every run of 32 or more hex digits, the shape of `sign` (also when
+/// percent-encoding puts hex digits right before it), replaced: the excerpt
+/// is shown by the admin API, and a `sign` beside its `t` would let whoever
+/// reads it try guesses at the callback key.
 pub fn excerpt(request: Option<&str>) -> String {
-    request
+    let start: Vec<char> = request
         .unwrap_or_default()
         .chars()
         .take(EXCERPT_CHARS)
-        .collect()
+        .collect();
+    let mut out = String::with_capacity(start.len());
+    let mut index = 0;
+    while index < start.len() {
+        let run = start[index..]
+            .iter()
+            .take_while(|c| c.is_ascii_hexdigit())
+            .count();
+        if run >= SIGN_HEX_DIGITS {
+            out.push_str(crate::redact::REDACTED);
+        } else {
+            out.extend(&start[index..index + run.max(1)]);
+        }
+        index += run.max(1);
+    }
+    out
 }
+
+/// Hex digits in a `sign` (an MD5).
+const SIGN_HEX_DIGITS: usize = 32;
 
 #[cfg(test)]
 mod tests {
@@ -140,5 +162,18 @@ mod tests {
     fn an_excerpt_is_bounded() {
         assert_eq!(excerpt(Some(&"x".repeat(2_000))).len(), EXCERPT_CHARS);
         assert_eq!(excerpt(None), "");
+    }
+
+    #[test]
+    fn an_excerpt_never_shows_a_sign() {
+        let sign = "0123456789abcdef0123456789ABCDEF";
+        let shown = excerpt(Some(&format!(
+            "%7B%22t%22%3A1700000600%2C%22sign%22%3A%22{sign}%22%2C%22cut"
+        )));
+        assert!(!shown.contains(sign), "{shown}");
+        assert!(shown.contains(crate::redact::REDACTED), "{shown}");
+        // Shorter hex runs stay.
+        let shorter = &sign[1..];
+        assert_eq!(excerpt(Some(shorter)), shorter);
     }
 }

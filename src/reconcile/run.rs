@@ -33,6 +33,11 @@ const RECORDS_PAGE_SIZE: i64 = 100;
 /// this only keeps enough of them in flight to reach that rate.
 const STREAM_CONCURRENCY: usize = 8;
 
+/// Kept inside the dedup window by this much: `accept` checks dedup at the
+/// run's start time, and a long run must not reach records whose dedup
+/// entries maintenance prunes meanwhile.
+const DEDUP_MARGIN_SECS: i64 = 3_600;
+
 /// Kept off the 14-day edge: a window starting exactly 14 days back when
 /// the request is built is older than that when Tencent checks it.
 const LOOKBACK_MARGIN_SECS: i64 = 300;
@@ -81,6 +86,9 @@ pub struct Reconciler {
     metrics: Option<Arc<Metrics>>,
     /// Called with the event type of each recovered record (wakes the sinks).
     on_stored: Arc<dyn Fn(i64) + Send + Sync>,
+    /// The spool's dedup window, in seconds: no run looks further back, or
+    /// a callback older than the dedup memory would be stored a second time.
+    dedup_window_secs: i64,
 }
 
 impl Reconciler {
@@ -92,6 +100,7 @@ impl Reconciler {
         settings: ReconcileSettings,
         metrics: Option<Arc<Metrics>>,
         on_stored: Arc<dyn Fn(i64) + Send + Sync>,
+        dedup_window: Duration,
     ) -> Self {
         Self {
             client,
@@ -99,6 +108,7 @@ impl Reconciler {
             settings,
             metrics,
             on_stored,
+            dedup_window_secs: i64::try_from(dedup_window.as_secs()).unwrap_or(i64::MAX),
         }
     }
 
@@ -117,20 +127,27 @@ impl Reconciler {
         self.metrics.as_ref()
     }
 
-    /// The window a run at `now` checks, in Unix seconds, inclusive.
+    /// The window a run at `now` checks, in Unix seconds, inclusive: never
+    /// further back than Tencent keeps records, nor than the dedup memory
+    /// reaches (with an hour to spare for a long run), whatever `since` says.
     pub fn window(&self, options: &RunOptions, now: SystemTime) -> Window {
         let now = unix_ms(now) / 1000;
         let lag = i64::try_from(self.settings.lag_secs).unwrap_or(i64::MAX);
-        let lookback = i64::try_from(self.settings.lookback_secs).unwrap_or(i64::MAX);
-        let oldest = now - (MAX_RECORDS_LOOKBACK_SECS - LOOKBACK_MARGIN_SECS);
+        let oldest = (now - (MAX_RECORDS_LOOKBACK_SECS - LOOKBACK_MARGIN_SECS))
+            .max(now.saturating_sub(self.dedup_window_secs) + DEDUP_MARGIN_SECS);
         let until = options
             .until
             .map_or(now - lag, |until| until.min(now - lag));
-        let since = options.since.unwrap_or(now - lookback).max(oldest);
+        let since = options.since.unwrap_or(self.default_since(now)).max(oldest);
         Window {
             from: since,
             to: until,
         }
+    }
+
+    /// Where a run at `now` (Unix seconds) starts unless told otherwise.
+    fn default_since(&self, now: i64) -> i64 {
+        now - i64::try_from(self.settings.lookback_secs).unwrap_or(i64::MAX)
     }
 
     /// One run over the window `options` describe, at `now`.
@@ -160,23 +177,28 @@ impl Reconciler {
             None => self.list_streams(window, &mut report).await?,
         };
         report.streams = streams.len() as u64;
-        let checkpoints = if options.resume {
-            self.spool
-                .reconcile_checkpoints(streams.keys().cloned().collect())
-                .await?
-        } else {
-            HashMap::new()
-        };
+        let checkpoints = self
+            .spool
+            .reconcile_checkpoints(streams.keys().cloned().collect())
+            .await?;
         let event_types = &self.settings.event_types;
+        let default_since = self.default_since(unix_ms(now) / 1000);
         let jobs = streams.into_iter().map(|(stream, sessions)| {
-            // The stream is checked from where the least advanced of its
+            // The stream was checked up to where the least advanced of its
             // event types stopped.
-            let checked_until = event_types
+            let stored = event_types
                 .iter()
                 .map(|event_type| checkpoints.get(&(stream.clone(), *event_type)).copied())
                 .min()
                 .flatten()
                 .map(|ms| ms / 1000);
+            let checked_until = if options.resume { stored } else { None };
+            let from = checked_until.map_or(window.from, |c| c.max(window.from));
+            // The checkpoint may move to the end of this run only if the run
+            // covers everything from where it stands (or, with none, from
+            // where a server run would begin): a one-off run over the last
+            // ten minutes must not mark the hours before them as checked.
+            let may_save = !options.dry_run && from <= stored.unwrap_or(default_since);
             let windows = stream_windows(
                 window.from,
                 window.to,
@@ -184,7 +206,7 @@ impl Reconciler {
                 &sessions,
                 MAX_RECORDS_WINDOW_SECS,
             );
-            self.check_stream(stream, windows, window.to, options.dry_run, now)
+            self.check_stream(stream, windows, window.to, options.dry_run, may_save, now)
         });
         let mut parts = futures_util::stream::iter(jobs).buffer_unordered(STREAM_CONCURRENCY);
         while let Some(part) = parts.next().await {
@@ -277,10 +299,14 @@ impl Reconciler {
                     }
                 })?
                 .response;
-            let total = answer.total_num.unwrap_or(0);
-            if page == 1 && total > MAX_EVENTS_RESULTS {
+            if page == 1 && answer.total_num.unwrap_or(0) > MAX_EVENTS_RESULTS {
                 return Ok(Listed::TooMany);
             }
+            let paging = Paging {
+                page_size: answer.page_size,
+                total_num: answer.total_num,
+                total_page: answer.total_page,
+            };
             let events = answer.event_list.unwrap_or_default();
             let received = events.len() as i64;
             for event in events {
@@ -306,10 +332,7 @@ impl Reconciler {
                     .or_default()
                     .push(Session { start, end });
             }
-            let pages = answer
-                .total_page
-                .unwrap_or_else(|| (total + MAX_EVENTS_PAGE_SIZE - 1) / MAX_EVENTS_PAGE_SIZE);
-            if received < MAX_EVENTS_PAGE_SIZE || page >= pages {
+            if last_page(page, received, MAX_EVENTS_PAGE_SIZE, &paging) {
                 return Ok(Listed::All);
             }
             page += 1;
@@ -324,6 +347,7 @@ impl Reconciler {
         windows: Vec<Window>,
         until: i64,
         dry_run: bool,
+        may_save: bool,
         now: SystemTime,
     ) -> Result<Report, ReconcileError> {
         let mut report = Report::default();
@@ -349,7 +373,7 @@ impl Reconciler {
                 }
             }
         }
-        if !dry_run {
+        if may_save {
             self.spool
                 .save_reconcile_checkpoint(&stream, &self.settings.event_types, (until + 1) * 1000)
                 .await?;
@@ -389,6 +413,11 @@ impl Reconciler {
                 .await
                 .map_err(WindowError::Api)?;
             let answer = called.response;
+            let paging = Paging {
+                page_size: answer.page_size,
+                total_num: answer.total_num,
+                total_page: answer.total_page,
+            };
             let records = answer.data_info_list.unwrap_or_default();
             let received = records.len() as i64;
             self.settle_page(
@@ -401,10 +430,7 @@ impl Reconciler {
                 report,
             )
             .await?;
-            let pages = answer.total_page.unwrap_or_else(|| {
-                (answer.total_num.unwrap_or(0) + RECORDS_PAGE_SIZE - 1) / RECORDS_PAGE_SIZE
-            });
-            if received < RECORDS_PAGE_SIZE || page >= pages {
+            if last_page(page, received, RECORDS_PAGE_SIZE, &paging) {
                 return Ok(());
             }
             page += 1;
@@ -443,7 +469,7 @@ impl Reconciler {
             match recover(info.request.as_deref(), provenance, now) {
                 Ok(record) => {
                     let event_type = info.event_type.unwrap_or(record.event_type);
-                    if !self.settings.event_types.contains(&event_type) {
+                    if !self.settings.event_types.contains(&event_type) || !self.wanted(&record) {
                         continue;
                     }
                     if let Some(earlier) = seen.get_mut(&record.id) {
@@ -467,6 +493,15 @@ impl Reconciler {
                     };
                     let counts = report.counts(event_type);
                     counts.sent += 1;
+                    if info.result_code == Some(0) {
+                        // CSS counted this attempt delivered: recordhook
+                        // answered 200, which it does only once the
+                        // callback is stored. Without a body it cannot be
+                        // looked up, but it is not missing.
+                        counts.present += 1;
+                        self.observe(event_type, "present");
+                        continue;
+                    }
                     counts.unrecoverable += 1;
                     self.observe(event_type, "unrecoverable");
                     tracing::warn!(
@@ -551,6 +586,18 @@ impl Reconciler {
         Ok(())
     }
 
+    /// Whether `record` is of a configured domain and app: callback records
+    /// are asked for by stream name alone, and a stream of the same name
+    /// may be pushed under a domain or app that is not reconciled. A record
+    /// that names neither is kept.
+    fn wanted(&self, record: &Record) -> bool {
+        let allowed = |filter: &[String], value: &Option<String>| {
+            filter.is_empty() || value.as_ref().is_none_or(|value| filter.contains(value))
+        };
+        allowed(&self.settings.domains, &record.stream.app)
+            && allowed(&self.settings.app_names, &record.stream.appname)
+    }
+
     /// Counts one parsed record as present, recovered or (dry run) missing.
     fn count_found(
         &self,
@@ -605,6 +652,36 @@ impl From<SpoolError> for WindowError {
     }
 }
 
+/// A page's paging fields, as Tencent answered them.
+struct Paging {
+    page_size: Option<i64>,
+    total_num: Option<i64>,
+    total_page: Option<i64>,
+}
+
+/// Whether page `page`, which held `received` entries when `asked` were
+/// asked for, was the last. Tencent's `TotalPage` is trusted when it gives
+/// one (a page shorter than asked is then not taken for the end: Tencent
+/// may cap the page size below what was asked), else `TotalNum` over the
+/// page size it answered with; with neither, a short page ends it. An empty
+/// page always does.
+fn last_page(page: i64, received: i64, asked: i64, paging: &Paging) -> bool {
+    if received == 0 {
+        return true;
+    }
+    let size = paging.page_size.filter(|size| *size > 0).unwrap_or(asked);
+    let pages = paging.total_page.filter(|pages| *pages > 0).or_else(|| {
+        paging
+            .total_num
+            .filter(|total| *total > 0)
+            .map(|total| (total + size - 1) / size)
+    });
+    match pages {
+        Some(pages) => page >= pages,
+        None => received < size,
+    }
+}
+
 /// Unix seconds as Tencent's UTC time text. Only instants beyond year 9999
 /// cannot be written; Tencent refuses the number written instead.
 fn utc(secs: i64) -> String {
@@ -617,3 +694,31 @@ pub const LEASE_NAME: &str = "reconcile";
 /// How long a replica's hold on reconciliation lasts without renewal (it
 /// renews every third of it while it runs).
 pub const LEASE: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paging(page_size: Option<i64>, total_num: Option<i64>, total_page: Option<i64>) -> Paging {
+        Paging {
+            page_size,
+            total_num,
+            total_page,
+        }
+    }
+
+    #[test]
+    fn a_page_shorter_than_asked_ends_the_listing_only_when_tencent_gives_no_total() {
+        // TotalPage given: trusted, even when Tencent capped the page size.
+        assert!(!last_page(1, 50, 100, &paging(None, None, Some(3))));
+        assert!(last_page(3, 50, 100, &paging(None, None, Some(3))));
+        // TotalNum over the page size Tencent answered with.
+        assert!(!last_page(1, 50, 100, &paging(Some(50), Some(120), None)));
+        assert!(last_page(3, 20, 100, &paging(Some(50), Some(120), None)));
+        // Neither: a short page is the last, a full one is not.
+        assert!(last_page(1, 99, 100, &paging(None, None, None)));
+        assert!(!last_page(1, 100, 100, &paging(None, None, None)));
+        // An empty page ends it whatever the totals say.
+        assert!(last_page(1, 0, 100, &paging(None, Some(500), Some(5))));
+    }
+}

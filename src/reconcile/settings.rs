@@ -17,6 +17,14 @@ pub const RECONCILABLE_EVENT_TYPES: [i64; 4] = [0, 1, 100, 200];
 /// Furthest back Tencent keeps callback records: 14 days.
 pub const MAX_LOOKBACK_SECS: u64 = 14 * 86_400;
 
+/// How much shorter than the dedup window the lookback must be: a long run
+/// must not reach callbacks whose dedup entries are pruned meanwhile.
+const DEDUP_MARGIN_SECS: u64 = 3_600;
+
+/// Below this `lag_secs`, a run may recover a callback CSS is still
+/// retrying (its retries last about 12 minutes): allowed, and warned about.
+pub const CSS_RETRY_HORIZON_SECS: u64 = 720;
+
 /// Most requests a second the client may start: Tencent's documented limit
 /// for `DescribeCallbackRecordsList` (20/s, per account).
 pub const MAX_REQUESTS_PER_SEC: u32 = 20;
@@ -140,12 +148,13 @@ impl ReconcileSettings {
                 "must be shorter than reconcile.lookback_secs, or no run would check anything",
             ));
         }
-        if self.lookback_secs > dedup_window_secs {
+        if self.lookback_secs.saturating_add(DEDUP_MARGIN_SECS) > dedup_window_secs {
             return Err(invalid(
                 "lookback_secs",
                 format!(
-                    "must not exceed spool.dedup_window_secs ({dedup_window_secs}): a callback \
-                     older than the dedup memory would be recovered and delivered a second time"
+                    "must be at least an hour shorter than spool.dedup_window_secs \
+                     ({dedup_window_secs}): a callback older than the dedup memory would be \
+                     recovered and delivered a second time"
                 ),
             ));
         }

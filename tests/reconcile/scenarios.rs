@@ -26,6 +26,7 @@ pub fn tests() -> Vec<Test> {
         test!(unrecoverable_records_become_gaps_shown_by_the_admin_api_and_counted_once),
         test!(throttling_is_retried_and_refused_credentials_stop_the_run_with_a_clear_message),
         test!(a_run_killed_midway_resumes_from_its_checkpoints),
+        test!(a_one_off_run_over_a_short_window_never_marks_earlier_time_checked),
     ]
 }
 
@@ -569,4 +570,66 @@ async fn a_run_killed_midway_resumes_from_its_checkpoints() {
     // (A delivery the kill cut short between the target's answer and the
     // spool's settlement is made again: at least once, as everywhere.)
     let _ = KEY;
+}
+
+async fn a_one_off_run_over_a_short_window_never_marks_earlier_time_checked() {
+    let fake = fake().await;
+    let target = Target::start().await;
+    let start = now() - 3_000;
+    fake.add_stream(StreamSession::new(
+        "push.example.com",
+        "live",
+        "room-e",
+        start,
+        Some(now() - 200),
+    ));
+    let old = sent_recording("room-e", "older-than-ten-minutes", start + 200);
+    fake.add_callback(failed_delivery("room-e", &old, start + 200));
+    // An attempt CSS counted delivered, whose body Tencent did not keep.
+    fake.add_callback(SentCallback {
+        result_code: 0,
+        ..SentCallback::new("room-e", 200, start + 300)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    // A dedup window of two hours: no run may look further back than one.
+    write_config(
+        &dir,
+        &format!("dedup_window_secs = 7200\n{}", config(&fake, &target, "")),
+    );
+    let short = reconcile_cli(&dir, SECRET_KEY, &["--since", "10m", "--json"]).await;
+    assert_eq!(
+        short.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&short.stderr)
+    );
+    assert_eq!(
+        report(&short)["by_type"],
+        serde_json::json!({}),
+        "nothing in ten minutes"
+    );
+    // A run resuming from the checkpoints still covers the hour before.
+    let resumed = reconcile_cli(&dir, SECRET_KEY, &["--resume", "--json"]).await;
+    assert_eq!(
+        resumed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let by_type = &report(&resumed)["by_type"];
+    assert_eq!(by_type["100"]["recovered"], 1, "{by_type}");
+    assert_eq!(by_type["200"]["present"], 1, "{by_type}");
+    assert_eq!(by_type["200"]["unrecoverable"], 0, "{by_type}");
+    // --since beyond the dedup window is cut to an hour inside it.
+    let far = reconcile_cli(&dir, SECRET_KEY, &["--since", "5h", "--dry-run", "--json"]).await;
+    let window_start = report(&far)["window_start"].as_str().unwrap().to_owned();
+    let start_secs = humantime::parse_rfc3339(&window_start)
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        start_secs >= now() - 3_600 - 5,
+        "the window starts at {window_start}, beyond the dedup window"
+    );
 }
