@@ -89,6 +89,22 @@ async fn stored(database: &Database) -> HashMap<String, i64> {
         .collect()
 }
 
+/// The claims held now (one token per claiming worker).
+async fn claim_tokens(database: &Database) -> Vec<i64> {
+    database
+        .client()
+        .await
+        .query(
+            "SELECT DISTINCT claim_token FROM deliveries WHERE claim_token IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
 /// Deliveries not yet delivered, or still claimed.
 async fn unfinished(database: &Database) -> i64 {
     database
@@ -191,9 +207,43 @@ async fn three_replicas_one_killed_one_paused_past_its_lease_lose_nothing() {
     servers[0].take().unwrap().kill();
     let at_kill = target.received().len();
     acknowledged(600).await;
+    // Pause replica 1 only once it provably holds a claim: a slow target
+    // keeps both live replicas' batches in flight, and two distinct claim
+    // tokens (replica 0 is dead) mean one of them is replica 1's. (Pausing
+    // at a moment when it held none left nothing to refuse, and the test
+    // failed on a loaded machine for that reason alone.)
+    target.set_delay(Duration::from_secs(8));
+    // Claims held a whole second are batches waiting on the slow target
+    // (one of the fast target's takes a fraction of that).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let in_flight = loop {
+        let before = claim_tokens(&database).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let held: Vec<i64> = claim_tokens(&database)
+            .await
+            .into_iter()
+            .filter(|token| before.contains(token))
+            .collect();
+        if held.len() >= 2 {
+            break held;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the two live replicas never held claims at once"
+        );
+    };
     servers[1].as_ref().unwrap().signal("-STOP");
-    // Longer than the lease, with load going on: the others take its claims over.
-    tokio::time::sleep(Duration::from_secs(LEASE_SECS * 2 + 2)).await;
+    target.set_delay(Duration::from_millis(20));
+    // Past its lease, with load going on: the other replica takes its claim
+    // over, so no claim seen at the pause is left.
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            let now = claim_tokens(&database).await;
+            in_flight.iter().all(|token| !now.contains(token))
+        })
+        .await,
+        "the paused replica's claim was never taken over"
+    );
     servers[1].as_ref().unwrap().signal("-CONT");
     acknowledged(900).await;
     stop.store(true, Ordering::Relaxed);
