@@ -74,8 +74,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_healthy(url, process, name):
-    for _ in range(200):
+def wait_healthy(url, process, name, attempts=200):
+    for _ in range(attempts):
         if process.poll() is not None:
             sys.exit(f"{name} exited early with {process.returncode}")
         try:
@@ -103,6 +103,12 @@ def run_wrk(url, prefix, t, sign, ports=()):
     if result["non2xx"] or result["socket_errors"]:
         print(f"  warning: {prefix}: {result['non2xx']} non-2xx, {result['socket_errors']} socket errors")
     return result
+
+
+def sign_with(binary, key, t):
+    """The callback signature for `t` under `key`, as `recordhook sign` computes it."""
+    return json.loads(subprocess.run([binary, "sign", "--key", key, "--t", str(t)],
+                                     capture_output=True, text=True, check=True).stdout)["sign"]
 
 
 def metric(base, name):
@@ -271,7 +277,7 @@ class Recordhook:
     """One recordhook process with its own port, spool (or a share of the
     PostgreSQL one), file sink and log."""
 
-    def __init__(self, binary, directory, key, postgres=None):
+    def __init__(self, binary, directory, key, postgres=None, command_prefix=()):
         directory.mkdir(parents=True)
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -293,7 +299,9 @@ name = "console"
 type = "log"
 {archive_sink(self.records)}""")
         self.log = open(os.devnull if LOG == "discard" else directory / "recordhook.log", "wb")
-        self.process = subprocess.Popen([binary, "serve", "--config", config], cwd=directory, stdout=self.log,
+        # command_prefix: a tool the process runs under (bench/callgrind.py's valgrind).
+        self.process = subprocess.Popen([*command_prefix, binary, "serve", "--config", config], cwd=directory,
+                                        stdout=self.log,
                                         env=dict(os.environ, RECORDHOOK__AUTH__KEYS=key))
         self.name = str(binary)
         self.postgres = postgres
@@ -353,8 +361,7 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="recordhook-bench-"))
     key = "bench-" + os.urandom(8).hex()
     t = int(time.time()) + 3600
-    sign = json.loads(subprocess.run([binary, "sign", "--key", key, "--t", str(t)],
-                                     capture_output=True, text=True, check=True).stdout)["sign"]
+    sign = sign_with(binary, key, t)
     ref_port, durable_port = free_port(), free_port()
     reference = subprocess.Popen([reference_binary, f"127.0.0.1:{ref_port}"], stdout=subprocess.DEVNULL)
     # Its file sits on the same disk as recordhook's spool.
