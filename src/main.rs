@@ -13,6 +13,13 @@ use recordhook::cli::{self, Cli};
 /// so it must not hold the exit.
 const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(2);
 
+/// mimalloc instead of glibc's allocator: each callback allocates and frees
+/// hundreds of small buffers across threads (the request, its JSON, the
+/// record, the spool's rows, each sink's line), and glibc's malloc and free
+/// were a sixth of its instructions (bench/BENCHMARKS.md, "Per-callback cost").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
