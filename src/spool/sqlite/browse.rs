@@ -6,6 +6,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params_from_iter};
 
 use super::SqliteSpool;
+use super::body::StoredBody;
 use crate::record::Source;
 use crate::spool::SpoolError;
 use crate::spool::browse::{
@@ -231,7 +232,7 @@ impl SqliteSpool {
                             body
                      FROM records WHERE event_id = ?1 ORDER BY seq DESC LIMIT 1",
                 )?
-                .query_row([&id], |r| Ok((row(r)?, r.get::<_, String>(7)?)))
+                .query_row([&id], |r| Ok((row(r)?, r.get::<_, StoredBody>(7)?.0)))
                 .optional()?;
             let Some((found, body)) = found else {
                 return Ok(None);

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteSpool;
+use super::body::StoredBody;
 use crate::protocol::EventTypes;
 use crate::record::StoredRecord;
 use crate::spool::{
@@ -192,7 +193,7 @@ impl SqliteSpool {
                 let seq: i64 = row.get(0)?;
                 scanned_to = Some(seq);
                 // Records of other event types have no body here: skipped, not loaded.
-                if let Some(json) = row.get::<_, Option<String>>(4)? {
+                if let Some(StoredBody(json)) = row.get::<_, Option<StoredBody>>(4)? {
                     deliveries.push(PendingDelivery {
                         seq,
                         attempts: 0,
@@ -237,7 +238,7 @@ impl SqliteSpool {
                         record: StoredRecord {
                             id: row.get(3)?,
                             event_type: row.get(4)?,
-                            json: row.get(5)?,
+                            json: row.get::<_, StoredBody>(5)?.0,
                         },
                     })
                 })?

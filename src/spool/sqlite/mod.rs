@@ -14,6 +14,7 @@
 //! the writer has closed the database. The admin commands do not take it:
 //! they never accept, and run beside the server.
 
+mod body;
 mod browse;
 mod dedup;
 mod deliveries;
@@ -32,6 +33,7 @@ use tokio::sync::mpsc;
 use super::queue::JobQueue;
 use super::{Acceptance, NewRecord, SpoolError, StorageError, unix_ms};
 use crate::record::Record;
+use body::StoredBody;
 use dedup::DedupIndex;
 use writer::{ClosureJob, WriteJob};
 
@@ -293,6 +295,7 @@ impl SqliteSpool {
                 return Ok(Acceptance::Duplicate);
             }
             dedup.record(conn, &record.id, now_ms)?;
+            let body = body::pack(&record.json);
             conn.prepare_cached(
                 "INSERT INTO records
                  (event_id, event_type, received_at_ms, body, stream_id, file_id, source)
@@ -302,7 +305,7 @@ impl SqliteSpool {
                 record.id,
                 record.event_type,
                 now_ms,
-                record.json,
+                body,
                 record.stream_id,
                 record.file_id,
                 record.source.as_str()
@@ -364,11 +367,11 @@ impl SqliteSpool {
         self.read(|conn| {
             let mut statement = conn.prepare("SELECT body FROM records ORDER BY seq")?;
             let bodies = statement
-                .query_map([], |row| row.get::<_, String>(0))?
+                .query_map([], |row| row.get::<_, StoredBody>(0))?
                 .collect::<Result<Vec<_>, _>>()?;
             bodies
                 .iter()
-                .map(|body| serde_json::from_str(body).map_err(SpoolError::unreadable))
+                .map(|body| serde_json::from_str(&body.0).map_err(SpoolError::unreadable))
                 .collect()
         })
         .await
@@ -555,6 +558,55 @@ pub(crate) mod tests {
             matches!(err, SpoolError::SchemaMismatch { found: 1, .. }),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn records_stored_as_text_by_earlier_versions_read_back_beside_compressed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/spool.db");
+        let spool = open(&dir);
+        let sink = crate::spool::SinkRegistration {
+            name: "s".to_owned(),
+            event_types: crate::protocol::EventTypes::All,
+            single_writer: false,
+        };
+        spool.register_sinks(vec![sink], at(1)).await.unwrap();
+        spool.accept(record("new"), at(1)).await.unwrap();
+        spool.close().await;
+        // A row as versions before compressed bodies wrote it.
+        let old = record("old");
+        Connection::open(&path)
+            .unwrap()
+            .execute(
+                "INSERT INTO records (event_id, event_type, received_at_ms, body)
+                 VALUES (?1, 100, 1000, ?2)",
+                params![old.id, old.json],
+            )
+            .unwrap();
+        let compressed: String = Connection::open(&path)
+            .unwrap()
+            .query_row(
+                "SELECT typeof(body) FROM records ORDER BY seq LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(compressed, "blob");
+
+        let reopened = open(&dir);
+        let claimed = reopened
+            .claim("s", &crate::protocol::EventTypes::All, at(2), 10)
+            .await
+            .unwrap();
+        let bodies: Vec<&str> = claimed
+            .deliveries
+            .iter()
+            .map(|d| d.record.json.as_str())
+            .collect();
+        assert_eq!(bodies, [record("new").json.as_str(), old.json.as_str()]);
+        assert_eq!(reopened.records().await.unwrap().len(), 2);
+        let detail = reopened.event(&old.id).await.unwrap().unwrap();
+        assert_eq!(detail.body, old.json);
     }
 
     #[tokio::test]
