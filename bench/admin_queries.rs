@@ -10,11 +10,15 @@
 //! and `KEEP=1` to keep both spools for `EXPLAIN` afterwards (their
 //! locations are printed).
 
+#[path = "pg_admin.rs"]
+mod pg_admin;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
+use pg_admin::admin;
 use recordhook::protocol::{Authenticator, EventTypes, TimeWindow, UnverifiedCallback};
 use recordhook::record::Record;
 use recordhook::secret_url::SecretUrl;
@@ -330,16 +334,6 @@ fn summary(mut times: Vec<Duration>) -> (f64, f64) {
     times.sort();
     let rank = |p: f64| times[((p * times.len() as f64).ceil() as usize).clamp(1, times.len()) - 1];
     (ms(rank(0.5)), ms(rank(0.95)))
-}
-
-async fn admin(server: &str, statement: &str) -> anyhow::Result<()> {
-    let (client, connection) =
-        tokio_postgres::connect(&format!("{server}/postgres"), tokio_postgres::NoTls).await?;
-    let connection = tokio::spawn(connection);
-    client.batch_execute(statement).await?;
-    drop(client);
-    let _ = connection.await;
-    Ok(())
 }
 
 fn env_usize(name: &str, default: usize) -> anyhow::Result<usize> {

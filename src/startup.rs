@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin;
+use crate::configuration::spool::SpoolBackend;
 use crate::configuration::{ConfigError, Settings};
 use crate::delivery;
 use crate::http::{self, AppState, ServeOptions, SinkRoute};
@@ -20,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::protocol::Authenticator;
 use crate::reconcile::{self, Reconciler};
 use crate::sinks::{self, ConfiguredSink, SinkBuildError};
-use crate::spool::{SinkRegistration, Spool, SpoolError, unix_ms};
+use crate::spool::{OnStored, SinkRegistration, Spool, SpoolError, unix_ms};
 use crate::supervisor::{WorkerHealth, supervise};
 use crate::tls::{self, TlsError};
 
@@ -292,6 +293,23 @@ impl Application {
                         token.clone(),
                     )) as WorkerFuture
                 }) as WorkerStart,
+            ));
+        }
+        if settings.spool.backend == SpoolBackend::Postgres {
+            // Other replicas' records wake this one's workers at once.
+            let (spool, woken, token) = (state.spool.clone(), state.clone(), stop.child_token());
+            workers.push(supervised(
+                "listen".to_owned(),
+                Box::new(move || {
+                    let woken = woken.clone();
+                    let on_stored: OnStored = Arc::new(move |event_type| match event_type {
+                        Some(event_type) => woken.wake_sinks(event_type),
+                        None => woken.wake_all_sinks(),
+                    });
+                    let (spool, token) = (spool.clone(), token.clone());
+                    Box::pin(async move { spool.watch_stored(on_stored, token).await })
+                        as WorkerFuture
+                }),
             ));
         }
         if let Some(reconciler) = reconciler {

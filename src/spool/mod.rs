@@ -76,6 +76,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::protocol::EventTypes;
 use crate::record::{Record, Source, StoredRecord};
@@ -670,11 +671,25 @@ impl Spool {
         with_backend!(self, spool => spool.disk_bytes())
     }
 
+    /// Calls `on_stored` as soon as another process stores records, until
+    /// `shutdown`, so this one's workers need not wait for their next poll.
+    /// With SQLite there is no other process that accepts: nothing to hear.
+    pub async fn watch_stored(&self, on_stored: OnStored, shutdown: CancellationToken) {
+        match &self.backend {
+            Backend::Sqlite(_) => shutdown.cancelled().await,
+            Backend::Postgres(spool) => spool.watch_stored(on_stored, shutdown).await,
+        }
+    }
+
     /// Stops accepting writes, lets what is queued commit, and closes.
     pub async fn close(&self) {
         with_backend!(self, spool => spool.close().await)
     }
 }
+
+/// Called when records were stored elsewhere: `Some(event type)` for
+/// records of that type, `None` when anything may have been stored.
+pub type OnStored = std::sync::Arc<dyn Fn(Option<i64>) + Send + Sync>;
 
 /// Milliseconds since the Unix epoch.
 pub fn unix_ms(time: SystemTime) -> i64 {

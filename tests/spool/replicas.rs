@@ -1,8 +1,9 @@
 //! What only a spool shared by several replicas does: claims that never
 //! overlap, leases that pass on when a replica stalls, late outcomes that
 //! are refused, a single-writer sink held by one replica, no record skipped
-//! when it commits late, migrations that run once, and an outage that turns
-//! into errors, never acceptances.
+//! when it commits late, migrations that run once, an outage that turns
+//! into errors, never acceptances, and records announced to the other
+//! replicas as they are stored.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -32,6 +33,7 @@ pub fn tests() -> Vec<Test> {
         test!(an_unreachable_database_fails_acceptance_and_recovers_by_itself),
         test!(maintenance_runs_on_one_replica_at_a_time),
         test!(of_two_replicas_asking_for_a_lease_at_once_exactly_one_gets_it),
+        test!(records_stored_by_one_replica_are_announced_to_another_even_after_an_outage),
     ]
 }
 
@@ -553,4 +555,63 @@ async fn of_two_replicas_asking_for_a_lease_at_once_exactly_one_gets_it() {
                 .unwrap()
         );
     }
+}
+
+/// The next announcement `watch_stored` passed on, failing after 20 s.
+async fn next_announcement(
+    heard: &mut tokio::sync::mpsc::UnboundedReceiver<Option<i64>>,
+) -> Option<i64> {
+    tokio::time::timeout(Duration::from_secs(20), heard.recv())
+        .await
+        .expect("no announcement within 20 s")
+        .expect("the listener stopped")
+}
+
+async fn records_stored_by_one_replica_are_announced_to_another_even_after_an_outage() {
+    let database = Database::create().await;
+    let storing = replicas(&database, 1, Duration::from_secs(30), false)
+        .await
+        .remove(0);
+    // The listening replica reaches the database through a proxy that can
+    // cut it off.
+    let proxy = Proxy::start(crate::postgres::ADDRESS.parse().unwrap()).await;
+    let url = database.url_via(&proxy.address().to_string());
+    let listening = Spool::open(&options_for(&url, WINDOW, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let (announce, mut heard) = tokio::sync::mpsc::unbounded_channel();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let watcher = tokio::spawn({
+        let (listening, stop) = (listening.clone(), stop.clone());
+        async move {
+            let on_stored: recordhook::spool::OnStored = std::sync::Arc::new(move |event_type| {
+                let _ = announce.send(event_type);
+            });
+            listening.watch_stored(on_stored, stop).await;
+        }
+    });
+    // Listening: everything may have been stored before, so all sinks wake.
+    assert_eq!(next_announcement(&mut heard).await, None);
+    storing
+        .accept(new_record(&record("first")), at(1_000))
+        .await
+        .unwrap();
+    assert_eq!(next_announcement(&mut heard).await, Some(100));
+
+    proxy.cut().await;
+    proxy.restore();
+    // Listening again after the outage: all sinks wake once, then records
+    // are announced as before.
+    assert_eq!(next_announcement(&mut heard).await, None);
+    storing
+        .accept(new_record(&record("second")), at(1_000))
+        .await
+        .unwrap();
+    assert_eq!(next_announcement(&mut heard).await, Some(100));
+
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), watcher)
+        .await
+        .expect("the listener did not stop on shutdown")
+        .unwrap();
 }

@@ -48,6 +48,9 @@ pub(super) const MAX_BATCH: usize = 512;
 /// batches sharing ids wait for each other in one direction only: inserted
 /// in arrival order, batches [a, b] and [b, a] deadlocked (found by
 /// `the_same_callback_sent_to_two_replicas_at_once_is_stored_once`).
+/// It also announces each event type it stored on the listener's channel
+/// (`announced`, joined in so it runs; PostgreSQL sends it on commit), which
+/// wakes every replica's workers at once ([`super::listener`]).
 const STORE: &str = "
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $6::text[],
@@ -70,8 +73,11 @@ WITH input AS (
     INSERT INTO deliveries (seq, sink)
     SELECT r.seq, s.sink FROM stored r
     JOIN sinks s ON s.event_types IS NULL OR r.event_type = ANY (s.event_types)
+), announced AS (
+    SELECT count(pg_notify('recordhook_records', t.event_type::text)) AS notices
+    FROM (SELECT DISTINCT event_type FROM stored) t
 )
-SELECT seq, event_id FROM stored";
+SELECT seq, event_id FROM stored, announced";
 
 /// One callback waiting to be stored.
 pub(super) struct Job {

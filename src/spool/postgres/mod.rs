@@ -15,6 +15,7 @@
 mod browse;
 mod committer;
 mod deliveries;
+mod listener;
 mod reconciliation;
 mod schema;
 
@@ -27,11 +28,13 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
 
 use super::queue::JobQueue;
 use super::{Acceptance, NewRecord, SpoolError, StorageError, unix_ms};
 use crate::record::Record;
 use crate::secret_url::SecretUrl;
+use crate::spool::OnStored;
 
 /// Callbacks that may wait for a committer before callers are slowed down.
 const WRITE_QUEUE: usize = 4_096;
@@ -104,6 +107,8 @@ pub(super) struct PgSpool {
 }
 
 struct Inner {
+    /// How connections are made (the pool's, and the listening one's).
+    config: tokio_postgres::Config,
     pool: Pool,
     clock: Clock,
     /// This process, as it appears in leases and `replicas`.
@@ -129,10 +134,10 @@ struct Inner {
     closed: AtomicBool,
 }
 
-/// Builds the connection pool: `synchronous_commit = on` for every session,
-/// whatever the database's default, so a commit is on disk (and on any
-/// synchronous standby) before a callback is answered.
-fn pool(options: &PostgresOptions) -> Result<Pool, StorageError> {
+/// How every connection is made: `synchronous_commit = on` for every
+/// session, whatever the database's default, so a commit is on disk (and on
+/// any synchronous standby) before a callback is answered.
+fn connection_config(options: &PostgresOptions) -> Result<tokio_postgres::Config, StorageError> {
     let mut config: tokio_postgres::Config = options
         .url
         .expose()
@@ -150,6 +155,11 @@ fn pool(options: &PostgresOptions) -> Result<Pool, StorageError> {
         config.application_name("recordhook");
     }
     config.keepalives(true);
+    Ok(config)
+}
+
+/// Builds the connection pool, each connection made by `config`.
+fn pool(config: tokio_postgres::Config, options: &PostgresOptions) -> Result<Pool, StorageError> {
     let manager = Manager::from_config(
         config,
         NoTls,
@@ -178,13 +188,14 @@ fn open_error(options: &PostgresOptions, source: StorageError) -> SpoolError {
 /// The pool for `options` and a first connection from it.
 async fn connect(
     options: &PostgresOptions,
-) -> Result<(Pool, deadpool_postgres::Object), SpoolError> {
-    let pool = pool(options).map_err(|err| open_error(options, err))?;
+) -> Result<(tokio_postgres::Config, Pool, deadpool_postgres::Object), SpoolError> {
+    let config = connection_config(options).map_err(|err| open_error(options, err))?;
+    let pool = pool(config.clone(), options).map_err(|err| open_error(options, err))?;
     let client = pool
         .get()
         .await
         .map_err(|err| open_error(options, err.into()))?;
-    Ok((pool, client))
+    Ok((config, pool, client))
 }
 
 /// A name for this process that is unique among replicas.
@@ -197,7 +208,7 @@ fn replica_name() -> String {
 /// current, in a sentence; an error when it cannot be reached.
 pub async fn check(options: &PostgresOptions) -> Result<String, SpoolError> {
     let shown = options.url.redacted().to_owned();
-    let (_pool, client) = connect(options).await?;
+    let (_config, _pool, client) = connect(options).await?;
     let found = schema::found(&client).await.map_err(SpoolError::read)?;
     let current = schema::CURRENT_VERSION;
     Ok(match found.version {
@@ -232,12 +243,12 @@ impl PgSpool {
         options: &PostgresOptions,
         dedup_window: Duration,
     ) -> Result<Self, SpoolError> {
-        let (pool, mut client) = connect(options).await?;
+        let (config, pool, mut client) = connect(options).await?;
         schema::migrate(&mut client)
             .await
             .map_err(|err| open_error(options, err))?;
         let window_ms = i64::try_from(dedup_window.as_millis()).unwrap_or(i64::MAX);
-        let spool = Self::start(options, pool, false, window_ms);
+        let spool = Self::start(options, config, pool, false, window_ms);
         spool
             .inner
             .clock
@@ -268,7 +279,7 @@ impl PgSpool {
     /// Connects for an admin command: no migration (a schema this build
     /// cannot run on is refused), no committers; it never accepts.
     pub async fn open_for_admin(options: &PostgresOptions) -> Result<Self, SpoolError> {
-        let (pool, client) = connect(options).await?;
+        let (config, pool, client) = connect(options).await?;
         let found = schema::found(&client)
             .await
             .map_err(|err| open_error(options, err.into()))?;
@@ -282,7 +293,7 @@ impl PgSpool {
                 expected: i64::from(schema::CURRENT_VERSION),
             });
         }
-        let spool = Self::start(options, pool, true, 0);
+        let spool = Self::start(options, config, pool, true, 0);
         spool
             .inner
             .clock
@@ -293,9 +304,16 @@ impl PgSpool {
         Ok(spool)
     }
 
-    fn start(options: &PostgresOptions, pool: Pool, admin: bool, dedup_window_ms: i64) -> Self {
+    fn start(
+        options: &PostgresOptions,
+        config: tokio_postgres::Config,
+        pool: Pool,
+        admin: bool,
+        dedup_window_ms: i64,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                config,
                 pool,
                 clock: Clock::default(),
                 replica: replica_name(),
@@ -500,6 +518,12 @@ impl PgSpool {
     /// Size of the whole database (as of the last maintenance round).
     pub fn disk_bytes(&self) -> u64 {
         self.inner.database_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Calls `on_stored` whenever any replica (this one included) stores
+    /// records, until `shutdown`; see [`listener`].
+    pub async fn watch_stored(&self, on_stored: OnStored, shutdown: CancellationToken) {
+        listener::listen(self.inner.config.clone(), on_stored, shutdown).await;
     }
 
     /// Stops accepting, lets the committers store what is queued, and

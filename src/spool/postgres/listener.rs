@@ -1,0 +1,98 @@
+//! Wakes this replica's delivery workers as soon as any replica stores
+//! records, instead of on their next poll (up to a second later).
+//!
+//! The committers send `NOTIFY` on [`CHANNEL`] in the transaction that stores
+//! a batch, one per event type in it (PostgreSQL delivers it on commit, and
+//! never for a rolled-back batch). Each replica keeps one connection outside
+//! the pool that `LISTEN`s and calls back with the event type. A notification
+//! is only a hint: a lost one (the listening connection dropped) costs at
+//! most the workers' poll interval, and every (re)connection wakes all sinks
+//! once in case something was stored meanwhile.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_util::sync::CancellationToken;
+
+use crate::spool::OnStored;
+
+/// The channel stored records are announced on; the payload is the event
+/// type.
+pub(super) const CHANNEL: &str = "recordhook_records";
+
+/// Wait before listening again after the connection failed.
+const RECONNECT: Duration = Duration::from_secs(1);
+
+/// Listens on [`CHANNEL`] until `shutdown`, reconnecting after failures.
+pub(super) async fn listen(
+    config: tokio_postgres::Config,
+    on_stored: OnStored,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let ended = session(&config, &on_stored, &shutdown).await;
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let error = ended.err().map(|err| err.to_string());
+        tracing::warn!(
+            error = error.as_deref().unwrap_or("closed by the server"),
+            "lost the connection that hears of records stored by other replicas; \
+             delivery falls back to polling until it is back"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(RECONNECT) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// One listening connection, until `shutdown` or until the connection ends
+/// (with its error, if it failed).
+async fn session(
+    config: &tokio_postgres::Config,
+    on_stored: &OnStored,
+    shutdown: &CancellationToken,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    // Notifications arrive as the connection's messages: drive it here and
+    // pass them on; it ends with the connection's error, if any.
+    let (notifications, mut heard) = mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(|cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            if let AsyncMessage::Notification(notification) = message? {
+                let _ = notifications.send(notification);
+            }
+        }
+        Ok::<(), tokio_postgres::Error>(())
+    });
+    let mut driver = AbortOnDrop(driver);
+    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+    tracing::debug!(
+        channel = CHANNEL,
+        "listening for records stored by other replicas"
+    );
+    on_stored(None);
+    loop {
+        tokio::select! {
+            notification = heard.recv() => match notification {
+                Some(notification) => on_stored(notification.payload().parse().ok()),
+                None => break,
+            },
+            () = shutdown.cancelled() => return Ok(()),
+        }
+    }
+    (&mut driver.0).await.unwrap_or(Ok(()))
+}
+
+/// Stops the connection's task when the session ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
