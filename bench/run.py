@@ -32,7 +32,9 @@ PostgreSQL spool take the same load, its wrk threads split between them, and
 are reported beside it with their ratio to it; the database is created fresh
 for the run and dropped at the end), PG_URL (the PostgreSQL server for
 SPOOL=postgres, without a database: postgres://postgres@127.0.0.1:5432 by
-default). Needs wrk (Debian package `wrk`), and psql for SPOOL=postgres.
+default), BINARY (a recordhook binary to measure instead of the one this
+checkout builds: run once with it and once without for the modes BASELINE
+refuses). Needs wrk (Debian package `wrk`), and psql for SPOOL=postgres.
 Traffic goes to 127.0.0.1 only; every run is bounded by DURATION.
 """
 
@@ -349,7 +351,9 @@ def main():
                     "--example", "durable_reference_server", "--example", "broker_setup"],
                    cwd=ROOT, check=True)
     release = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
-    binary = release / "recordhook"
+    # BINARY: run another build (an earlier commit's) as the one under test,
+    # for the modes BASELINE cannot run beside it (broker sinks, PostgreSQL).
+    binary = Path(os.environ["BINARY"]).resolve() if os.environ.get("BINARY") else release / "recordhook"
     reference_binary = release / "examples/reference_server"
     durable_binary = release / "examples/durable_reference_server"
     broker_setup = release / "examples/broker_setup"

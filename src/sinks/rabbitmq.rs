@@ -21,17 +21,21 @@
 
 use std::time::Duration;
 
+use lapin::message::BasicReturnMessage;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::uri::AMQPUri;
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ErrorKind};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ErrorKind,
+    PublisherConfirm,
+};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::broker::{Backoff, ReconnectGate, Template, check_scheme};
 use super::checks::{self, InvalidSetting};
-use super::contract::{BoxFuture, DeliveryError, Outcomes, Sink};
+use super::contract::{BoxFuture, DeliveryError, DeliveryResult, Outcomes, Sink};
 use crate::record::StoredRecord;
 use crate::secret_url::SecretUrl;
 
@@ -47,6 +51,8 @@ const PERSISTENT: u8 = 2;
 const MAX_NAME_BYTES: usize = 255;
 /// Most publishes awaiting their confirm at once: a delivery round's records
 /// are published back to back in groups of this size, then confirmed.
+/// (Two groups in flight, and batches of 1,024, drained a backlog no faster:
+/// bench/BENCHMARKS.md, "RabbitMQ sink".)
 pub const MAX_IN_FLIGHT: usize = 256;
 /// Waits between connection attempts after a failed one: from 500 ms up to 30 s.
 pub const RECONNECT: Backoff = Backoff {
@@ -396,26 +402,16 @@ impl RabbitMqSink {
             .with_headers(headers))
     }
 
-    /// Publishes `records` (the batch's records from `first` on) back to
-    /// back, then awaits each confirm, giving each its result in
-    /// `outcomes`. Every wait ends at one deadline, `timeout` from the
-    /// start. Returns whether the connection should be dropped (a confirm
-    /// that never came may mean a dead connection).
+    /// Publishes `records` (the group of the batch from `first` on) back to
+    /// back. Their confirms are awaited by [`Self::confirm_group`], by one
+    /// deadline `timeout` from the group's start.
     async fn publish_group(
         &self,
         channel: &Channel,
         first: usize,
         records: &[StoredRecord],
-        outcomes: &mut Outcomes,
-    ) -> bool {
+    ) -> PublishedGroup {
         let deadline = Instant::now() + self.timeout;
-        let timed_out = || {
-            DeliveryError::retriable(format!(
-                "no confirm from {} within {} s",
-                self.url,
-                self.timeout.as_secs()
-            ))
-        };
         let mut stale = false;
         let mut pending = Vec::with_capacity(records.len());
         for record in records {
@@ -441,36 +437,59 @@ impl RabbitMqSink {
                         Ok(Err(err)) => Err(DeliveryError::retriable(self.explain(&err))),
                         Err(_) => {
                             stale = true;
-                            Err(timed_out())
+                            Err(self.timed_out())
                         }
                     }
                 }
             };
             pending.push(published);
         }
-        for (index, (published, record)) in pending.into_iter().zip(records).enumerate() {
+        PublishedGroup {
+            first,
+            deadline,
+            pending,
+            stale,
+        }
+    }
+
+    /// Awaits the confirms of a group [`Self::publish_group`] published,
+    /// giving each record of `batch` its result in `outcomes`. Returns
+    /// whether the connection should be dropped (a confirm that never came
+    /// may mean a dead connection).
+    async fn confirm_group(
+        &self,
+        group: PublishedGroup,
+        batch: &[StoredRecord],
+        outcomes: &mut Outcomes,
+        returned: &mut Returned,
+    ) -> bool {
+        let mut stale = group.stale;
+        for (index, published) in (group.first..).zip(group.pending) {
             let confirm = match published {
                 Ok(confirm) => confirm,
                 Err(err) => {
-                    outcomes.set(first + index, Err(err));
+                    outcomes.set(index, Err(err));
                     continue;
                 }
             };
-            let result = match tokio::time::timeout_at(deadline, confirm).await {
+            let result = match tokio::time::timeout_at(group.deadline, confirm).await {
                 Ok(Ok(Confirmation::Ack(None))) => Ok(()),
-                Ok(Ok(Confirmation::Ack(Some(returned)))) => {
+                Ok(Ok(Confirmation::Ack(Some(message)))) => {
+                    // lapin hands a returned message to whichever confirm it
+                    // completes next, which with several confirms in one
+                    // frame may be another record's: it is matched to its
+                    // record by message id once the whole batch is in.
+                    returned.note(message_id(&message), self.unroutable(&message))
+                }
+                Ok(Ok(Confirmation::Nack(message))) => {
+                    if let Some(message) = message {
+                        let _ = returned.note(message_id(&message), self.unroutable(&message));
+                    }
                     Err(DeliveryError::retriable(format!(
-                        "unroutable: no queue bound for routing key `{}` on exchange {} (returned {} {})",
-                        returned.delivery.routing_key,
-                        self.exchange_name(),
-                        returned.reply_code,
-                        returned.reply_text
+                        "nacked by the broker {}: it could not take the message",
+                        self.url
                     )))
                 }
-                Ok(Ok(Confirmation::Nack(_))) => Err(DeliveryError::retriable(format!(
-                    "nacked by the broker {}: it could not take the message",
-                    self.url
-                ))),
                 Ok(Ok(Confirmation::NotRequested)) => {
                     // Cannot happen on a channel in confirm mode; without a
                     // confirm nothing is known, so reopen and try again.
@@ -482,17 +501,38 @@ impl RabbitMqSink {
                 Ok(Err(err)) => Err(DeliveryError::retriable(self.explain(&err))),
                 Err(_) => {
                     stale = true;
-                    Err(timed_out())
+                    Err(self.timed_out())
                 }
             };
             if let Err(err) = &result {
-                tracing::debug!(event_id = %record.id, error = %err, "publish not confirmed");
+                tracing::debug!(event_id = %batch[index].id, error = %err, "publish not confirmed");
             }
-            outcomes.set(first + index, result);
+            outcomes.set(index, result);
         }
         stale
     }
 
+    /// Why a returned (unroutable) message was not delivered.
+    fn unroutable(&self, message: &BasicReturnMessage) -> DeliveryError {
+        DeliveryError::retriable(format!(
+            "unroutable: no queue bound for routing key `{}` on exchange {} (returned {} {})",
+            message.delivery.routing_key,
+            self.exchange_name(),
+            message.reply_code,
+            message.reply_text
+        ))
+    }
+
+    fn timed_out(&self) -> DeliveryError {
+        DeliveryError::retriable(format!(
+            "no confirm from {} within {} s",
+            self.url,
+            self.timeout.as_secs()
+        ))
+    }
+
+    /// Publishes the batch in groups of [`MAX_IN_FLIGHT`], each confirmed
+    /// before the next is published.
     async fn publish(&self, records: &[StoredRecord]) -> Outcomes {
         let channel = match self.channel().await {
             Ok(channel) => channel,
@@ -504,18 +544,79 @@ impl RabbitMqSink {
             records,
             format!("not attempted: the connection to {} was reset", self.url),
         );
+        let mut stale = false;
+        let mut returned = Returned::default();
         for (number, group) in records.chunks(MAX_IN_FLIGHT).enumerate() {
-            let first = number * MAX_IN_FLIGHT;
-            if self
-                .publish_group(&channel, first, group, &mut outcomes)
-                .await
-            {
-                self.link.lock().await.reset();
+            let published = self
+                .publish_group(&channel, number * MAX_IN_FLIGHT, group)
+                .await;
+            stale |= self
+                .confirm_group(published, records, &mut outcomes, &mut returned)
+                .await;
+            if stale {
                 break;
             }
         }
+        returned.fail_their_records(records, &mut outcomes);
+        if stale {
+            self.link.lock().await.reset();
+        }
         outcomes
     }
+}
+
+/// The messages the broker returned during a batch, by message id (the
+/// event id), with why each failed.
+#[derive(Default)]
+struct Returned(std::collections::HashMap<String, DeliveryError>);
+
+impl Returned {
+    /// Keeps the failure of the returned message with `message_id` for its
+    /// record; gives the result for the confirm it came with: `Ok` (the
+    /// record it names fails at the end) unless it names none, when that
+    /// confirm's record fails, as lapin attached it.
+    fn note(&mut self, message_id: Option<&str>, failure: DeliveryError) -> DeliveryResult {
+        match message_id {
+            Some(id) => {
+                self.0.insert(id.to_owned(), failure);
+                Ok(())
+            }
+            None => Err(failure),
+        }
+    }
+
+    /// Gives each record of `batch` whose message came back its failure.
+    fn fail_their_records(self, batch: &[StoredRecord], outcomes: &mut Outcomes) {
+        if self.0.is_empty() {
+            return;
+        }
+        for (index, record) in batch.iter().enumerate() {
+            if let Some(failure) = self.0.get(record.id.as_str()) {
+                outcomes.set(index, Err(failure.clone()));
+            }
+        }
+    }
+}
+
+/// The message id (the event id) a returned message was published with.
+fn message_id(message: &BasicReturnMessage) -> Option<&str> {
+    message
+        .properties
+        .message_id()
+        .as_ref()
+        .map(ShortString::as_str)
+}
+
+/// A group of publishes whose confirms are still to be awaited.
+struct PublishedGroup {
+    /// The group's first record's index in the batch.
+    first: usize,
+    /// When its confirms are given up on.
+    deadline: Instant,
+    /// Each record's confirm to await, or why it was not published.
+    pending: Vec<Result<PublisherConfirm, DeliveryError>>,
+    /// Whether publishing timed out (the connection may be dead).
+    stale: bool,
 }
 
 impl Sink for RabbitMqSink {
@@ -527,6 +628,30 @@ impl Sink for RabbitMqSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_returned_message_fails_the_record_it_names_whichever_confirm_carried_it() {
+        let batch: Vec<StoredRecord> = ["e0", "e1", "e2"]
+            .into_iter()
+            .map(|id| StoredRecord {
+                id: id.into(),
+                event_type: 100,
+                json: "{}".into(),
+            })
+            .collect();
+        let mut outcomes = Outcomes::unsettled(&batch, "not attempted".to_owned());
+        let mut returned = Returned::default();
+        let failure = DeliveryError::retriable("unroutable: css.7");
+        // lapin handed e2's return to e0's confirm: e0 was still acked.
+        outcomes.set(0, returned.note(Some("e2"), failure.clone()));
+        outcomes.set(1, Ok(()));
+        outcomes.set(2, Ok(()));
+        // A return naming no record fails the confirm it came with.
+        assert_eq!(returned.note(None, failure.clone()), Err(failure.clone()));
+        returned.fail_their_records(&batch, &mut outcomes);
+        let results: Vec<DeliveryResult> = outcomes.into_iter().collect();
+        assert_eq!(results, vec![Ok(()), Ok(()), Err(failure)]);
+    }
 
     const URL: &str = "amqp://guest:s3cret-pw@127.0.0.1:5672/%2f";
 

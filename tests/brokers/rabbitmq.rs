@@ -28,7 +28,9 @@ pub fn tests() -> Vec<Test> {
     vec![
         crate::test!(records_arrive_with_the_record_as_payload_and_the_documented_properties),
         crate::test!(the_same_record_published_twice_carries_the_same_message_id_both_times),
-        crate::test!(a_batch_gets_one_result_per_record_with_only_the_unroutable_failing),
+        crate::test!(
+            a_batch_of_several_groups_gets_one_result_per_record_with_only_the_unroutable_failing
+        ),
         crate::test!(a_missing_exchange_is_retried_then_a_dead_letter_naming_it),
         crate::test!(an_unroutable_routing_key_is_retried_then_a_dead_letter),
         crate::test!(wrong_credentials_are_a_clear_error_without_the_password_in_logs),
@@ -279,7 +281,7 @@ async fn the_same_record_published_twice_carries_the_same_message_id_both_times(
 
 /// Publishes are pipelined and each confirm (or return) lands on its own
 /// record: in one batch, only the record no queue is bound for fails.
-async fn a_batch_gets_one_result_per_record_with_only_the_unroutable_failing() {
+async fn a_batch_of_several_groups_gets_one_result_per_record_with_only_the_unroutable_failing() {
     let topology = Topology::new(Some("css.100")).await;
     let settings = RabbitMqSinkSettings::new(SecretUrl::parse(URL).unwrap(), &topology.exchange);
     let sink = RabbitMqSink::from_settings(SINK, &settings).unwrap();
@@ -288,7 +290,10 @@ async fn a_batch_gets_one_result_per_record_with_only_the_unroutable_failing() {
         event_type,
         json: format!(r#"{{"n":{n}}}"#),
     };
-    let records: Vec<StoredRecord> = (0..9)
+    // Three groups of publishes (of 256), the later ones published while
+    // the confirms of the ones before are awaited: each result must still
+    // land on its own record.
+    let records: Vec<StoredRecord> = (0..2 * 256 + 9)
         .map(|n| record(n, if n % 4 == 1 { 7 } else { 100 }))
         .collect();
     let results = sink.deliver_batch(&records).await;
