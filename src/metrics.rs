@@ -67,6 +67,7 @@ pub struct Metrics {
     spool_bytes: Gauge,
     dedup_entries: Gauge,
     worker_restarts: Family<WorkerLabels, Counter>,
+    worker_up: Family<WorkerLabels, Gauge>,
     refused_settlements: Family<SinkLabels, Counter>,
     last_success: Family<SinkLabels, Gauge>,
     last_failure: Family<SinkLabels, Gauge>,
@@ -162,6 +163,13 @@ impl ReconcileMetrics {
             "Callbacks CSS sent that reconciliation found missing and could not recover",
             metrics.gaps.clone(),
         );
+        // Every outcome starts at 0, so `increase()` in an alert sees the
+        // first failed run (a series born at 1 shows no increase).
+        for outcome in ["ok", "partial", "failed", "busy", "interrupted"] {
+            let _ = metrics.runs.get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            });
+        }
         metrics
     }
 }
@@ -182,6 +190,12 @@ impl Metrics {
             "Callbacks received, by outcome: accepted, duplicate, or the rejection reason",
             callbacks.clone(),
         );
+        // The refusals alerts watch start at 0, so `rate()` sees the first one.
+        for outcome in ["spool_unavailable", "shutting_down"] {
+            let _ = callbacks.get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            });
+        }
         let callback_seconds = latency_histogram();
         registry.register(
             "callback_request_duration_seconds",
@@ -246,6 +260,13 @@ impl Metrics {
             "Background workers restarted after a panic, by worker",
             worker_restarts.clone(),
         );
+        let worker_up = Family::<WorkerLabels, Gauge>::default();
+        registry.register(
+            "worker_up",
+            "Whether a background worker runs (1) or waits to be restarted after a panic (0), \
+             by worker",
+            worker_up.clone(),
+        );
         let refused_settlements = Family::<SinkLabels, Counter>::default();
         registry.register(
             "refused_settlements",
@@ -270,6 +291,7 @@ impl Metrics {
             reconcile,
             registry,
             worker_restarts,
+            worker_up,
             refused_settlements,
             last_success,
             last_failure,
@@ -337,6 +359,17 @@ impl Metrics {
                 worker: worker.to_owned(),
             })
             .inc();
+    }
+
+    /// Shows `worker` as running (`up`) or waiting to be restarted after a
+    /// panic. Its restart counter starts at 0 with it, so `increase()` in an
+    /// alert sees the first restart.
+    pub fn set_worker_up(&self, worker: &str, up: bool) {
+        let labels = WorkerLabels {
+            worker: worker.to_owned(),
+        };
+        let _ = self.worker_restarts.get_or_create(&labels);
+        self.worker_up.get_or_create(&labels).set(i64::from(up));
     }
 
     /// Notes a delivery to `sink` that succeeded at `at_ms`.
@@ -520,6 +553,11 @@ mod tests {
             r#"recordhook_reconcile_runs_total{outcome="ok"} 1"#,
             "recordhook_reconcile_gaps 0",
             "recordhook_reconcile_checked_until_timestamp_seconds 1000",
+            // Series alerts take increase() or rate() of start at 0.
+            r#"recordhook_reconcile_runs_total{outcome="failed"} 0"#,
+            r#"recordhook_reconcile_runs_total{outcome="partial"} 0"#,
+            r#"recordhook_callbacks_total{outcome="spool_unavailable"} 0"#,
+            r#"recordhook_callbacks_total{outcome="shutting_down"} 0"#,
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
         }

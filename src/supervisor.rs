@@ -1,6 +1,6 @@
 //! Keeps the background workers (one delivery worker per sink, and spool
 //! maintenance) running: a worker that panics is logged, counted, shown as
-//! down to `/readyz`, and started again after a backoff that doubles while
+//! down to `/readyz` and in `recordhook_worker_up`, and started again after a backoff that doubles while
 //! it keeps failing. A panic in one sink's worker never stops the others, and
 //! the records it was working on stay pending in the spool.
 
@@ -75,6 +75,7 @@ pub async fn supervise<F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut restarts = 0u32;
+    metrics.set_worker_up(&worker, true);
     loop {
         let started = Instant::now();
         let task = tokio::spawn(start());
@@ -94,6 +95,7 @@ pub async fn supervise<F, Fut>(
         let wait = backoff(restarts);
         metrics.observe_worker_restart(&worker);
         health.mark_down(&worker);
+        metrics.set_worker_up(&worker, false);
         tracing::error!(
             worker = %worker,
             error = %err,
@@ -108,6 +110,7 @@ pub async fn supervise<F, Fut>(
             }
         }
         health.mark_up(&worker);
+        metrics.set_worker_up(&worker, true);
         tracing::info!(worker = %worker, restarts, "background worker restarted");
     }
 }
@@ -131,6 +134,37 @@ mod tests {
         let waits: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
         assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
         assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_running_worker_shows_up_with_no_restarts() {
+        let metrics = Metrics::new();
+        let stop = CancellationToken::new();
+        let supervisor = tokio::spawn(supervise(
+            "maintenance".to_owned(),
+            WorkerHealth::new(),
+            Arc::clone(&metrics),
+            stop.clone(),
+            {
+                let stop = stop.clone();
+                move || {
+                    let stop = stop.clone();
+                    async move { stop.cancelled().await }
+                }
+            },
+        ));
+        let shown = r#"recordhook_worker_up{worker="maintenance"} 1"#;
+        while !metrics.render_plain().contains(shown) {
+            tokio::task::yield_now().await;
+        }
+        // Its restart counter exists at 0, so `increase()` sees the first panic.
+        let text = metrics.render_plain();
+        assert!(
+            text.contains(r#"recordhook_worker_restarts_total{worker="maintenance"} 0"#),
+            "{text}"
+        );
+        stop.cancel();
+        supervisor.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
@@ -169,6 +203,11 @@ mod tests {
         }
         assert_eq!(health.down(), ["delivery:a"]);
         assert_eq!(starts.load(Ordering::SeqCst), 1);
+        let text = metrics.render_plain();
+        assert!(
+            text.contains(r#"recordhook_worker_up{worker="delivery:a"} 0"#),
+            "{text}"
+        );
         // The backoffs (1 s, then 2 s) pass; the third run stays up.
         tokio::time::sleep(Duration::from_secs(4)).await;
         assert_eq!(starts.load(Ordering::SeqCst), 3);
@@ -176,6 +215,10 @@ mod tests {
         let text = metrics.render_plain();
         assert!(
             text.contains(r#"recordhook_worker_restarts_total{worker="delivery:a"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"recordhook_worker_up{worker="delivery:a"} 1"#),
             "{text}"
         );
         stop.cancel();

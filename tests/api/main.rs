@@ -19,6 +19,7 @@ mod health;
 mod helpers;
 mod hostile;
 mod logs;
+mod observability;
 mod process;
 mod restart;
 mod target;
