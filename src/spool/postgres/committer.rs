@@ -11,6 +11,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::{Mutex, mpsc};
 use tokio_postgres::error::SqlState;
 
+use super::listener::Announcer;
 use crate::spool::queue::Reply;
 use crate::spool::{Acceptance, NewRecord, SpoolError, StorageError};
 
@@ -48,9 +49,6 @@ pub(super) const MAX_BATCH: usize = 512;
 /// batches sharing ids wait for each other in one direction only: inserted
 /// in arrival order, batches [a, b] and [b, a] deadlocked (found by
 /// `the_same_callback_sent_to_two_replicas_at_once_is_stored_once`).
-/// It also announces each event type it stored on the listener's channel
-/// (`announced`, joined in so it runs; PostgreSQL sends it on commit), which
-/// wakes every replica's workers at once ([`super::listener`]).
 const STORE: &str = "
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $6::text[],
@@ -73,11 +71,8 @@ WITH input AS (
     INSERT INTO deliveries (seq, sink)
     SELECT r.seq, s.sink FROM stored r
     JOIN sinks s ON s.event_types IS NULL OR r.event_type = ANY (s.event_types)
-), announced AS (
-    SELECT count(pg_notify('recordhook_records', t.event_type::text)) AS notices
-    FROM (SELECT DISTINCT event_type FROM stored) t
 )
-SELECT seq, event_id FROM stored, announced";
+SELECT seq, event_id FROM stored";
 
 /// One callback waiting to be stored.
 pub(super) struct Job {
@@ -91,7 +86,13 @@ pub(super) struct Job {
 
 /// Runs a committer until every sender of `jobs` is gone and the queue is
 /// empty: takes what is waiting (up to [`MAX_BATCH`]) and stores it.
-pub(super) async fn run(pool: Pool, jobs: Arc<Mutex<mpsc::Receiver<Job>>>, window_ms: i64) {
+/// What was stored is passed to `announcer` ([`Announcer`]).
+pub(super) async fn run(
+    pool: Pool,
+    jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
+    window_ms: i64,
+    announcer: Arc<Announcer>,
+) {
     loop {
         let mut batch = Vec::new();
         {
@@ -100,12 +101,12 @@ pub(super) async fn run(pool: Pool, jobs: Arc<Mutex<mpsc::Receiver<Job>>>, windo
                 return;
             }
         }
-        commit(&pool, batch, window_ms).await;
+        commit(&pool, batch, window_ms, &announcer).await;
     }
 }
 
 /// Stores `batch` and answers every job in it.
-async fn commit(pool: &Pool, batch: Vec<Job>, window_ms: i64) {
+async fn commit(pool: &Pool, batch: Vec<Job>, window_ms: i64, announcer: &Announcer) {
     // An id twice in one batch goes to the statement once (ON CONFLICT DO
     // UPDATE may not touch a row twice); the later copies are duplicates.
     let mut seen = HashSet::with_capacity(batch.len());
@@ -142,6 +143,12 @@ async fn commit(pool: &Pool, batch: Vec<Job>, window_ms: i64) {
     let result = result.map_err(SpoolError::from);
     match result {
         Ok(mut stored) => {
+            announcer.stored(
+                batch
+                    .iter()
+                    .filter(|job| stored.contains_key(&job.record.id))
+                    .map(|job| job.record.event_type),
+            );
             for job in batch {
                 // The first copy of an id takes the row's seq; any later
                 // copy in the batch is a duplicate of it.

@@ -1,18 +1,26 @@
 //! Wakes this replica's delivery workers as soon as any replica stores
 //! records, instead of on their next poll (up to a second later).
 //!
-//! The committers send `NOTIFY` on [`CHANNEL`] in the transaction that stores
-//! a batch, one per event type in it (PostgreSQL delivers it on commit, and
-//! never for a rolled-back batch). Each replica keeps one connection outside
-//! the pool that `LISTEN`s and calls back with the event type. A notification
+//! After a batch commits, the [`Announcer`] sends `NOTIFY` on [`CHANNEL`],
+//! one per event type stored, in a transaction of its own: not in the
+//! storing one, because PostgreSQL serializes the commits of all notifying
+//! transactions (a lock held through the WAL flush), which cut PostgreSQL
+//! mode's throughput by 60% (bench/run.py SPOOL=postgres). Stores that commit
+//! while one announcement is on its way share the next. Each replica keeps
+//! one connection outside the pool that `LISTEN`s and calls back with the
+//! event type. A notification
 //! is only a hint: a lost one (the listening connection dropped) costs at
 //! most the workers' poll interval, and every (re)connection wakes all sinks
 //! once in case something was stored meanwhile.
 
 use std::time::Duration;
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+use deadpool_postgres::Pool;
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +32,60 @@ pub(super) const CHANNEL: &str = "recordhook_records";
 
 /// Wait before listening again after the connection failed.
 const RECONNECT: Duration = Duration::from_secs(1);
+
+/// Announces stored records on [`CHANNEL`], one announcement at a time.
+#[derive(Debug, Default)]
+pub(super) struct Announcer {
+    /// Event types stored since the last announcement was sent.
+    pending: Mutex<BTreeSet<i64>>,
+    ready: Notify,
+}
+
+impl Announcer {
+    /// Records of `event_types` were committed.
+    pub fn stored(&self, event_types: impl IntoIterator<Item = i64>) {
+        let Ok(mut pending) = self.pending.lock() else {
+            return;
+        };
+        let before = pending.len();
+        pending.extend(event_types);
+        if pending.len() > before {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Sends what was stored, on connections from `pool`, until aborted. A
+    /// failed announcement is dropped: the other replicas' polls find the
+    /// records instead.
+    pub async fn run(&self, pool: Pool) {
+        loop {
+            self.ready.notified().await;
+            let event_types = match self.pending.lock() {
+                Ok(mut pending) => std::mem::take(&mut *pending),
+                Err(_) => return,
+            };
+            if event_types.is_empty() {
+                continue;
+            }
+            // Not waiting for the WAL flush: a lost announcement costs one poll.
+            let mut sql = "BEGIN; SET LOCAL synchronous_commit = off;".to_owned();
+            for event_type in event_types {
+                sql.push_str(&format!(" SELECT pg_notify('{CHANNEL}', '{event_type}');"));
+            }
+            sql.push_str(" COMMIT;");
+            let sent = match pool.get().await {
+                Ok(client) => client
+                    .batch_execute(&sql)
+                    .await
+                    .map_err(|err| err.to_string()),
+                Err(err) => Err(err.to_string()),
+            };
+            if let Err(error) = sent {
+                tracing::debug!(%error, "could not announce stored records");
+            }
+        }
+    }
+}
 
 /// Listens on [`CHANNEL`] until `shutdown`, reconnecting after failures.
 pub(super) async fn listen(

@@ -127,6 +127,9 @@ struct Inner {
     /// Callbacks for the committers (closed on an admin handle).
     jobs: JobQueue<committer::Job>,
     committers: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// The task announcing stored records to other replicas (none on an
+    /// admin handle); stopped on close.
+    announcing: std::sync::Mutex<Option<JoinHandle<()>>>,
     /// Refreshed by maintenance: `accepted_ids`' estimated rows and the
     /// database's size.
     dedup_entries: AtomicU64,
@@ -258,12 +261,21 @@ impl PgSpool {
         drop(client);
         let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
+        let announcer = Arc::new(listener::Announcer::default());
+        let announcing = {
+            let (announcer, pool) = (Arc::clone(&announcer), spool.inner.pool.clone());
+            tokio::spawn(async move { announcer.run(pool).await })
+        };
+        if let Ok(mut slot) = spool.inner.announcing.lock() {
+            *slot = Some(announcing);
+        }
         let handles = (0..COMMITTERS)
             .map(|_| {
                 tokio::spawn(committer::run(
                     spool.inner.pool.clone(),
                     Arc::clone(&receiver),
                     window_ms,
+                    Arc::clone(&announcer),
                 ))
             })
             .collect();
@@ -324,6 +336,7 @@ impl PgSpool {
                 admin,
                 jobs: JobQueue::closed(),
                 committers: std::sync::Mutex::default(),
+                announcing: std::sync::Mutex::default(),
                 dedup_entries: AtomicU64::new(0),
                 database_bytes: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
@@ -540,6 +553,15 @@ impl PgSpool {
             if committer.await.is_err() {
                 tracing::error!("spool committer ended abnormally");
             }
+        }
+        if let Some(announcing) = self
+            .inner
+            .announcing
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take())
+        {
+            announcing.abort();
         }
         if !self.inner.admin {
             // Hand single-writer sinks over at once rather than when the
