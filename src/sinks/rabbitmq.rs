@@ -26,10 +26,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::uri::AMQPUri;
-use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ErrorKind,
-    PublisherConfirm,
-};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ErrorKind};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -402,15 +399,19 @@ impl RabbitMqSink {
             .with_headers(headers))
     }
 
-    /// Publishes `records` (the group of the batch from `first` on) back to
-    /// back. Their confirms are awaited by [`Self::confirm_group`], by one
-    /// deadline `timeout` from the group's start.
+    /// Publishes `records` (the batch's records from `first` on) back to
+    /// back, then awaits each confirm, giving each its result in
+    /// `outcomes`. Every wait ends at one deadline, `timeout` from the
+    /// start. Returns whether the connection should be dropped (a confirm
+    /// that never came may mean a dead connection).
     async fn publish_group(
         &self,
         channel: &Channel,
         first: usize,
         records: &[StoredRecord],
-    ) -> PublishedGroup {
+        outcomes: &mut Outcomes,
+        returned: &mut Returned,
+    ) -> bool {
         let deadline = Instant::now() + self.timeout;
         let mut stale = false;
         let mut pending = Vec::with_capacity(records.len());
@@ -444,35 +445,15 @@ impl RabbitMqSink {
             };
             pending.push(published);
         }
-        PublishedGroup {
-            first,
-            deadline,
-            pending,
-            stale,
-        }
-    }
-
-    /// Awaits the confirms of a group [`Self::publish_group`] published,
-    /// giving each record of `batch` its result in `outcomes`. Returns
-    /// whether the connection should be dropped (a confirm that never came
-    /// may mean a dead connection).
-    async fn confirm_group(
-        &self,
-        group: PublishedGroup,
-        batch: &[StoredRecord],
-        outcomes: &mut Outcomes,
-        returned: &mut Returned,
-    ) -> bool {
-        let mut stale = group.stale;
-        for (index, published) in (group.first..).zip(group.pending) {
+        for (index, (published, record)) in pending.into_iter().zip(records).enumerate() {
             let confirm = match published {
                 Ok(confirm) => confirm,
                 Err(err) => {
-                    outcomes.set(index, Err(err));
+                    outcomes.set(first + index, Err(err));
                     continue;
                 }
             };
-            let result = match tokio::time::timeout_at(group.deadline, confirm).await {
+            let result = match tokio::time::timeout_at(deadline, confirm).await {
                 Ok(Ok(Confirmation::Ack(None))) => Ok(()),
                 Ok(Ok(Confirmation::Ack(Some(message)))) => {
                     // lapin hands a returned message to whichever confirm it
@@ -505,9 +486,9 @@ impl RabbitMqSink {
                 }
             };
             if let Err(err) = &result {
-                tracing::debug!(event_id = %batch[index].id, error = %err, "publish not confirmed");
+                tracing::debug!(event_id = %record.id, error = %err, "publish not confirmed");
             }
-            outcomes.set(index, result);
+            outcomes.set(first + index, result);
         }
         stale
     }
@@ -532,7 +513,8 @@ impl RabbitMqSink {
     }
 
     /// Publishes the batch in groups of [`MAX_IN_FLIGHT`], each confirmed
-    /// before the next is published.
+    /// before the next is published; a returned message fails the record it
+    /// names once the whole batch is confirmed ([`Returned`]).
     async fn publish(&self, records: &[StoredRecord]) -> Outcomes {
         let channel = match self.channel().await {
             Ok(channel) => channel,
@@ -547,11 +529,9 @@ impl RabbitMqSink {
         let mut stale = false;
         let mut returned = Returned::default();
         for (number, group) in records.chunks(MAX_IN_FLIGHT).enumerate() {
-            let published = self
-                .publish_group(&channel, number * MAX_IN_FLIGHT, group)
-                .await;
-            stale |= self
-                .confirm_group(published, records, &mut outcomes, &mut returned)
+            let first = number * MAX_IN_FLIGHT;
+            stale = self
+                .publish_group(&channel, first, group, &mut outcomes, &mut returned)
                 .await;
             if stale {
                 break;
@@ -605,18 +585,6 @@ fn message_id(message: &BasicReturnMessage) -> Option<&str> {
         .message_id()
         .as_ref()
         .map(ShortString::as_str)
-}
-
-/// A group of publishes whose confirms are still to be awaited.
-struct PublishedGroup {
-    /// The group's first record's index in the batch.
-    first: usize,
-    /// When its confirms are given up on.
-    deadline: Instant,
-    /// Each record's confirm to await, or why it was not published.
-    pending: Vec<Result<PublisherConfirm, DeliveryError>>,
-    /// Whether publishing timed out (the connection may be dead).
-    stale: bool,
 }
 
 impl Sink for RabbitMqSink {
