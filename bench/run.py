@@ -192,11 +192,16 @@ def pg_batches(first, last):
                 settled={sink: float(n) for sink, n in settled})
 
 
-def peak_rss_kib(pid):
+def status_kib(pid, field):
+    """A size in KiB from /proc/PID/status (`VmHWM`, `VmRSS`, ...); 0 if absent."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
     return 0
+
+
+def peak_rss_kib(pid):
+    return status_kib(pid, "VmHWM")
 
 
 def postgres_spool(url):

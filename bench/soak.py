@@ -32,13 +32,6 @@ INTERVAL = int(os.environ.get("INTERVAL", "60"))
 CONNECTIONS = int(os.environ.get("CONNECTIONS", "16"))
 
 
-def rss_kib(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
 def paced_script(work):
     """callback.lua plus a pause before each request (BENCH_DELAY_MS)."""
     script = work / "paced.lua"
@@ -87,7 +80,7 @@ def main():
             count = now_accepted - accepted
             accepted = now_accepted
             row = dict(minute=(time.monotonic() - started) / 60, rate=count / INTERVAL,
-                       cpu_us=used / count * 1e6 if count else 0.0, rss=rss_kib(pid) / 1024,
+                       cpu_us=used / count * 1e6 if count else 0.0, rss=run.status_kib(pid, "VmRSS") / 1024,
                        spool=run.metric(server.base, "recordhook_spool_size_bytes") / 1024 / 1024,
                        backlog=0)
             # Delivered first: read the other way round, records accepted

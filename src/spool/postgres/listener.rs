@@ -8,15 +8,14 @@
 //! mode's throughput by 60% (bench/run.py SPOOL=postgres). Stores that commit
 //! while one announcement is on its way share the next. Each replica keeps
 //! one connection outside the pool that `LISTEN`s and calls back with the
-//! event type. A notification
-//! is only a hint: a lost one (the listening connection dropped) costs at
-//! most the workers' poll interval, and every (re)connection wakes all sinks
-//! once in case something was stored meanwhile.
-
-use std::time::Duration;
+//! event type. A notification is only a hint: a lost one (the listening
+//! connection dropped) costs at most the workers' poll interval, and every
+//! (re)connection wakes all sinks once in case something was stored
+//! meanwhile.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use futures_util::StreamExt;
