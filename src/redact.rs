@@ -9,6 +9,11 @@ use secrecy::SecretString;
 /// What a secret is shown as.
 pub const REDACTED: &str = "[redacted]";
 
+/// Serializes a secret as [`REDACTED`].
+pub fn secret<S: serde::Serializer>(_: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(REDACTED)
+}
+
 /// Serializes an optional secret as [`REDACTED`] (or nothing when absent).
 pub fn option<S: serde::Serializer>(
     secret: &Option<SecretString>,

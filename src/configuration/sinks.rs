@@ -119,9 +119,12 @@ mod tests {
 
     #[test]
     fn an_unknown_sink_type_lists_the_valid_ones() {
-        let toml = "[auth]\nkeys=[\"k\"]\n[[sinks]]\nname=\"x\"\ntype=\"kafka\"\n";
+        let toml = "[auth]\nkeys=[\"k\"]\n[[sinks]]\nname=\"x\"\ntype=\"pulsar\"\n";
         let err = load_toml(toml, &[]).unwrap_err().to_string();
-        assert!(err.contains("kafka") && err.contains("log"), "{err}");
+        assert!(
+            err.contains("pulsar") && err.contains("kafka") && err.contains("log"),
+            "{err}"
+        );
     }
 
     #[test]

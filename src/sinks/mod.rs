@@ -9,7 +9,7 @@
 //! Dependencies inside run one way: `settings` imports each sink's settings
 //! struct; the sink modules import only the lower, shared modules (`checks`
 //! for settings errors and bounds, `contract` for the [`Sink`] trait and its
-//! [`Outcomes`], `broker` for what nats, redis and rabbitmq share), never
+//! [`Outcomes`], `broker` for what the broker sinks share), never
 //! `settings` nor this module.
 
 mod broker;
@@ -17,6 +17,7 @@ mod checks;
 mod contract;
 mod file;
 mod forward;
+mod kafka;
 mod log;
 mod nats;
 mod rabbitmq;
@@ -34,6 +35,7 @@ pub use self::file::{FileSink, FileSinkSettings, Rotation};
 pub use self::forward::{
     EVENT_ID_HEADER, ForwardSink, ForwardSinkSettings, MAX_CONCURRENCY as MAX_FORWARD_CONCURRENCY,
 };
+pub use self::kafka::{KafkaSink, KafkaSinkSettings};
 pub use self::log::LogSink;
 pub use self::nats::{NatsSink, NatsSinkSettings};
 pub use self::rabbitmq::{RabbitMqSink, RabbitMqSinkSettings};
@@ -119,6 +121,7 @@ fn build_one(
         SinkKind::RabbitMq(rabbitmq) => Box::new(RabbitMqSink::from_settings(name, rabbitmq)?),
         SinkKind::File(file) => Box::new(FileSink::new(file.path.clone(), file.rotation())),
         SinkKind::Redis(redis) => Box::new(RedisSink::from_settings(redis)?),
+        SinkKind::Kafka(kafka) => Box::new(KafkaSink::from_settings(name, kafka)?),
         SinkKind::Forward(forward) => {
             let client = match client {
                 Some(client) => reqwest::Client::clone(client),

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::checks::{InvalidSetting, check_range};
 use super::file::FileSinkSettings;
 use super::forward::ForwardSinkSettings;
+use super::kafka::KafkaSinkSettings;
 use super::nats::NatsSinkSettings;
 use super::rabbitmq::RabbitMqSinkSettings;
 use super::redis::RedisSinkSettings;
@@ -70,6 +71,8 @@ pub enum SinkKind {
     /// Publishes each record to a RabbitMQ exchange, confirmed.
     #[serde(rename = "rabbitmq")]
     RabbitMq(RabbitMqSinkSettings),
+    /// Produces each record to a Kafka topic, delivered on `acks = all`.
+    Kafka(KafkaSinkSettings),
 }
 
 impl SinkSettings {
@@ -112,6 +115,7 @@ impl SinkSettings {
             SinkKind::Nats(nats) => nats.validate(),
             SinkKind::Redis(redis) => redis.validate(),
             SinkKind::RabbitMq(rabbitmq) => rabbitmq.validate(),
+            SinkKind::Kafka(kafka) => kafka.validate(),
         }
     }
 }
@@ -126,6 +130,7 @@ impl SinkKind {
             Self::Nats(_) => "nats",
             Self::Redis(_) => "redis",
             Self::RabbitMq(_) => "rabbitmq",
+            Self::Kafka(_) => "kafka",
         }
     }
 
@@ -169,6 +174,9 @@ impl SinkKind {
             )),
             "rabbitmq" => Ok(Self::RabbitMq(
                 RabbitMqSinkSettings::deserialize(rest).map_err(typed)?,
+            )),
+            "kafka" => Ok(Self::Kafka(
+                KafkaSinkSettings::deserialize(rest).map_err(typed)?,
             )),
             // Only reached if a row in `type_keys` lacks its arm here.
             other => Err(SinkTypeError::NotParsed {
@@ -233,6 +241,7 @@ fn type_keys() -> Vec<(&'static str, &'static [&'static str])> {
         ("nats", field_names::<NatsSinkSettings>()),
         ("redis", field_names::<RedisSinkSettings>()),
         ("rabbitmq", field_names::<RabbitMqSinkSettings>()),
+        ("kafka", field_names::<KafkaSinkSettings>()),
     ]
 }
 
@@ -339,8 +348,8 @@ mod tests {
     fn a_table_that_is_not_its_type_is_refused_naming_the_key_with_the_cause() {
         for (toml, expected) in [
             (
-                "name = \"a\"\ntype = \"kafka\"",
-                "unknown sink type `kafka`; valid types are: log, file, forward, nats, redis, rabbitmq",
+                "name = \"a\"\ntype = \"pulsar\"",
+                "unknown sink type `pulsar`; valid types are: log, file, forward, nats, redis, rabbitmq, kafka",
             ),
             (
                 "name = \"a\"\ntype = \"log\"\npath = \"x\"",
