@@ -1,9 +1,10 @@
 //! Creates and removes what the broker sinks publish to, for `bench/run.py`
-//! (`SINK=nats` or `SINK=rabbitmq`): a JetStream stream capturing
-//! `<name>.>` (file storage), or a durable RabbitMQ exchange with a durable
-//! queue bound to `css.#`. Not part of the service.
+//! (`SINK=nats`, `rabbitmq` or `kafka`): a JetStream stream capturing
+//! `<name>.>` (file storage), a durable RabbitMQ exchange with a durable
+//! queue bound to `css.#`, or the Kafka topic `<name>.100` (on the broker
+//! `KAFKA_BROKER` names, `host:port`). Not part of the service.
 //!
-//! Usage: `broker_setup (nats|rabbitmq) (create|delete) NAME`
+//! Usage: `broker_setup (nats|rabbitmq|kafka) (create|delete) NAME`
 
 use std::process::ExitCode;
 
@@ -22,7 +23,7 @@ const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [broker, action, name] = args.as_slice() else {
-        eprintln!("usage: broker_setup (nats|rabbitmq) (create|delete) NAME");
+        eprintln!("usage: broker_setup (nats|rabbitmq|kafka) (create|delete) NAME");
         return ExitCode::FAILURE;
     };
     let outcome = match (broker.as_str(), action.as_str()) {
@@ -30,6 +31,8 @@ async fn main() -> ExitCode {
         ("nats", "delete") => nats(name, false).await,
         ("rabbitmq", "create") => rabbitmq(name, true).await,
         ("rabbitmq", "delete") => rabbitmq(name, false).await,
+        ("kafka", "create") => kafka(name, true).await,
+        ("kafka", "delete") => kafka(name, false).await,
         _ => Err("unknown broker or action".to_owned()),
     };
     match outcome {
@@ -117,4 +120,21 @@ async fn rabbitmq(name: &str, create: bool) -> Result<(), String> {
     };
     let _ = connection.close(200, "OK".into()).await;
     result
+}
+
+/// The topic `NAME.100` (what recordings go to), with 4 partitions.
+async fn kafka(name: &str, create: bool) -> Result<(), String> {
+    let broker = std::env::var("KAFKA_BROKER").map_err(|_| "KAFKA_BROKER is not set".to_owned())?;
+    let client = rskafka::client::ClientBuilder::new(vec![broker])
+        .build()
+        .await
+        .map_err(|e| e.to_string())?;
+    let controller = client.controller_client().map_err(|e| e.to_string())?;
+    let topic = format!("{name}.100");
+    if create {
+        controller.create_topic(&topic, 4, 1, 5_000).await
+    } else {
+        controller.delete_topic(&topic, 5_000).await
+    }
+    .map_err(|e| e.to_string())
 }

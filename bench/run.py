@@ -22,11 +22,12 @@ log goes to a file in the work directory, as a log shipper would have it;
 one built from an earlier commit: it runs beside the current one under the
 same load in every round, the order of the two alternating, and is reported
 in its own column, so a change is judged against its predecessor in the same
-run), SINK (`file`, the default; `nats` or `rabbitmq`: the second sink
-publishes to the local NATS JetStream / RabbitMQ instead of appending to a
-file; its lag and throughput then count deliveries the broker confirmed,
-and bench/broker_setup.rs creates and removes a stream or exchange and queue
-for the run), SPOOL (`sqlite`, the default; `postgres`: in every round, after
+run), SINK (`file`, the default; `nats`, `rabbitmq` or `kafka`: the second
+sink publishes to the local NATS JetStream / RabbitMQ, or to a tansu Kafka
+broker this run starts on a free port with SQLite storage in its work
+directory, instead of appending to a file; its lag and throughput then count
+deliveries the broker confirmed, and bench/broker_setup.rs creates and
+removes a stream, an exchange and queue, or a topic for the run), SPOOL (`sqlite`, the default; `postgres`: in every round, after
 the SQLite recordhook or before it in turn, two recordhook replicas sharing a
 PostgreSQL spool take the same load, its wrk threads split between them, and
 are reported beside it with their ratio to it; the database is created fresh
@@ -221,6 +222,13 @@ name = "archive"
 type = "nats"
 subject = "{BROKER_NAME}.{{event_type}}"
 """
+    if SINK == "kafka":
+        return f"""[[sinks]]
+name = "archive"
+type = "kafka"
+brokers = ["{os.environ['KAFKA_BROKER']}"]
+topic = "{BROKER_NAME}.{{event_type}}"
+"""
     if SINK == "rabbitmq":
         return f"""[[sinks]]
 name = "archive"
@@ -334,11 +342,36 @@ type = "log"
         self.log.close()
 
 
+def start_tansu(work):
+    """A tansu Kafka broker on a free port, storing in `work`; its address
+    goes to KAFKA_BROKER for the sink's config and broker_setup."""
+    port = free_port()
+    listener = f"tcp://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        ["tansu", "broker", "--listener-url", listener, "--advertised-listener-url", listener,
+         "--storage-engine", f"sqlite://{work / 'tansu.db'}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                process.kill()
+                sys.exit("tansu did not start")
+            time.sleep(0.05)
+    os.environ["KAFKA_BROKER"] = f"127.0.0.1:{port}"
+    return process
+
+
 def main():
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install wrk")
-    if SINK not in ("file", "nats", "rabbitmq"):
-        sys.exit(f"SINK must be file, nats or rabbitmq, not {SINK}")
+    if SINK not in ("file", "nats", "rabbitmq", "kafka"):
+        sys.exit(f"SINK must be file, nats, rabbitmq or kafka, not {SINK}")
+    if SINK == "kafka" and not shutil.which("tansu"):
+        sys.exit("tansu not found: cargo install tansu --version 0.6.0 --locked --features libsql")
     if SINK != "file" and BASELINE:
         sys.exit("BASELINE compares file-sink runs only")
     if SPOOL not in ("sqlite", "postgres"):
@@ -362,12 +395,13 @@ def main():
     reference_binary = release / "examples/reference_server"
     durable_binary = release / "examples/durable_reference_server"
     broker_setup = release / "examples/broker_setup"
+    work = Path(tempfile.mkdtemp(prefix="recordhook-bench-"))
+    kafka = start_tansu(work) if SINK == "kafka" else None
     if SINK != "file":
         subprocess.run([broker_setup, SINK, "create", BROKER_NAME], check=True)
     if postgres:
         psql(f"CREATE DATABASE {PG_DATABASE}")
 
-    work = Path(tempfile.mkdtemp(prefix="recordhook-bench-"))
     key = "bench-" + os.urandom(8).hex()
     t = int(time.time()) + 3600
     sign = sign_with(binary, key, t)
@@ -446,6 +480,9 @@ def main():
             process.wait(timeout=30)
         if SINK != "file":
             subprocess.run([broker_setup, SINK, "delete", BROKER_NAME], check=False)
+        if kafka:
+            kafka.terminate()
+            kafka.wait(timeout=30)
         try:
             if postgres and sys.exc_info()[0] is None:
                 # Read once the replicas' sessions have ended and reported.

@@ -14,6 +14,8 @@ pub enum Broker {
     Nats,
     RabbitMq,
     Redis,
+    /// A Kafka-protocol broker: the tests start tansu brokers of their own.
+    Kafka,
 }
 
 impl Broker {
@@ -23,12 +25,19 @@ impl Broker {
             Self::Nats => 4222,
             Self::RabbitMq => 5672,
             Self::Redis => 6379,
+            // Unused: the Kafka tests start brokers of their own.
+            Self::Kafka => 9092,
         };
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
-    fn reachable(self) -> bool {
-        TcpStream::connect_timeout(&self.address(), Duration::from_secs(2)).is_ok()
+    /// Why its tests cannot run here, if they cannot.
+    fn unavailable(self) -> Option<String> {
+        if let Self::Kafka = self {
+            return crate::kafka::unavailable();
+        }
+        let reachable = TcpStream::connect_timeout(&self.address(), Duration::from_secs(2)).is_ok();
+        (!reachable).then(|| format!("{self:?} on {} is not reachable", self.address()))
     }
 }
 
@@ -54,12 +63,21 @@ macro_rules! test {
 /// `broker` cannot be reached, except under `CI`.
 pub fn for_broker(broker: Broker, tests: Vec<Test>) -> Vec<Trial> {
     let ci = std::env::var_os("CI").is_some_and(|value| !value.is_empty());
-    let ignored = !ci && !tests.is_empty() && !broker.reachable();
-    if ignored {
+    let unavailable = if tests.is_empty() {
+        None
+    } else {
+        broker.unavailable()
+    };
+    let ignored = !ci && unavailable.is_some();
+    if let Some(reason) = &unavailable {
+        let verdict = if ignored {
+            "ignored"
+        } else {
+            "failing under CI"
+        };
         eprintln!(
-            "ignored: {} test(s) need {broker:?} on {}, which is not reachable",
-            tests.len(),
-            broker.address()
+            "{verdict}: {} test(s) need {broker:?}: {reason}",
+            tests.len()
         );
     }
     let prefix = format!("{broker:?}").to_lowercase();

@@ -1,6 +1,6 @@
 //! Broker sinks against the real brokers this machine runs (NATS with
 //! JetStream on 127.0.0.1:4222, RabbitMQ on 127.0.0.1:5672, Redis on
-//! 127.0.0.1:6379).
+//! 127.0.0.1:6379), and tansu brokers the Kafka tests start themselves.
 //!
 //! A custom harness (libtest-mimic), so that a broker that cannot be reached
 //! is decided when the tests run, not when they are built: its tests are
@@ -17,6 +17,7 @@ mod harness;
 #[allow(dead_code)]
 #[path = "../api/helpers.rs"]
 mod helpers;
+mod kafka;
 mod nats;
 mod proxy;
 mod rabbitmq;
@@ -32,5 +33,6 @@ fn main() -> std::process::ExitCode {
     trials.extend(harness::for_broker(Broker::Nats, nats::tests()));
     trials.extend(harness::for_broker(Broker::RabbitMq, rabbitmq::tests()));
     trials.extend(harness::for_broker(Broker::Redis, redis::tests()));
+    trials.extend(harness::for_broker(Broker::Kafka, kafka::tests()));
     libtest_mimic::run(&args, trials).exit_code()
 }
