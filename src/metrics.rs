@@ -63,6 +63,7 @@ pub struct Metrics {
     deliveries: Family<DeliveryLabels, Counter>,
     delivery_lag_seconds: HistogramFamily<SinkLabels>,
     pending: Family<SinkLabels, Gauge>,
+    oldest_pending_age: Family<SinkLabels, Gauge>,
     dead: Family<SinkLabels, Gauge>,
     spool_bytes: Gauge,
     dedup_entries: Gauge,
@@ -234,6 +235,13 @@ impl Metrics {
             "Deliveries waiting for an attempt, by sink",
             pending.clone(),
         );
+        let oldest_pending_age = Family::<SinkLabels, Gauge>::default();
+        registry.register(
+            "oldest_pending_age_seconds",
+            "Seconds since the record of a sink's oldest pending delivery was received, by \
+             sink; 0 when nothing is pending",
+            oldest_pending_age.clone(),
+        );
         let dead = Family::<SinkLabels, Gauge>::default();
         registry.register(
             "dead_letters",
@@ -303,6 +311,7 @@ impl Metrics {
             deliveries,
             delivery_lag_seconds,
             pending,
+            oldest_pending_age,
             dead,
             spool_bytes,
             dedup_entries,
@@ -457,12 +466,16 @@ impl Metrics {
 
     /// Reads the spool gauges and renders everything in the text format.
     pub async fn render(&self, spool: &Spool, sinks: &[(String, EventTypes)]) -> String {
+        let now_ms = crate::spool::unix_ms(std::time::SystemTime::now());
         for (sink, event_types) in sinks {
             if let Ok(counts) = spool.counts(sink, event_types).await {
                 let labels = SinkLabels { sink: sink.clone() };
                 self.pending
                     .get_or_create(&labels)
                     .set(saturating_i64(counts.pending));
+                self.oldest_pending_age
+                    .get_or_create(&labels)
+                    .set(pending_age_secs(counts.oldest_pending_received_ms, now_ms));
                 self.dead
                     .get_or_create(&labels)
                     .set(saturating_i64(counts.dead));
@@ -503,9 +516,23 @@ fn saturating_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+/// Whole seconds from `received_ms` to `now_ms`; 0 with nothing pending, or
+/// for a record stamped ahead of this replica's clock.
+fn pending_age_secs(received_ms: Option<i64>, now_ms: i64) -> i64 {
+    received_ms.map_or(0, |received| now_ms.saturating_sub(received).max(0) / 1_000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pending_age_is_whole_seconds_and_never_negative() {
+        assert_eq!(pending_age_secs(None, 10_000), 0);
+        assert_eq!(pending_age_secs(Some(1_000), 10_999), 9);
+        assert_eq!(pending_age_secs(Some(20_000), 10_000), 0);
+        assert_eq!(pending_age_secs(Some(i64::MIN), i64::MAX), i64::MAX / 1_000);
+    }
 
     #[tokio::test]
     async fn counters_and_gauges_render_with_their_labels() {
@@ -541,6 +568,7 @@ mod tests {
             r#"recordhook_deliveries_total{sink="archive",outcome="delivered"} 1"#,
             r#"recordhook_delivery_lag_seconds_count{sink="archive"} 1"#,
             r#"recordhook_pending_deliveries{sink="archive"} 0"#,
+            r#"recordhook_oldest_pending_age_seconds{sink="archive"} 0"#,
             r#"recordhook_dead_letters{sink="archive"} 0"#,
             "recordhook_spool_size_bytes ",
             "recordhook_dedup_index_entries 0",

@@ -291,6 +291,11 @@ pub struct SinkCounts {
     pub pending: u64,
     /// Given up on.
     pub dead: u64,
+    /// When the record of the oldest pending delivery was received (Unix
+    /// ms), if any is pending: how far behind the sink is, which a count
+    /// alone does not say (ten records an hour old are worse than a
+    /// thousand a second old).
+    pub oldest_pending_received_ms: Option<i64>,
 }
 
 /// How to open the spool for the server.

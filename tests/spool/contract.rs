@@ -23,6 +23,7 @@ pub fn tests() -> Vec<ContractTest> {
     vec![
         contract_test!(a_sink_gets_only_its_event_types_in_acceptance_order),
         contract_test!(a_sink_of_every_type_gets_every_record_and_keeps_them_when_retired),
+        contract_test!(the_oldest_pending_delivery_is_reported_whether_fresh_or_retrying),
         contract_test!(a_new_sink_receives_only_what_arrives_after_it),
         contract_test!(failures_move_from_retry_to_dead_and_back),
         contract_test!(due_retries_get_half_of_a_claim_and_the_rest_when_nothing_fresh_waits),
@@ -106,13 +107,8 @@ async fn a_sink_gets_only_its_event_types_in_acceptance_order(backend: Backend) 
         .await
         .unwrap();
     assert_eq!(seqs(&claim), [first, last]);
-    assert_eq!(
-        spool.counts("a", &recordings()).await.unwrap(),
-        SinkCounts {
-            pending: 2,
-            dead: 0
-        }
-    );
+    let counts = spool.counts("a", &recordings()).await.unwrap();
+    assert_eq!((counts.pending, counts.dead), (2, 0));
     settle_all(spool, "a", claim, Settlement::Delivered, 1_001).await;
     let after = spool
         .claim("a", &recordings(), at(1_002), 10)
@@ -133,6 +129,70 @@ async fn a_sink_gets_only_its_event_types_in_acceptance_order(backend: Backend) 
         state(spool, &record_of(1, "s1"), "a", &recordings()).await,
         None
     );
+}
+
+/// When the oldest pending delivery of `sink` was accepted, in whole
+/// seconds (PostgreSQL's clock is translated to this host's, so the
+/// milliseconds may be off by the measurement's error).
+async fn oldest_pending_secs(spool: &Spool, sink: &str) -> Option<i64> {
+    let counts = spool.counts(sink, &recordings()).await.unwrap();
+    counts
+        .oldest_pending_received_ms
+        .map(|ms| (ms + 500).div_euclid(1_000))
+}
+
+async fn the_oldest_pending_delivery_is_reported_whether_fresh_or_retrying(backend: Backend) {
+    let test = TestSpool::open(backend).await;
+    let spool = &test.spool;
+    spool
+        .register_sinks(vec![sink("a", recordings())], at(0))
+        .await
+        .unwrap();
+    assert_eq!(oldest_pending_secs(spool, "a").await, None);
+    for (file_id, received) in [("r1", 100), ("r2", 200)] {
+        spool
+            .accept(new_record(&record(file_id)), at(received))
+            .await
+            .unwrap();
+    }
+    assert_eq!(oldest_pending_secs(spool, "a").await, Some(100));
+    // The oldest delivered: the next one is the oldest pending.
+    let first = spool.claim("a", &recordings(), at(1_001), 1).await.unwrap();
+    settle_all(spool, "a", first, Settlement::Delivered, 1_001).await;
+    assert_eq!(oldest_pending_secs(spool, "a").await, Some(200));
+    // Failed and waiting for a retry, it is still pending, and older than a
+    // fresh record accepted since.
+    let second = spool.claim("a", &recordings(), at(1_002), 1).await.unwrap();
+    let retry = Settlement::Retry {
+        at_ms: 5_000_000,
+        error: "503".into(),
+    };
+    settle_all(spool, "a", second, retry, 1_002).await;
+    spool
+        .accept(new_record(&record("r3")), at(300))
+        .await
+        .unwrap();
+    assert_eq!(spool.counts("a", &recordings()).await.unwrap().pending, 2);
+    assert_eq!(oldest_pending_secs(spool, "a").await, Some(200));
+    // Delivered and dead deliveries are not pending.
+    let third = spool
+        .claim("a", &recordings(), at(1_004), 10)
+        .await
+        .unwrap();
+    assert_eq!(third.deliveries.len(), 1, "only r3 is due");
+    settle_all(spool, "a", third, Settlement::Delivered, 1_004).await;
+    let again = spool
+        .claim("a", &recordings(), at(5_001), 10)
+        .await
+        .unwrap();
+    assert_eq!(again.deliveries.len(), 1, "r2's retry is due");
+    let dead = Settlement::Dead {
+        error: "gave up".into(),
+    };
+    settle_all(spool, "a", again, dead, 5_001).await;
+    assert_eq!(oldest_pending_secs(spool, "a").await, None);
+    let counts = spool.counts("a", &recordings()).await.unwrap();
+    assert_eq!((counts.pending, counts.dead), (0, 1));
 }
 
 async fn a_sink_of_every_type_gets_every_record_and_keeps_them_when_retired(backend: Backend) {
@@ -280,7 +340,8 @@ async fn failures_move_from_retry_to_dead_and_back(backend: Backend) {
         spool.counts("a", &recordings()).await.unwrap(),
         SinkCounts {
             pending: 0,
-            dead: 1
+            dead: 1,
+            oldest_pending_received_ms: None,
         }
     );
     let requeue = |sink: Option<&str>, id: Option<&str>| {

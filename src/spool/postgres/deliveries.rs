@@ -548,7 +548,12 @@ impl PgSpool {
                              AND last_attempt_ms IS NULL),
                         (SELECT COUNT(*) FROM deliveries WHERE sink = $1 AND state = 'pending'
                              AND last_attempt_ms IS NOT NULL),
-                        (SELECT COUNT(*) FROM deliveries WHERE sink = $1 AND state = 'dead')",
+                        (SELECT COUNT(*) FROM deliveries WHERE sink = $1 AND state = 'dead'),
+                        (SELECT received_at_ms FROM records WHERE seq = LEAST(
+                            (SELECT MIN(seq) FROM deliveries WHERE sink = $1
+                                 AND state = 'pending' AND last_attempt_ms IS NULL),
+                            (SELECT MIN(seq) FROM deliveries WHERE sink = $1
+                                 AND state = 'pending' AND last_attempt_ms IS NOT NULL)))",
                 &[&sink],
             )
             .await
@@ -557,6 +562,11 @@ impl PgSpool {
         Ok(SinkCounts {
             pending: count(0) + count(1),
             dead: count(2),
+            // `seq` follows acceptance, so the lowest pending is the oldest;
+            // stored on the database's clock, reported on this host's.
+            oldest_pending_received_ms: row
+                .get::<_, Option<i64>>(3)
+                .map(|at| self.inner.clock.local_ms(at)),
         })
     }
 }

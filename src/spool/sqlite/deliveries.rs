@@ -431,20 +431,40 @@ impl SqliteSpool {
         let sink = sink.to_owned();
         let sql = format!(
             "SELECT
-               (SELECT COUNT(*) FROM records WHERE {} AND seq >
+               (SELECT COUNT(*) FROM records WHERE {filter} AND seq >
                   COALESCE((SELECT seq FROM cursors WHERE sink = ?1), 9223372036854775807)),
                (SELECT COUNT(*) FROM failures WHERE sink = ?1 AND state = 'pending'),
-               (SELECT COUNT(*) FROM failures WHERE sink = ?1 AND state = 'dead')",
-            type_filter(&type_list(event_types))
+               (SELECT COUNT(*) FROM failures WHERE sink = ?1 AND state = 'dead'),
+               (SELECT received_at_ms FROM records WHERE {filter} AND seq >
+                  COALESCE((SELECT seq FROM cursors WHERE sink = ?1), 9223372036854775807)
+                  ORDER BY seq LIMIT 1),
+               (SELECT received_at_ms FROM records WHERE seq =
+                  (SELECT MIN(seq) FROM failures WHERE sink = ?1 AND state = 'pending'))",
+            filter = type_filter(&type_list(event_types)),
         );
         self.read(move |conn| {
-            let (fresh, retrying, dead): (i64, i64, i64) = conn
-                .prepare_cached(&sql)?
-                .query_row([sink], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+            let (fresh, retrying, dead, oldest_fresh, oldest_retrying): (
+                i64,
+                i64,
+                i64,
+                Option<i64>,
+                Option<i64>,
+            ) = conn.prepare_cached(&sql)?.query_row([sink], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            })?;
             let count = |n: i64| u64::try_from(n).unwrap_or(0);
             Ok(SinkCounts {
                 pending: count(fresh) + count(retrying),
                 dead: count(dead),
+                // Records are in `seq` order of acceptance, so the first of
+                // each kind is the oldest of its kind.
+                oldest_pending_received_ms: oldest_fresh.into_iter().chain(oldest_retrying).min(),
             })
         })
         .await
