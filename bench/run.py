@@ -349,8 +349,9 @@ def start_tansu(work):
     listener = f"tcp://127.0.0.1:{port}"
     process = subprocess.Popen(
         ["tansu", "broker", "--listener-url", listener, "--advertised-listener-url", listener,
-         "--storage-engine", f"sqlite://{work / 'tansu.db'}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         # tansu reads the path relative to its working directory.
+         "--storage-engine", "sqlite://tansu.db"],
+        cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
     while True:
         try:

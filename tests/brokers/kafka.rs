@@ -7,7 +7,6 @@
 
 use std::collections::BTreeSet;
 use std::net::TcpStream;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -84,8 +83,10 @@ impl Tansu {
             .arg("broker")
             .args(["--listener-url", &listener])
             .args(["--advertised-listener-url", &listener])
-            .arg("--storage-engine")
-            .arg(storage_url(self.store.path()))
+            // tansu reads the SQLite URL's path relative to its working
+            // directory, so it runs in the store with a relative one.
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(self.store.path())
             .args(&self.extra)
             .env_remove("LISTENER_URL")
             .env_remove("ADVERTISED_LISTENER_URL")
@@ -165,11 +166,6 @@ impl Drop for Tansu {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// tansu's SQLite storage engine URL for a file in `dir`.
-fn storage_url(dir: &Path) -> String {
-    format!("sqlite://{}", dir.join("tansu.db").display())
 }
 
 /// The config of an app with a `bus` kafka sink (and whatever `extra` adds).
@@ -347,7 +343,7 @@ async fn a_stopped_broker_means_retries_and_a_backlog_then_everything_arrives_on
     let app = spawn_app_with_config(&kafka_sink(
         &tansu.address(),
         &format!("{prefix}.{{event_type}}"),
-        "timeout_secs = 2\nmax_attempts = 100000\n",
+        "max_attempts = 100000\n",
     ))
     .await;
     let mut ids = Vec::new();

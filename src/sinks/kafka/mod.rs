@@ -128,10 +128,12 @@ impl KafkaSink {
         })?;
         let mut builder = ClientBuilder::new(self.brokers.clone())
             .client_id(format!("recordhook/{}", self.name))
-            // rskafka retries inside a call until this deadline; ours is
-            // the attempt's timeout, so a call never outlives it.
+            // rskafka retries inside a call until this deadline, and may
+            // sleep up to a second past it: half the attempt's timeout, so
+            // that it gives up first and its error says why (a refused
+            // login, a leader that is gone) rather than our bare "timed out".
             .backoff_config(BackoffConfig {
-                deadline: Some(self.timeout),
+                deadline: Some(self.timeout / 2),
                 ..BackoffConfig::default()
             });
         if let Some(tls) = &self.tls {
