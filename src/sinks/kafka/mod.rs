@@ -334,15 +334,23 @@ impl KafkaSink {
         };
         let mut outcomes = Outcomes::unsettled(records, "not produced to kafka");
         let mut groups: BTreeMap<(String, i32), Vec<usize>> = BTreeMap::new();
+        // Each topic looked up once per batch, a missing one included.
+        let mut counts: HashMap<String, Result<i32, DeliveryError>> = HashMap::new();
         for (index, record) in records.iter().enumerate() {
             let topic = self.topic.render(record.event_type);
-            match tokio::time::timeout_at(deadline, self.partition_count(&client, &topic)).await {
-                Ok(Ok(count)) => {
-                    let partition = self.partition_for(record, count);
+            if !counts.contains_key(&topic) {
+                let count =
+                    tokio::time::timeout_at(deadline, self.partition_count(&client, &topic))
+                        .await
+                        .unwrap_or_else(|_| Err(self.timed_out()));
+                counts.insert(topic.clone(), count);
+            }
+            match &counts[&topic] {
+                Ok(count) => {
+                    let partition = self.partition_for(record, *count);
                     groups.entry((topic, partition)).or_default().push(index);
                 }
-                Ok(Err(err)) => outcomes.set(index, Err(err)),
-                Err(_) => outcomes.set(index, Err(self.timed_out())),
+                Err(err) => outcomes.set(index, Err(err.clone())),
             }
         }
         let attempts: Vec<_> = groups
