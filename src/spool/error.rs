@@ -84,17 +84,19 @@ pub enum StorageError {
     #[error("cannot connect to PostgreSQL: {}", describe_pool(.0))]
     Connect(#[source] Arc<deadpool_postgres::PoolError>),
     /// No connection to PostgreSQL could be opened at start-up; says which
-    /// `sslmode` was in force, since TLS is a common reason.
+    /// `sslmode` was in force, since TLS is a common reason. The cause's
+    /// whole chain is in the message and is not a `source`: deadpool's
+    /// wrapper ("Error occurred while creating a new object: …") would
+    /// repeat it.
     #[error(
         "cannot connect to PostgreSQL (sslmode={sslmode}): {}",
-        describe_pool(source)
+        describe_pool(cause)
     )]
     Connecting {
         /// The mode in force.
         sslmode: &'static str,
         /// What went wrong.
-        #[source]
-        source: Arc<deadpool_postgres::PoolError>,
+        cause: Arc<deadpool_postgres::PoolError>,
     },
     /// TLS to PostgreSQL could not be set up from the settings.
     #[error(transparent)]

@@ -275,17 +275,19 @@ pub struct PgBouncer {
 }
 
 impl PgBouncer {
-    /// Starts one with `pool_mode` and `ignore_startup_parameters = options`
-    /// (what one must set for clients that send `options`, which then
-    /// silently has no effect), clients in plain TCP with trust.
-    pub async fn start(server: &LocalPostgres, pool_mode: &str) -> Self {
+    /// Starts one with `pool_mode`, clients in plain TCP with trust;
+    /// `ignoring_options` sets `ignore_startup_parameters = options` (what
+    /// one must set for clients that send `options`, which then silently
+    /// has no effect).
+    pub async fn start(server: &LocalPostgres, pool_mode: &str, ignoring_options: bool) -> Self {
         let (server_port, pool_mode) = (server.port, pool_mode.to_owned());
-        tokio::task::spawn_blocking(move || Self::start_blocking(server_port, &pool_mode))
+        let ignored = if ignoring_options { "options" } else { "" };
+        tokio::task::spawn_blocking(move || Self::start_blocking(server_port, &pool_mode, ignored))
             .await
             .unwrap()
     }
 
-    fn start_blocking(server_port: u16, pool_mode: &str) -> Self {
+    fn start_blocking(server_port: u16, pool_mode: &str, ignored: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let port = free_port();
@@ -298,7 +300,7 @@ impl PgBouncer {
                 "[databases]\n* = host=127.0.0.1 port={server_port}\n\
                  [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
                  auth_type = trust\nauth_file = {}\npool_mode = {pool_mode}\n\
-                 ignore_startup_parameters = options\nmax_client_conn = 200\n\
+                 ignore_startup_parameters = {ignored}\nmax_client_conn = 200\n\
                  default_pool_size = 20\nlogfile = {}\n",
                 root.join("userlist.txt").display(),
                 log.display()

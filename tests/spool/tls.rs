@@ -151,9 +151,14 @@ async fn an_untrusted_ca_is_refused_under_verify_ca_and_verify_full() {
     // Nor do the public CAs vouch for it.
     let said = refusal(&options(&url, tls(SslMode::VerifyFull, None))).await;
     assert!(said.contains("UnknownIssuer"), "{said}");
-    // `require` without a CA encrypts without checking, as libpq's does.
-    let report = check_report(&options(&url, tls(SslMode::Require, None))).await;
-    assert!(report.contains("TLS (require, TLSv1.3)"), "{report}");
+    // `require` and `prefer` without a CA encrypt without checking, as libpq's do.
+    for mode in [SslMode::Require, SslMode::Prefer] {
+        let report = check_report(&options(&url, tls(mode, None))).await;
+        assert!(
+            report.contains(&format!("TLS ({}, TLSv1.3)", mode.as_str())),
+            "{report}"
+        );
+    }
 }
 
 async fn a_server_without_tls_is_refused_under_require_and_verify_full_and_taken_under_prefer() {
@@ -264,8 +269,8 @@ async fn check_config(postgres: &str) -> (bool, String) {
 async fn behind_a_session_pooler_commits_stay_synchronous() {
     let server = LocalPostgres::start(false).await;
     let database = server.create_database().await;
-    let pooler = PgBouncer::start(&server, "session").await;
-    let url = format!("postgres://postgres@127.0.0.1:{}/{database}", pooler.port);
+    let ignoring = PgBouncer::start(&server, "session", true).await;
+    let url = format!("postgres://postgres@127.0.0.1:{}/{database}", ignoring.port);
     // What recordhook did before: the startup packet's `options`, which this
     // PgBouncer drops, leaving the server's default (off).
     let dropped = crate::postgres::connect(&format!(
@@ -278,16 +283,25 @@ async fn behind_a_session_pooler_commits_stay_synchronous() {
         .unwrap()
         .get(0);
     assert_eq!(found, "off");
+    // recordhook's sessions have it on, behind this PgBouncer and behind
+    // one that ignores nothing (recordhook sends no `options`).
+    let plain = PgBouncer::start(&server, "session", false).await;
+    for port in [ignoring.port, plain.port] {
+        let through = options(
+            &format!("postgres://postgres@127.0.0.1:{port}/{database}"),
+            PostgresTls::default(),
+        );
+        let report = check_report(&through).await;
+        assert!(report.contains("synchronous_commit = on"), "{report}");
+    }
     let through = options(&url, PostgresTls::default());
     stores_and_reads(&through).await;
-    let report = check_report(&through).await;
-    assert!(report.contains("synchronous_commit = on"), "{report}");
 }
 
 async fn a_transaction_pooler_is_refused_with_the_reason() {
     let server = LocalPostgres::start(false).await;
     let database = server.create_database().await;
-    let pooler = PgBouncer::start(&server, "transaction").await;
+    let pooler = PgBouncer::start(&server, "transaction", false).await;
     let url = format!("postgres://postgres@127.0.0.1:{}/{database}", pooler.port);
     let said = refusal(&options(&url, PostgresTls::default())).await;
     assert!(

@@ -271,7 +271,7 @@ async fn connect(
             options,
             StorageError::Connecting {
                 sslmode: connecting.mode.as_str(),
-                source: Arc::new(err),
+                cause: Arc::new(err),
             },
         )
     })?;
