@@ -401,6 +401,7 @@ async fn run(
                         .map_err(anyhow::Error::msg)?,
                     max_connections: 8,
                     lease: Duration::from_secs(60),
+                    tls: recordhook::spool::PostgresTls::default(),
                 }),
                 dedup_window,
                 max_bytes: 0,

@@ -68,6 +68,7 @@ fn options(url: &str) -> anyhow::Result<SpoolOptions> {
             url: SecretUrl::parse(url)?,
             max_connections: 4,
             lease: Duration::from_secs(30),
+            tls: recordhook::spool::PostgresTls::default(),
         }),
         dedup_window: Duration::from_secs(3600),
         max_bytes: 0,

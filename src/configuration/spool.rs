@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, check_range};
 use crate::secret_url::SecretUrl;
-use crate::spool::{PostgresOptions, SpoolOptions};
+use crate::spool::{PostgresOptions, PostgresTls, SpoolOptions, SslMode};
 
 /// Longest `spool.dedup_window_secs` and `spool.retention_secs`: 10 years.
 /// They are subtracted from the current time, which must stay after 1970.
@@ -73,6 +73,25 @@ pub struct PostgresSettings {
     /// third of it while work goes on. A replica that dies or stalls longer
     /// loses its claims to another. At most [`MAX_LEASE_SECS`].
     pub lease_secs: u64,
+    /// TLS, with libpq's names and meanings: `disable`, `prefer` (the
+    /// default: TLS when the server offers it, unverified), `require` (TLS,
+    /// unverified unless `sslrootcert` is set), `verify-ca` (the certificate
+    /// must come from a trusted CA) or `verify-full` (and name the host; use
+    /// it for managed databases). May be given in the URL (`?sslmode=`)
+    /// instead; given in both, they must agree.
+    pub sslmode: Option<SslMode>,
+    /// PEM file of the CAs the server's certificate must come from; without
+    /// it, `verify-ca`/`verify-full` trust the public (Mozilla) CAs, and
+    /// `~/.postgresql/root.crt` is not read. With it, `prefer` and `require`
+    /// check the chain too, as libpq does. Also `?sslrootcert=` in the URL.
+    pub sslrootcert: Option<PathBuf>,
+    /// PEM client certificate (chain, leaf first), for servers that
+    /// authenticate clients by certificate (`hostssl … cert` in
+    /// `pg_hba.conf`); with `sslkey`. Also `?sslcert=` in the URL.
+    pub sslcert: Option<PathBuf>,
+    /// PEM private key of `sslcert` (PKCS#8, PKCS#1 or SEC1). Also
+    /// `?sslkey=` in the URL.
+    pub sslkey: Option<PathBuf>,
 }
 
 impl Default for SpoolSettings {
@@ -94,6 +113,10 @@ impl Default for PostgresSettings {
             url: None,
             max_connections: 10,
             lease_secs: 30,
+            sslmode: None,
+            sslrootcert: None,
+            sslcert: None,
+            sslkey: None,
         }
     }
 }
@@ -133,6 +156,10 @@ impl SpoolSettings {
                     "must be a postgres:// or postgresql:// URL",
                 ))
             }
+            (SpoolBackend::Postgres, Some(url)) => {
+                crate::spool::check_postgres_tls(url, &self.postgres.tls())
+                    .map_err(|err| ConfigError::invalid("spool.postgres", err.to_string()))
+            }
             _ => Ok(()),
         }
     }
@@ -147,6 +174,7 @@ impl SpoolSettings {
                     max_connections: usize::try_from(self.postgres.max_connections)
                         .unwrap_or(usize::MAX),
                     lease: Duration::from_secs(self.postgres.lease_secs),
+                    tls: self.postgres.tls(),
                 }),
                 _ => None,
             },
@@ -165,6 +193,16 @@ impl SpoolSettings {
 }
 
 impl PostgresSettings {
+    /// The TLS settings, as configured.
+    fn tls(&self) -> PostgresTls {
+        PostgresTls {
+            sslmode: self.sslmode,
+            sslrootcert: self.sslrootcert.clone(),
+            sslcert: self.sslcert.clone(),
+            sslkey: self.sslkey.clone(),
+        }
+    }
+
     /// Checks the pool's size and the lease's length.
     fn validate(&self) -> Result<(), ConfigError> {
         check_range(

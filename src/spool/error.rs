@@ -83,6 +83,41 @@ pub enum StorageError {
     /// be reached, or refused to let us in).
     #[error("cannot connect to PostgreSQL: {}", describe_pool(.0))]
     Connect(#[source] Arc<deadpool_postgres::PoolError>),
+    /// No connection to PostgreSQL could be opened at start-up; says which
+    /// `sslmode` was in force, since TLS is a common reason. The cause's
+    /// whole chain is in the message and is not a `source`: deadpool's
+    /// wrapper ("Error occurred while creating a new object: …") would
+    /// repeat it.
+    #[error(
+        "cannot connect to PostgreSQL (sslmode={sslmode}): {}",
+        describe_pool(cause)
+    )]
+    Connecting {
+        /// The mode in force.
+        sslmode: &'static str,
+        /// What went wrong.
+        cause: Arc<deadpool_postgres::PoolError>,
+    },
+    /// TLS to PostgreSQL could not be set up from the settings.
+    #[error(transparent)]
+    Tls(PostgresTlsError),
+    /// A connection pooler in transaction mode sits in front of PostgreSQL:
+    /// LISTEN, session settings and prepared statements need session mode.
+    #[error(
+        "the connection is passed between sessions between statements (a pooler such as \
+         PgBouncer in transaction or statement mode): recordhook needs session pooling \
+         (pool_mode = session) or a direct connection"
+    )]
+    TransactionPooling,
+    /// `SET synchronous_commit = on` did not hold on a new connection.
+    #[error(
+        "synchronous_commit is `{found}` after setting it to `on`: a commit would not be \
+         durable when a callback is answered"
+    )]
+    SynchronousCommit {
+        /// What `SHOW synchronous_commit` said.
+        found: String,
+    },
     /// The configured PostgreSQL URL does not parse.
     #[error("not a valid PostgreSQL URL: {0}")]
     InvalidUrl(#[source] Arc<tokio_postgres::Error>),
@@ -186,6 +221,45 @@ pub enum StorageError {
     },
 }
 
+/// Why TLS to PostgreSQL could not be set up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PostgresTlsError {
+    /// A parameter is in the URL and in `[spool.postgres]` with different values.
+    #[error(
+        "spool.postgres.{parameter} is `{configured}` but the URL says {parameter}={in_url}: \
+         give it in one place"
+    )]
+    Conflict {
+        /// The parameter's name.
+        parameter: &'static str,
+        /// Its value in the URL.
+        in_url: String,
+        /// Its value in `[spool.postgres]`.
+        configured: String,
+    },
+    /// The URL names an `sslmode` this client does not have.
+    #[error(
+        "sslmode={0} in the URL is not one of disable, prefer, require, verify-ca, verify-full"
+    )]
+    UnknownMode(String),
+    /// Only one of `sslcert` and `sslkey` is given.
+    #[error("spool.postgres.sslcert and sslkey go together: give both or neither")]
+    HalfClientCertificate,
+    /// A PEM file could not be used.
+    #[error("spool.postgres.{setting} `{path}`: {reason}")]
+    File {
+        /// The setting naming it.
+        setting: &'static str,
+        /// The path.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration rejected: {0}")]
+    Config(String),
+}
+
 impl From<rusqlite::Error> for StorageError {
     fn from(err: rusqlite::Error) -> Self {
         Self::Sqlite(Arc::new(err))
@@ -239,7 +313,8 @@ fn describe_pool(err: &deadpool_postgres::PoolError) -> String {
 fn describe(err: &tokio_postgres::Error) -> String {
     match err.as_db_error() {
         Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
-        None => err.to_string(),
+        // "error performing TLS handshake" says nothing without its cause.
+        None => crate::error_chain::error_chain(err),
     }
 }
 

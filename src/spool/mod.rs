@@ -82,8 +82,10 @@ use crate::protocol::EventTypes;
 use crate::record::{Record, Source, StoredRecord};
 use reconciliation::{Gap, ReconcileRun};
 
-pub use error::{SpoolError, StorageError};
-pub use postgres::{PostgresOptions, check as check_postgres};
+pub use error::{PostgresTlsError, SpoolError, StorageError};
+pub use postgres::{
+    PostgresOptions, PostgresTls, SslMode, check as check_postgres, check_tls as check_postgres_tls,
+};
 
 /// What became of a callback offered to the spool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

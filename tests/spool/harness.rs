@@ -93,3 +93,37 @@ pub fn on_postgres(group: &str, tests: Vec<Test>) -> Vec<Trial> {
         })
         .collect()
 }
+
+/// Whether the tests that start their own servers must be reported as
+/// ignored: a program they need is missing and this is not CI.
+fn local_servers_ignored() -> bool {
+    static IGNORED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *IGNORED.get_or_init(|| {
+        let ci = std::env::var_os("CI").is_some_and(|value| !value.is_empty());
+        let missing = crate::local_servers::missing_tools();
+        if let Some(missing) = &missing
+            && !ci
+        {
+            eprintln!(
+                "ignored: the tls tests start their own PostgreSQL and PgBouncer, and {missing} \
+                 is missing (apt-get install postgresql-15 pgbouncer)"
+            );
+        }
+        missing.is_some() && !ci
+    })
+}
+
+/// Tests that start their own servers, under `group`.
+pub fn on_local_servers(group: &str, tests: Vec<Test>) -> Vec<Trial> {
+    tests
+        .into_iter()
+        .map(|test| {
+            let run = test.run;
+            trial(
+                format!("{group}::{}", test.name),
+                local_servers_ignored(),
+                run,
+            )
+        })
+        .collect()
+}

@@ -3,13 +3,16 @@
 //! shared PostgreSQL spool does (`replicas`: claims, leases, fencing,
 //! migrations, outages), the command line on PostgreSQL (`commands`), and
 //! process-level tests with several recordhook
-//! replicas on one database (`processes`).
+//! replicas on one database (`processes`), and TLS and PgBouncer against
+//! servers the tests start themselves (`tls`).
 //!
 //! A custom harness (libtest-mimic), so that whether PostgreSQL can be
 //! reached (127.0.0.1:5432, user `postgres`, trust authentication) is decided
 //! when the tests run: without it, its tests are reported as *ignored*, with
 //! the reason on stderr. Under `CI` nothing is ignored: an unreachable
 //! PostgreSQL fails them. Each test creates its own database and drops it.
+//! The `tls` tests need Debian's PostgreSQL 15 programs and PgBouncer
+//! instead; ignored without them, except under `CI`.
 
 // Tests fail loudly by unwrapping; production code may not (see Cargo.toml lints).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -23,6 +26,7 @@ mod harness;
 #[allow(dead_code)]
 #[path = "../api/helpers.rs"]
 mod helpers;
+mod local_servers;
 mod postgres;
 mod processes;
 #[allow(dead_code)]
@@ -33,6 +37,7 @@ mod replicas;
 #[allow(dead_code)]
 #[path = "../api/target.rs"]
 mod target;
+mod tls;
 #[path = "../common/trial.rs"]
 mod trial;
 
@@ -42,5 +47,6 @@ fn main() -> std::process::ExitCode {
     trials.extend(harness::on_postgres("replicas", replicas::tests()));
     trials.extend(harness::on_postgres("commands", commands::tests()));
     trials.extend(harness::on_postgres("processes", processes::tests()));
+    trials.extend(harness::on_local_servers("tls", tls::tests()));
     libtest_mimic::run(&args, trials).exit_code()
 }

@@ -1,12 +1,18 @@
 //! A database of its own for each test, on the machine's PostgreSQL, dropped
 //! when the test ends (passing or failing); and spools opened on either
 //! backend.
+//!
+//! `RECORDHOOK_TEST_PG_SSL` runs the suites' spools over TLS: its value is
+//! added to every spool URL's query, e.g. `sslmode=require` (Debian's
+//! PostgreSQL has `ssl = on` with a self-signed certificate) or
+//! `sslmode=verify-ca&sslrootcert=/path/ca.pem`. The tests' own clients,
+//! which only look inside, stay plain.
 
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use recordhook::secret_url::SecretUrl;
-use recordhook::spool::{PostgresOptions, Spool, SpoolOptions};
+use recordhook::spool::{PostgresOptions, PostgresTls, Spool, SpoolOptions};
 use tempfile::TempDir;
 
 use crate::harness::Backend;
@@ -37,9 +43,14 @@ impl Database {
         Self { name }
     }
 
-    /// Its URL, through `address` (e.g. a proxy) instead of [`ADDRESS`].
+    /// Its URL for spools, through `address` (e.g. a proxy) instead of
+    /// [`ADDRESS`], with `RECORDHOOK_TEST_PG_SSL`'s parameters.
     pub fn url_via(&self, address: &str) -> String {
-        format!("postgres://postgres@{address}/{}", self.name)
+        let url = format!("postgres://postgres@{address}/{}", self.name);
+        match std::env::var("RECORDHOOK_TEST_PG_SSL") {
+            Ok(query) if !query.is_empty() => format!("{url}?{query}"),
+            _ => url,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -48,7 +59,7 @@ impl Database {
 
     /// A plain client on it, for looking inside.
     pub async fn client(&self) -> tokio_postgres::Client {
-        connect(&self.url()).await
+        connect(&format!("postgres://postgres@{ADDRESS}/{}", self.name)).await
     }
 
     /// Spool options for it, with `lease`.
@@ -65,6 +76,7 @@ pub fn options_for(url: &str, dedup_window: Duration, lease: Duration) -> SpoolO
             url: SecretUrl::parse(url).unwrap(),
             max_connections: 8,
             lease,
+            tls: PostgresTls::default(),
         }),
         dedup_window,
         max_bytes: 0,

@@ -20,7 +20,8 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use futures_util::StreamExt;
 use tokio::sync::{Notify, mpsc};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_util::sync::CancellationToken;
 
 use crate::spool::OnStored;
@@ -86,14 +87,16 @@ impl Announcer {
     }
 }
 
-/// Listens on [`CHANNEL`] until `shutdown`, reconnecting after failures.
+/// Listens on [`CHANNEL`] until `shutdown`, reconnecting after failures,
+/// with the pool's TLS.
 pub(super) async fn listen(
     config: tokio_postgres::Config,
+    connector: MakeRustlsConnect,
     on_stored: OnStored,
     shutdown: CancellationToken,
 ) {
     loop {
-        let ended = session(&config, &on_stored, &shutdown).await;
+        let ended = session(&config, connector.clone(), &on_stored, &shutdown).await;
         if shutdown.is_cancelled() {
             return;
         }
@@ -114,10 +117,11 @@ pub(super) async fn listen(
 /// (with its error, if it failed).
 async fn session(
     config: &tokio_postgres::Config,
+    connector: MakeRustlsConnect,
     on_stored: &OnStored,
     shutdown: &CancellationToken,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+    let (client, mut connection) = config.connect(connector).await?;
     // Notifications arrive as the connection's messages: drive it here and
     // pass them on; it ends with the connection's error, if any.
     let (notifications, mut heard) = mpsc::unbounded_channel();

@@ -18,16 +18,17 @@ mod deliveries;
 mod listener;
 mod reconciliation;
 mod schema;
+mod tls;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
-use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_util::sync::CancellationToken;
 
 use super::queue::JobQueue;
@@ -35,6 +36,7 @@ use super::{Acceptance, NewRecord, SpoolError, StorageError, unix_ms};
 use crate::record::Record;
 use crate::secret_url::SecretUrl;
 use crate::spool::OnStored;
+pub use tls::{PostgresTls, SslMode, check_tls};
 
 /// Callbacks that may wait for a committer before callers are slowed down.
 const WRITE_QUEUE: usize = 4_096;
@@ -59,6 +61,8 @@ pub struct PostgresOptions {
     pub max_connections: usize,
     /// How long a claim (and a single-writer sink) is held without renewal.
     pub lease: Duration,
+    /// TLS, as configured (the URL's query may add to it).
+    pub tls: PostgresTls,
 }
 
 /// The offset from this host's clock to the database's, so times replicas
@@ -109,6 +113,8 @@ pub(super) struct PgSpool {
 struct Inner {
     /// How connections are made (the pool's, and the listening one's).
     config: tokio_postgres::Config,
+    /// The TLS of every connection (the pool's, and the listening one's).
+    connector: MakeRustlsConnect,
     pool: Pool,
     clock: Clock,
     /// This process, as it appears in leases and `replicas`.
@@ -137,20 +143,23 @@ struct Inner {
     closed: AtomicBool,
 }
 
-/// How every connection is made: `synchronous_commit = on` for every
-/// session, whatever the database's default, so a commit is on disk (and on
-/// any synchronous standby) before a callback is answered.
-fn connection_config(options: &PostgresOptions) -> Result<tokio_postgres::Config, StorageError> {
-    let mut config: tokio_postgres::Config = options
+/// How every connection is made, and with which TLS.
+struct Connecting {
+    config: tokio_postgres::Config,
+    connector: MakeRustlsConnect,
+    mode: SslMode,
+}
+
+/// How every connection is made: the URL less its TLS parameters (which
+/// are [`tls`]'s), a connect timeout, and the connector of the `sslmode`.
+fn connection_config(options: &PostgresOptions) -> Result<Connecting, StorageError> {
+    let resolved = tls::resolve(&options.url, &options.tls).map_err(StorageError::Tls)?;
+    let mut config: tokio_postgres::Config = resolved
         .url
         .expose()
         .parse()
         .map_err(|err| StorageError::InvalidUrl(Arc::new(err)))?;
-    let session = format!(
-        "{} -c synchronous_commit=on",
-        config.get_options().unwrap_or_default()
-    );
-    config.options(session.trim());
+    config.ssl_mode(resolved.client_mode());
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECTION_TIMEOUT);
     }
@@ -158,14 +167,50 @@ fn connection_config(options: &PostgresOptions) -> Result<tokio_postgres::Config
         config.application_name("recordhook");
     }
     config.keepalives(true);
-    Ok(config)
+    Ok(Connecting {
+        config,
+        connector: resolved.connector().map_err(StorageError::Tls)?,
+        mode: resolved.mode,
+    })
 }
 
-/// Builds the connection pool, each connection made by `config`.
-fn pool(config: tokio_postgres::Config, options: &PostgresOptions) -> Result<Pool, StorageError> {
+/// `synchronous_commit = on` for every pooled session, whatever the
+/// database's default, so a commit is on disk (and on any synchronous
+/// standby) before a callback is answered. Set by a statement rather than
+/// the startup packet's `options`, which PgBouncer refuses (or, with
+/// `ignore_startup_parameters = options`, silently drops); checked with
+/// `SHOW` so a setting that did not hold is an error, not a surprise.
+async fn on_new_session(client: &tokio_postgres::Client) -> Result<(), HookError> {
+    client
+        .batch_execute("SET synchronous_commit = on")
+        .await
+        .map_err(HookError::Backend)?;
+    let found = synchronous_commit(client)
+        .await
+        .map_err(HookError::Backend)?;
+    if found != "on" {
+        return Err(HookError::message(
+            StorageError::SynchronousCommit { found }.to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// The session's `synchronous_commit`.
+async fn synchronous_commit(
+    client: &tokio_postgres::Client,
+) -> Result<String, tokio_postgres::Error> {
+    Ok(client
+        .query_one("SHOW synchronous_commit", &[])
+        .await?
+        .get(0))
+}
+
+/// Builds the connection pool, each connection made as `connecting` says.
+fn pool(connecting: &Connecting, options: &PostgresOptions) -> Result<Pool, StorageError> {
     let manager = Manager::from_config(
-        config,
-        NoTls,
+        connecting.config.clone(),
+        connecting.connector.clone(),
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -176,6 +221,9 @@ fn pool(config: tokio_postgres::Config, options: &PostgresOptions) -> Result<Poo
         .wait_timeout(Some(CONNECTION_TIMEOUT))
         .create_timeout(Some(CONNECTION_TIMEOUT))
         .recycle_timeout(Some(CONNECTION_TIMEOUT))
+        .post_create(Hook::async_fn(|client, _| {
+            Box::pin(async move { on_new_session(client).await })
+        }))
         .build()
         .map_err(StorageError::Pool)
 }
@@ -188,17 +236,73 @@ fn open_error(options: &PostgresOptions, source: StorageError) -> SpoolError {
     }
 }
 
+/// Refuses a pooler in transaction (or statement) mode: there, a client's
+/// server session changes between transactions, so LISTEN hears nothing
+/// and session settings (`synchronous_commit`) stay behind. Detected by
+/// holding a transaction open on a second client: in session mode (or
+/// without a pooler) it cannot have the first client's server session,
+/// and the first keeps its own; in transaction mode PgBouncer hands the
+/// idle server session (the last released, first) to the second client.
+async fn refuse_transaction_pooling(
+    pool: &Pool,
+    first: &tokio_postgres::Client,
+) -> Result<(), StorageError> {
+    let pid = |row: tokio_postgres::Row| row.get::<_, i32>(0);
+    let before = pid(first.query_one("SELECT pg_backend_pid()", &[]).await?);
+    let mut second = pool.get().await?;
+    let holding = second.transaction().await?;
+    let taken = pid(holding.query_one("SELECT pg_backend_pid()", &[]).await?);
+    let after = pid(first.query_one("SELECT pg_backend_pid()", &[]).await?);
+    holding.rollback().await?;
+    if taken == before || after != before {
+        return Err(StorageError::TransactionPooling);
+    }
+    Ok(())
+}
+
 /// The pool for `options` and a first connection from it.
 async fn connect(
     options: &PostgresOptions,
-) -> Result<(tokio_postgres::Config, Pool, deadpool_postgres::Object), SpoolError> {
-    let config = connection_config(options).map_err(|err| open_error(options, err))?;
-    let pool = pool(config.clone(), options).map_err(|err| open_error(options, err))?;
-    let client = pool
-        .get()
+) -> Result<(Connecting, Pool, deadpool_postgres::Object), SpoolError> {
+    let connecting = connection_config(options).map_err(|err| open_error(options, err))?;
+    let pool = pool(&connecting, options).map_err(|err| open_error(options, err))?;
+    let client = pool.get().await.map_err(|err| {
+        open_error(
+            options,
+            StorageError::Connecting {
+                sslmode: connecting.mode.as_str(),
+                cause: Arc::new(err),
+            },
+        )
+    })?;
+    refuse_transaction_pooling(&pool, &client)
         .await
-        .map_err(|err| open_error(options, err.into()))?;
-    Ok((config, pool, client))
+        .map_err(|err| open_error(options, err))?;
+    Ok((connecting, pool, client))
+}
+
+/// How a session is encrypted, as the server sees it (`pg_stat_ssl`):
+/// "TLS (verify-full, TLSv1.3)" or "not encrypted (sslmode=prefer, …)".
+async fn tls_state(client: &tokio_postgres::Client, mode: SslMode) -> Result<String, StorageError> {
+    let row = client
+        .query_one(
+            "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await?;
+    let (encrypted, version): (bool, Option<String>) = (row.get(0), row.get(1));
+    Ok(match (encrypted, mode) {
+        (true, mode) => format!(
+            "TLS ({}, {})",
+            mode.as_str(),
+            version.as_deref().unwrap_or("unknown version")
+        ),
+        (false, SslMode::Disable) => "not encrypted (sslmode=disable)".to_owned(),
+        (false, mode) => format!(
+            "not encrypted (sslmode={}, server refused TLS)",
+            mode.as_str()
+        ),
+    })
 }
 
 /// A name for this process that is unique among replicas.
@@ -208,13 +312,21 @@ fn replica_name() -> String {
 }
 
 /// For `check-config`: whether the database is reachable and its schema
-/// current, in a sentence; an error when it cannot be reached.
+/// current, in a sentence, then how recordhook's sessions are encrypted and
+/// that their commits are synchronous; an error when it cannot be reached.
 pub async fn check(options: &PostgresOptions) -> Result<String, SpoolError> {
     let shown = options.url.redacted().to_owned();
-    let (_config, _pool, client) = connect(options).await?;
+    let (connecting, _pool, client) = connect(options).await?;
+    let tls = tls_state(&client, connecting.mode)
+        .await
+        .map_err(SpoolError::Read)?;
+    let synchronous = synchronous_commit(&client)
+        .await
+        .map_err(SpoolError::read)?;
+    let session = format!("its sessions: {tls}, synchronous_commit = {synchronous}");
     let found = schema::found(&client).await.map_err(SpoolError::read)?;
     let current = schema::CURRENT_VERSION;
-    Ok(match found.version {
+    let schema = match found.version {
         0 => format!(
             "PostgreSQL at {shown} is reachable; its recordhook schema is not created yet \
              (the server creates it, version {current}, when it starts)"
@@ -237,7 +349,8 @@ pub async fn check(options: &PostgresOptions) -> Result<String, SpoolError> {
                 expected: i64::from(current),
             });
         }
-    })
+    };
+    Ok(format!("{schema}\n{session}"))
 }
 
 impl PgSpool {
@@ -246,12 +359,12 @@ impl PgSpool {
         options: &PostgresOptions,
         dedup_window: Duration,
     ) -> Result<Self, SpoolError> {
-        let (config, pool, mut client) = connect(options).await?;
+        let (connecting, pool, mut client) = connect(options).await?;
         schema::migrate(&mut client)
             .await
             .map_err(|err| open_error(options, err))?;
         let window_ms = i64::try_from(dedup_window.as_millis()).unwrap_or(i64::MAX);
-        let spool = Self::start(options, config, pool, false, window_ms);
+        let spool = Self::start(options, connecting, pool, false, window_ms);
         spool
             .inner
             .clock
@@ -291,7 +404,7 @@ impl PgSpool {
     /// Connects for an admin command: no migration (a schema this build
     /// cannot run on is refused), no committers; it never accepts.
     pub async fn open_for_admin(options: &PostgresOptions) -> Result<Self, SpoolError> {
-        let (config, pool, client) = connect(options).await?;
+        let (connecting, pool, client) = connect(options).await?;
         let found = schema::found(&client)
             .await
             .map_err(|err| open_error(options, err.into()))?;
@@ -305,7 +418,7 @@ impl PgSpool {
                 expected: i64::from(schema::CURRENT_VERSION),
             });
         }
-        let spool = Self::start(options, config, pool, true, 0);
+        let spool = Self::start(options, connecting, pool, true, 0);
         spool
             .inner
             .clock
@@ -318,14 +431,15 @@ impl PgSpool {
 
     fn start(
         options: &PostgresOptions,
-        config: tokio_postgres::Config,
+        connecting: Connecting,
         pool: Pool,
         admin: bool,
         dedup_window_ms: i64,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                config,
+                config: connecting.config,
+                connector: connecting.connector,
                 pool,
                 clock: Clock::default(),
                 replica: replica_name(),
@@ -536,7 +650,13 @@ impl PgSpool {
     /// Calls `on_stored` whenever any replica (this one included) stores
     /// records, until `shutdown`; see [`listener`].
     pub async fn watch_stored(&self, on_stored: OnStored, shutdown: CancellationToken) {
-        listener::listen(self.inner.config.clone(), on_stored, shutdown).await;
+        listener::listen(
+            self.inner.config.clone(),
+            self.inner.connector.clone(),
+            on_stored,
+            shutdown,
+        )
+        .await;
     }
 
     /// Stops accepting, lets the committers store what is queued, and
