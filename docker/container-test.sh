@@ -14,11 +14,13 @@
 #     only key then;
 #   - a bad configuration exits 1 with its message;
 # and prints the image's size and how long each phase took.
+# It never skips: whatever cannot run (no root, no apt, no podman) fails it,
+# under CI=true as anywhere.
 #
 # Run by .ci/run; locally: `sudo bash docker/container-test.sh` (root, apt,
 # and crates.io for the builder's registry). Leaves the image as
-# localhost/recordhook:ci and localhost/recordhook:latest (what
-# deploy/compose.yaml runs); removes its containers and volumes.
+# localhost/recordhook:ci and localhost/recordhook:latest (the name
+# deploy/compose.yaml gives it); removes its containers and volumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 script_name="container-test"

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
-# Sourced by docker/container-test.sh: podman set
+# Sourced by docker/container-test.sh and docker/compose-test.sh: podman set
 # up for this kind of machine, and local stand-ins for the base images the
-# Dockerfile names, assembled from Debian packages,
+# Dockerfile and deploy/compose.yaml name, assembled from Debian packages,
 # because only package registries are reachable where CI runs (no image
 # registry). The stand-ins are test scaffolding; what users build against is
 # the real images.
@@ -14,10 +14,12 @@
 
 ci_cache=${RECORDHOOK_CI_CACHE:-/var/cache/recordhook-ci}
 debian_mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-# The names the Dockerfile uses: the stand-ins are imported under exactly
-# these, so it builds unchanged.
+# The names the Dockerfile and compose.yaml use: the stand-ins are imported
+# under exactly these, so both files build and run unchanged.
 builder_image=rust:1.95-slim-bookworm
 runtime_image=gcr.io/distroless/cc-debian12:nonroot
+postgres_image=postgres:15
+caddy_image=caddy:2
 
 # Under CI=true anything that cannot run fails the script; locally it too
 # fails, since there is nothing to skip to.
@@ -69,8 +71,8 @@ apt_install() {
   fi
 }
 
-# Podman as this machine needs it, for every podman call of the scripts:
-# written to a file named by
+# Podman as this machine needs it, for every podman call of the scripts
+# (and podman-compose's, which calls podman): written to a file named by
 # CONTAINERS_CONF, which replaces /etc/containers/containers.conf, so the
 # machine's own podman set-up is left alone.
 # - runc: crun refuses the hybrid cgroups (v1 with a v2 mount) here;
@@ -115,6 +117,7 @@ image_stamp() {
 
 # Records that image $1 was built from stamp $2.
 save_stamp() {
+  standins_rebuilt=1
   mkdir -p "$ci_cache/stamps"
   echo "$(podman image inspect --format '{{.Id}}' "$1") $2" >"$ci_cache/stamps/${1//[\/:]/_}"
 }
@@ -137,6 +140,20 @@ import_tree() {
   tar -C "$tree" --numeric-owner -c . | podman import --quiet "${changes[@]}" - "$name" >/dev/null \
     || fail "podman import $name failed"
   save_stamp "$name" "$stamp"
+  echo "$script_name: $name: stand-in built ($stamp)"
+}
+
+# True, and says so, when image $1 is cached and was built from stamp $2.
+standin_cached() {
+  [[ $(image_stamp "$1") == "$2" ]] || return 1
+  echo "$script_name: $1: stand-in cached ($2)"
+}
+
+# The CA bundle in tree $1, as ca-certificates' postinst would build it
+# (the official images ship it).
+ca_bundle() {
+  mkdir -p "$1/etc/ssl/certs"
+  cat "$1"/usr/share/ca-certificates/mozilla/*.crt >"$1/etc/ssl/certs/ca-certificates.crt"
 }
 
 # A minbase Debian bookworm tree with the packages named, cached by name.
@@ -169,10 +186,7 @@ builder_standin() {
   local sysroot stamp
   sysroot=$(rustc --print sysroot) || fail "rustc --print sysroot failed"
   stamp=$(recipe_hash Cargo.lock <(rustc -vV) -- builder_standin debian_tree import_tree)
-  if [[ $(image_stamp "$builder_image") == "$stamp" ]]; then
-    echo "$script_name: $builder_image: stand-in cached ($stamp)"
-    return
-  fi
+  standin_cached "$builder_image" "$stamp" && return
   local rootfs stage=$ci_cache/builder-stage
   rootfs=$(debian_tree builder-rootfs gcc libc6-dev ca-certificates)
   # Only the crates Cargo.lock names, in a CARGO_HOME of their own.
@@ -192,7 +206,6 @@ builder_standin() {
     "ENV CARGO_NET_OFFLINE=true" \
     "ENV PATH=/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
   rm -rf "$stage"
-  echo "$script_name: $builder_image: stand-in built ($stamp)"
 }
 
 # Downloads the named packages' .debs (bookworm, as apt here has them) into
@@ -217,16 +230,11 @@ unpack_debs() {
 # this recipe changes.
 runtime_standin() {
   local stamp
-  stamp=$(recipe_hash -- runtime_standin unpack_debs import_tree)
-  if [[ $(image_stamp "$runtime_image") == "$stamp" ]]; then
-    echo "$script_name: $runtime_image: stand-in cached ($stamp)"
-    return
-  fi
+  stamp=$(recipe_hash -- runtime_standin unpack_debs ca_bundle import_tree)
+  standin_cached "$runtime_image" "$stamp" && return
   local tree=$ci_cache/runtime-stage
   unpack_debs runtime-debs "$tree" base-files netbase tzdata libc6 libgcc-s1 libssl3 libstdc++6 ca-certificates
-  # ca-certificates' postinst would build the bundle; distroless ships it.
-  mkdir -p "$tree/etc/ssl/certs"
-  cat "$tree"/usr/share/ca-certificates/mozilla/*.crt >"$tree/etc/ssl/certs/ca-certificates.crt"
+  ca_bundle "$tree"
   cat >"$tree/etc/passwd" <<'EOF'
 root:x:0:0:root:/root:/sbin/nologin
 nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin
@@ -246,7 +254,6 @@ EOF
     "USER 65532" \
     "WORKDIR /home/nonroot"
   rm -rf "$tree"
-  echo "$script_name: $runtime_image: stand-in built ($stamp)"
 }
 
 # Builds the project's Dockerfile, unchanged, as image $1, against the
@@ -256,8 +263,93 @@ EOF
 # in seconds.
 build_image() {
   local name=$1
+  # A stand-in rebuilt leaves its former image, and the layers built on it,
+  # untagged and of no further use: drop them, or they pile up run by run.
+  if [[ -n ${standins_rebuilt:-} ]]; then
+    podman image prune -f >/dev/null || fail "podman image prune failed"
+  fi
   podman build --pull=never --isolation chroot --format docker \
     --ulimit "nofile=$ci_nofile:$ci_nofile" --ulimit "nproc=$ci_nproc:$ci_nproc" \
     -t "$name" . || fail "podman build of the Dockerfile failed"
 }
 
+# postgres:15 as deploy/compose.yaml uses it: Debian's postgresql-15 on a
+# minbase bookworm tree, and an entrypoint that does what the official
+# image's does with POSTGRES_USER, POSTGRES_PASSWORD and POSTGRES_DB on an
+# empty data directory (initdb, password authentication from other hosts,
+# the database), then runs postgres as the postgres user. SIGINT stops it
+# (a fast shutdown), as in the official image.
+postgres_standin() {
+  local stamp
+  stamp=$(recipe_hash -- postgres_standin debian_tree import_tree)
+  standin_cached "$postgres_image" "$stamp" && return
+  local rootfs stage=$ci_cache/postgres-stage
+  rootfs=$(debian_tree postgres-rootfs postgresql-15)
+  rm -rf "$stage"
+  cp -a "$rootfs" "$stage"
+  rm -f "$stage/.complete"
+  cat >"$stage/usr/local/bin/docker-entrypoint.sh" <<'EOF'
+#!/bin/sh
+# Stand-in for the official postgres image's entrypoint (docker/standins.sh).
+set -eu
+: "${PGDATA:=/var/lib/postgresql/data}"
+mkdir -p "$PGDATA" /var/run/postgresql
+chown postgres:postgres "$PGDATA" /var/run/postgresql
+chmod 0700 "$PGDATA"
+as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+  user=${POSTGRES_USER:-postgres}
+  printf '%s\n' "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD must be set}" >/tmp/pwfile
+  chown postgres /tmp/pwfile
+  as_postgres initdb -D "$PGDATA" --username="$user" --pwfile=/tmp/pwfile \
+    --auth-local=trust --auth-host=scram-sha-256 >/dev/null
+  rm -f /tmp/pwfile
+  echo "host all all all scram-sha-256" >>"$PGDATA/pg_hba.conf"
+  echo "listen_addresses = '*'" >>"$PGDATA/postgresql.conf"
+  if [ "${POSTGRES_DB:-$user}" != postgres ]; then
+    as_postgres postgres --single -D "$PGDATA" -j postgres >/dev/null <<SQL
+CREATE DATABASE "${POSTGRES_DB:-$user}" OWNER "$user";
+SQL
+  fi
+  echo "docker-entrypoint.sh: initialised $PGDATA"
+fi
+exec setpriv --reuid=postgres --regid=postgres --init-groups "$@"
+EOF
+  chmod 0755 "$stage/usr/local/bin/docker-entrypoint.sh"
+  import_tree "$stage" "$postgres_image" "$stamp" \
+    "ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+    "ENV PGDATA=/var/lib/postgresql/data" \
+    "VOLUME /var/lib/postgresql/data" \
+    "EXPOSE 5432" \
+    "STOPSIGNAL SIGINT" \
+    'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' \
+    'CMD ["postgres"]'
+  rm -rf "$stage"
+}
+
+# caddy:2 as deploy/compose.yaml uses it: Debian's caddy package (2.6 in
+# bookworm) and what it links, run as the official image runs it, with
+# /etc/caddy/Caddyfile and its data under /data.
+caddy_standin() {
+  local stamp
+  stamp=$(recipe_hash -- caddy_standin unpack_debs ca_bundle import_tree)
+  standin_cached "$caddy_image" "$stamp" && return
+  local tree=$ci_cache/caddy-stage
+  unpack_debs caddy-debs "$tree" caddy base-files netbase tzdata libc6 libzstd1 media-types ca-certificates
+  ca_bundle "$tree"
+  mkdir -p "$tree/data" "$tree/config" "$tree/tmp"
+  chmod 1777 "$tree/tmp"
+  printf 'root:x:0:0:root:/root:/sbin/nologin\n' >"$tree/etc/passwd"
+  printf 'root:x:0:\n' >"$tree/etc/group"
+  import_tree "$tree" "$caddy_image" "$stamp" \
+    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+    "ENV XDG_CONFIG_HOME=/config" \
+    "ENV XDG_DATA_HOME=/data" \
+    "VOLUME /data" \
+    "VOLUME /config" \
+    "EXPOSE 80" \
+    "EXPOSE 443" \
+    "WORKDIR /srv" \
+    'CMD ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]'
+  rm -rf "$tree"
+}
