@@ -43,6 +43,23 @@ save_logs() {
     podman logs "$(container_of "$service")" >"$logs/$service.log" 2>&1 || true
   done
 }
+# The project's anonymous volumes (the image VOLUMEs nothing names: the
+# replicas' /var/lib/recordhook, Caddy's /config), which `podman-compose
+# down -v` leaves behind.
+anonymous_volumes() {
+  podman ps -a --filter "label=com.docker.compose.project=$project" --format '{{.ID}}' \
+    | xargs -r podman inspect --format '{{range .Mounts}}{{if eq .Type "volume"}}{{.Name}} {{end}}{{end}}' \
+    | tr ' ' '\n' | grep -E '^[0-9a-f]{64}$' || true
+}
+down() {
+  local volumes
+  volumes=$(anonymous_volumes)
+  compose down -v -t 30 >/dev/null 2>&1 || return 1
+  if [[ -n $volumes ]]; then
+    # shellcheck disable=SC2086
+    podman volume rm -f $volumes >/dev/null || return 1
+  fi
+}
 cleanup() {
   local status=$?
   if [[ -n ${compose_up:-} ]]; then
@@ -54,7 +71,7 @@ cleanup() {
         tail -n 10 "$logs/$service.log" | cut -c1-400 >&2
       done
     fi
-    compose down -v -t 30 >/dev/null 2>&1 || true
+    down || true
   fi
   rm -rf "$work"
   if [[ $status -ne 0 ]]; then
@@ -100,7 +117,7 @@ export POSTGRES_PASSWORD RECORDHOOK_KEYS
 POSTGRES_PASSWORD=$(openssl rand -hex 24)
 RECORDHOOK_KEYS=$(openssl rand -hex 16)
 # A previous run cut short may have left its project behind.
-compose down -v -t 5 >/dev/null 2>&1 || true
+down || true
 compose_up=1
 # PostgreSQL first, as `condition: service_healthy` would have it (see the
 # top): replicas started before it accepts connections exit 1 and are
@@ -252,7 +269,7 @@ echo "$script_name: PostgreSQL: $stored records of this run stored, $pending del
 phase "podman-compose down"
 save_logs
 compose_up=
-compose down -v -t 30 >/dev/null 2>&1 || fail "podman-compose down failed"
+down || fail "podman-compose down (or removing its anonymous volumes) failed"
 
 phase "done"
 echo "$script_name: OK ($SECONDS s in all): $summary"

@@ -117,7 +117,6 @@ image_stamp() {
 
 # Records that image $1 was built from stamp $2.
 save_stamp() {
-  standins_rebuilt=1
   mkdir -p "$ci_cache/stamps"
   echo "$(podman image inspect --format '{{.Id}}' "$1") $2" >"$ci_cache/stamps/${1//[\/:]/_}"
 }
@@ -256,6 +255,10 @@ EOF
   rm -rf "$tree"
 }
 
+# A stand-in rebuilt leaves its former image untagged in podman's store; it
+# is not pruned here, because `podman image prune` also drops the untagged
+# intermediate images that are podman's build cache (the dependency layer).
+#
 # Builds the project's Dockerfile, unchanged, as image $1, against the
 # stand-ins: never pulls; --format docker keeps the HEALTHCHECK (OCI images
 # have none); --isolation chroot because RUN steps need no namespaces of
@@ -263,11 +266,6 @@ EOF
 # in seconds.
 build_image() {
   local name=$1
-  # A stand-in rebuilt leaves its former image, and the layers built on it,
-  # untagged and of no further use: drop them, or they pile up run by run.
-  if [[ -n ${standins_rebuilt:-} ]]; then
-    podman image prune -f >/dev/null || fail "podman image prune failed"
-  fi
   podman build --pull=never --isolation chroot --format docker \
     --ulimit "nofile=$ci_nofile:$ci_nofile" --ulimit "nproc=$ci_nproc:$ci_nproc" \
     -t "$name" . || fail "podman build of the Dockerfile failed"
