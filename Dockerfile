@@ -6,10 +6,17 @@
 #   docker run -p 8080:8080 -e RECORDHOOK__AUTH__KEYS=your-callback-key \
 #     -v recordhook-data:/var/lib/recordhook recordhook
 #
-# The runtime stage below is the one place that names the image's user,
-# binary, config path and data directory. docker/image-check.sh reads these
-# directives from this file and runs the release binary exactly that way,
-# since no Docker engine runs where the tests do (CI runs it too).
+# Base images: the official Rust image (rust:1.95-slim-bookworm, Docker Hub)
+# for the builder and Google's distroless/cc-debian12:nonroot (gcr.io) for the
+# runtime; that is what `docker build` pulls, and what users get.
+#
+# CI reaches no image registry, so docker/container-test.sh builds this file,
+# unchanged, with podman against stand-ins imported under these same names and
+# assembled from Debian bookworm packages (docker/standins.sh): a debootstrap
+# tree with gcc, libc6-dev and the machine's Rust toolchain for the builder,
+# and the files of the packages distroless/cc is made of for the runtime. It
+# then runs the image: signed callback, user 65532, HEALTHCHECK, key file,
+# restart, SIGTERM, a bad configuration.
 
 FROM rust:1.95-slim-bookworm AS builder
 WORKDIR /build
@@ -28,8 +35,8 @@ COPY src ./src
 RUN cargo build --release --locked \
     && mkdir -p /out/var/lib/recordhook
 
-# Runtime: distroless with glibc and libgcc (what the binary links, checked by
-# docker/image-check.sh), no shell, no package manager, non-root by default.
+# Runtime: distroless/cc: glibc, libgcc, libstdc++, OpenSSL and CA
+# certificates, no shell, no package manager, non-root by default.
 FROM gcr.io/distroless/cc-debian12:nonroot
 
 COPY --from=builder /build/target/release/recordhook /usr/local/bin/recordhook
