@@ -224,4 +224,18 @@ mod tests {
             assert_eq!(otlp.validate().unwrap_err().key, key, "{body}");
         }
     }
+
+    #[test]
+    fn the_readme_example_is_valid() {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("```toml\n[telemetry.otlp]\n")
+            .expect("the README shows [telemetry.otlp]");
+        let block = &readme[start + "```toml\n".len()..];
+        let block = &block[..block.find("```").unwrap()];
+        let example = parse(&block.replacen("[telemetry.otlp]", "[otlp]", 1)).unwrap();
+        let otlp = example.otlp.unwrap();
+        assert!(otlp.validate().is_ok());
+        assert_eq!(otlp.endpoint, "http://collector:4318");
+    }
 }

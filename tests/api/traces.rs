@@ -249,11 +249,12 @@ async fn other_requests_make_no_trace() {
     let (_target, _dir, server) = start_traced(&collector.endpoint, "").await;
     let client = reqwest::Client::new();
     for _ in 0..3 {
-        client
+        let probe = client
             .get(format!("{}/healthz", server.address))
             .send()
             .await
             .unwrap();
+        assert_eq!(probe.status(), 200);
     }
     // The positive signal: a callback's spans arrive, and nothing else did.
     post_callback(&server, "traced-after-probes").await;
@@ -338,4 +339,9 @@ async fn a_collector_that_never_answers_neither_fails_nor_holds_up_callbacks() {
         })
         .await
     );
+    // The stuck export does not keep the process from exiting cleanly, and
+    // the collector's credentials were never logged.
+    let (status, lines) = server.terminate();
+    assert!(status.success(), "{status}");
+    assert!(lines.iter().all(|line| !line.contains(COLLECTOR_TOKEN)));
 }
