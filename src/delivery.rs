@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::record::StoredRecord;
 use crate::sinks::{ConfiguredSink, DeliveryError};
 use crate::spool::{Claim, Outcome, Settlement, Spool, unix_ms};
+use crate::telemetry::traces;
 
 /// Records attempted together; the file sink writes them with one fsync.
 const BATCH: usize = 256;
@@ -73,6 +74,15 @@ fn settlement(
                 error: reason,
             }
         }
+    }
+}
+
+/// The `outcome` label of `settlement`, in metrics and traces.
+fn outcome_label(settlement: &Settlement) -> &'static str {
+    match settlement {
+        Settlement::Delivered => "delivered",
+        Settlement::Retry { .. } => "retried",
+        Settlement::Dead { .. } => "dead",
     }
 }
 
@@ -181,6 +191,14 @@ pub async fn run(
                 )
             })
             .unzip();
+        let attempt_spans: Vec<tracing::Span> = positions
+            .iter()
+            .zip(&records)
+            .filter(|_| traces::enabled())
+            .map(|((_, attempts, _), record)| {
+                traces::delivery_attempt_span(name, &record.id, record.event_type, *attempts)
+            })
+            .collect();
         let span = tracing::info_span!("delivery", sink = name, records = records.len());
         let attempt = sink.sink.deliver_batch(&records).instrument(span);
         // One outcome per record by construction (`Outcomes` is only built
@@ -210,19 +228,14 @@ pub async fn run(
                         metrics.observe_failure(name, finished_ms, error);
                     }
                 }
-                let label = match &settlement {
-                    Settlement::Delivered => {
-                        let lag = finished_ms.saturating_sub(received_at_ms);
-                        metrics.observe_delivery_lag(
-                            name,
-                            Duration::from_millis(u64::try_from(lag).unwrap_or(0)),
-                        );
-                        "delivered"
-                    }
-                    Settlement::Retry { .. } => "retried",
-                    Settlement::Dead { .. } => "dead",
-                };
-                metrics.observe_delivery(name, label);
+                if let Settlement::Delivered = &settlement {
+                    let lag = finished_ms.saturating_sub(received_at_ms);
+                    metrics.observe_delivery_lag(
+                        name,
+                        Duration::from_millis(u64::try_from(lag).unwrap_or(0)),
+                    );
+                }
+                metrics.observe_delivery(name, outcome_label(&settlement));
                 Outcome {
                     seq,
                     attempts,
@@ -230,6 +243,11 @@ pub async fn run(
                 }
             })
             .collect();
+        // Each attempt's span ends here, with its outcome.
+        for (span, outcome) in attempt_spans.iter().zip(&outcomes) {
+            traces::set_attribute(span, "outcome", outcome_label(&outcome.settlement));
+        }
+        drop(attempt_spans);
         match spool.settle(name, receipt, outcomes, finished).await {
             Ok(0) => {}
             Ok(refused) => {

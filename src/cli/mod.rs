@@ -93,9 +93,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn serve(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let settings = load_for_file(config.as_deref())?;
-    // Held until serve returns, i.e. until the process exits: dropping it
-    // writes out the log lines still queued.
-    let _log_writer = telemetry::init(&settings.log, std::io::stdout())?;
+    // Held until serve returns, i.e. until the process exits: dropping them
+    // writes out the log lines and spans still queued.
+    let _telemetry = telemetry::init(
+        &settings.log,
+        settings.telemetry.otlp.as_ref(),
+        std::io::stdout(),
+    )?;
     // On SIGHUP the whole configuration is read again, so keys rotated in the
     // file, the key file or the environment all take effect.
     let reload = Box::new(move || load_for_file(config.as_deref())?.auth.authenticator());

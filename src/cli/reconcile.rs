@@ -51,7 +51,8 @@ pub async fn run(config: Option<&Path>, args: ReconcileArgs) -> anyhow::Result<E
     let settings = load_for_file(config)?;
     // Operational lines (each recovered callback, each gap) go to stderr;
     // stdout holds the report alone.
-    let _log_writer = telemetry::init(&settings.log, std::io::stderr())?;
+    // No traces: a reconciliation run handles no callback.
+    let _log_writer = telemetry::init(&settings.log, None, std::io::stderr())?;
     let now = SystemTime::now();
     let options = RunOptions {
         since: args

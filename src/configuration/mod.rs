@@ -5,7 +5,7 @@
 //! A file a section: [`server`], [`auth`], [`spool`] and [`admin`] each hold
 //! their struct, its defaults and bounds, and the `validate` that checks what
 //! the types alone cannot. Sections owned beside the code they govern are
-//! only gathered here: `[log]` in [`crate::telemetry`], `[reconcile]` in
+//! only gathered here: `[log]` and `[telemetry]` in [`crate::telemetry`], `[reconcile]` in
 //! [`crate::reconcile`], each sink's settings in [`crate::sinks`] (the list
 //! as a whole is checked in `sinks.rs` here). [`Settings::validate`] calls
 //! each section's check in turn.
@@ -36,7 +36,7 @@ use self::sources::Sources;
 use self::spool::SpoolSettings;
 use crate::reconcile::ReconcileSettings;
 use crate::sinks::SinkSettings;
-use crate::telemetry::LogSettings;
+use crate::telemetry::{LogSettings, TelemetrySettings};
 
 /// Why the configuration could not be used. Each variant says what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +108,9 @@ pub struct Settings {
     /// Log output.
     #[serde(default)]
     pub log: LogSettings,
+    /// Traces to an OpenTelemetry collector; none by default.
+    #[serde(default)]
+    pub telemetry: TelemetrySettings,
     /// The admin listener: API and web console, and `/metrics`.
     #[serde(default)]
     pub admin: AdminSettings,
@@ -135,6 +138,11 @@ impl Settings {
         self.auth.validate()?;
         self.spool.validate()?;
         self.admin.validate()?;
+        if let Some(otlp) = &self.telemetry.otlp {
+            otlp.validate().map_err(|err| {
+                ConfigError::invalid(format!("telemetry.otlp.{}", err.key), err.reason)
+            })?;
+        }
         // `[reconcile]` names its keys within the section; the lookback must
         // fit in the spool's dedup window, so it is given that too.
         self.reconcile

@@ -11,12 +11,14 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
+use tracing::Instrument;
 
 use super::AppState;
 use super::error::ApiError;
 use crate::protocol::{Authenticator, UnverifiedCallback, event_type_label};
 use crate::record::Record;
 use crate::spool::{Acceptance, NewRecord};
+use crate::telemetry::traces;
 
 /// A rejected request and what is known about it for the log.
 #[derive(Debug)]
@@ -154,10 +156,14 @@ async fn accept(
         error,
         stream_id: stream_id.clone(),
     };
+    // From here the request span belongs to the callback's trace.
+    traces::join_callback_trace(&tracing::Span::current(), &record.id, record.event_type);
     let stored = NewRecord::try_from(&record).map_err(|err| reject(err.into()))?;
+    let commit = traces::span_if_enabled(|| tracing::info_span!("spool.commit"));
     let acceptance = state
         .spool
         .accept(stored, received_at)
+        .instrument(commit)
         .await
         .map_err(|err| reject(err.into()))?;
     Ok((record, acceptance))

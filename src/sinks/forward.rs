@@ -15,6 +15,7 @@ use super::contract::{BoxFuture, DeliveryError, Outcomes, Sink};
 use super::webhook::WebhookSigner;
 use crate::error_chain::error_chain;
 use crate::record::StoredRecord;
+use crate::telemetry::traces;
 
 /// Default requests in flight per forward sink.
 pub const DEFAULT_CONCURRENCY: usize = 8;
@@ -162,6 +163,9 @@ impl ForwardSink {
             .headers(self.headers.clone())
             .header(CONTENT_TYPE, "application/json")
             .header(EVENT_ID_HEADER, record.id.as_str());
+        if let Some(traceparent) = traces::traceparent(&record.id) {
+            request = request.header(traces::TRACEPARENT_HEADER, traceparent);
+        }
         if let Some(signer) = &self.signer {
             let timestamp = SystemTime::now()
                 .duration_since(UNIX_EPOCH)

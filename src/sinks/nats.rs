@@ -27,6 +27,7 @@ use super::checks::{self, InvalidSetting};
 use super::contract::{BoxFuture, DeliveryError, Outcomes, Sink};
 use crate::record::StoredRecord;
 use crate::secret_url::SecretUrl;
+use crate::telemetry::traces;
 
 /// Where a NATS sink connects when no `url` is given: a local server on the
 /// NATS default port, as every NATS client assumes.
@@ -429,6 +430,9 @@ fn headers(record: &StoredRecord) -> async_nats::HeaderMap {
     headers.insert(WEBHOOK_ID_HEADER, record.id.as_str());
     headers.insert(EVENT_TYPE_HEADER, record.event_type.to_string());
     headers.insert("content-type", "application/json");
+    if let Some(traceparent) = traces::traceparent(&record.id) {
+        headers.insert(traces::TRACEPARENT_HEADER, traceparent);
+    }
     headers
 }
 

@@ -35,6 +35,7 @@ use super::checks::{self, InvalidSetting};
 use super::contract::{BoxFuture, DeliveryError, DeliveryResult, Outcomes, Sink};
 use crate::record::StoredRecord;
 use crate::secret_url::SecretUrl;
+use crate::telemetry::traces;
 
 /// Default routing key; `{event_type}` becomes the record's type number.
 pub const DEFAULT_ROUTING_KEY: &str = "css.{event_type}";
@@ -392,6 +393,12 @@ impl RabbitMqSink {
             EVENT_TYPE_HEADER.into(),
             AMQPValue::LongLongInt(record.event_type),
         );
+        if let Some(traceparent) = traces::traceparent(&record.id) {
+            headers.insert(
+                traces::TRACEPARENT_HEADER.into(),
+                AMQPValue::LongString(traceparent.into()),
+            );
+        }
         Ok(BasicProperties::default()
             .with_message_id(message_id)
             .with_content_type(CONTENT_TYPE.into())

@@ -1,7 +1,8 @@
 //! The `redis` sink: appends each record to a Redis stream with `XADD`.
 //!
 //! Every entry has three fields: `event_id`, `event_type` (the number, as
-//! text) and `record` (the stored JSON, byte for byte). A record counts as
+//! text) and `record` (the stored JSON, byte for byte), and a fourth,
+//! `traceparent`, when traces are on (a stream entry has no headers). A record counts as
 //! delivered once `XADD` has returned an entry id, or once the dedup script
 //! found that the record was already added inside `dedup_window_secs`.
 //!
@@ -34,6 +35,7 @@ use super::checks::{self, InvalidSetting, check_range};
 use super::contract::{BoxFuture, DeliveryError, Outcomes, Sink};
 use crate::record::StoredRecord;
 use crate::secret_url::SecretUrl;
+use crate::telemetry::traces;
 
 /// Default stream every record is added to.
 pub const DEFAULT_STREAM: &str = "recordhook:events";
@@ -160,7 +162,7 @@ fn stream_template(stream: &str) -> Result<Template, InvalidSetting> {
 
 /// The dedup script. KEYS: the dedup key, the stream. ARGV: the window in
 /// seconds, `max_len` (0: no trim), then the entry's fields' values
-/// (event id, event type, record). Returns `{1, id}` for an added entry and
+/// (event id, event type, record, and the traceparent when there is one). Returns `{1, id}` for an added entry and
 /// `{0, id}` when the record was already added (the id stored then).
 ///
 /// The order is GET, XADD, SET rather than `SET NX` first: Redis does not
@@ -176,13 +178,16 @@ local seen = redis.call('GET', KEYS[1])
 if seen then
   return {0, seen}
 end
+local fields = {'event_id', ARGV[3], 'event_type', ARGV[4], 'record', ARGV[5]}
+if ARGV[6] then
+  table.insert(fields, 'traceparent')
+  table.insert(fields, ARGV[6])
+end
 local id
 if ARGV[2] ~= '0' then
-  id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
-    'event_id', ARGV[3], 'event_type', ARGV[4], 'record', ARGV[5])
+  id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
 else
-  id = redis.call('XADD', KEYS[2], '*',
-    'event_id', ARGV[3], 'event_type', ARGV[4], 'record', ARGV[5])
+  id = redis.call('XADD', KEYS[2], '*', unpack(fields))
 end
 redis.call('SET', KEYS[1], id, 'EX', ARGV[1])
 return {1, id}
@@ -276,18 +281,20 @@ impl RedisSink {
     ) -> Result<(), RedisError> {
         let stream = self.stream_for(record);
         let event_type = record.event_type.to_string();
+        let traceparent = traces::traceparent(&record.id);
         if self.dedup_window_secs > 0 {
-            let (added, id): (i64, String) = self
-                .script
-                .key(dedup_key(&stream, &record.id))
+            let mut invocation = self.script.key(dedup_key(&stream, &record.id));
+            invocation
                 .key(&stream)
                 .arg(self.dedup_window_secs)
                 .arg(self.max_len)
                 .arg(&record.id)
                 .arg(&event_type)
-                .arg(record.json.as_bytes())
-                .invoke_async(connection)
-                .await?;
+                .arg(record.json.as_bytes());
+            if let Some(traceparent) = &traceparent {
+                invocation.arg(traceparent);
+            }
+            let (added, id): (i64, String) = invocation.invoke_async(connection).await?;
             if added == 0 {
                 tracing::debug!(event_id = %record.id, stream, entry = id, "already in the stream");
             }
@@ -305,6 +312,9 @@ impl RedisSink {
             .arg(&event_type)
             .arg("record")
             .arg(record.json.as_bytes());
+        if let Some(traceparent) = &traceparent {
+            xadd.arg(traces::TRACEPARENT_HEADER).arg(traceparent);
+        }
         let _id: String = xadd.query_async(connection).await?;
         Ok(())
     }

@@ -12,13 +12,17 @@
 //! `message` among them>, "target", "span": {<the current span's fields>,
 //! "name"}}`; `span` only inside a span.
 //!
+//! Traces over OTLP, when `[telemetry.otlp]` asks for them, are a layer
+//! under the same subscriber ([`traces`]).
+//!
 //! The log sink's record lines do not come through here: they are
 //! deliveries, written by the sink itself whatever the filter says
 //! ([`crate::sinks::LogSink`]).
 
 mod settings;
+pub mod traces;
 
-pub use settings::{LogFormat, LogSettings};
+pub use settings::{LogFormat, LogSettings, OtlpSettings, TelemetrySettings};
 
 use std::io::Write;
 use std::sync::mpsc;
@@ -28,6 +32,9 @@ use tracing::Subscriber;
 use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+
+use traces::{TraceGuard, TraceLayer};
 
 /// Lines queued for a slow output before new ones are dropped. At a few
 /// hundred bytes a line, at most a few MiB held while stdout is stalled, and
@@ -39,6 +46,17 @@ pub const BUFFERED_LINES: usize = 16_384;
 #[error("invalid setting `log.level`: {0}")]
 pub struct FilterError(String);
 
+/// Logs or traces could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// `log.level` is not a valid filter.
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    /// `[telemetry.otlp]` could not be turned into an exporter.
+    #[error(transparent)]
+    Traces(#[from] traces::TraceSetupError),
+}
+
 /// Builds a subscriber writing to `writer` as `settings` say; each line is
 /// handed to `writer` in one `write_all`.
 pub fn subscriber<W>(
@@ -48,20 +66,32 @@ pub fn subscriber<W>(
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
+    subscriber_with_traces(settings, writer, None)
+}
+
+/// [`subscriber`], with spans also going to `traces` when given. The log
+/// filter applies to both.
+pub fn subscriber_with_traces<W>(
+    settings: &LogSettings,
+    writer: W,
+    traces: Option<TraceLayer>,
+) -> Result<Box<dyn Subscriber + Send + Sync>, FilterError>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_new(&settings.level).map_err(|err| FilterError(err.to_string()))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
+    let base = tracing_subscriber::registry().with(traces).with(filter);
+    let logs = tracing_subscriber::fmt::layer().with_writer(writer);
     Ok(match settings.format {
         LogFormat::Json => Box::new(
-            builder
-                .json()
-                .flatten_event(true)
-                .with_current_span(true)
-                .with_span_list(false)
-                .finish(),
+            base.with(
+                logs.json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false),
+            ),
         ),
-        LogFormat::Pretty => Box::new(builder.pretty().finish()),
+        LogFormat::Pretty => Box::new(base.with(logs.pretty())),
     })
 }
 
@@ -116,14 +146,23 @@ pub fn non_blocking<W: Write + Send + 'static>(output: W) -> (NonBlocking, LogGu
 }
 
 /// Sets up the process's logs as `settings` say, written to `output` by a
-/// background thread ([`non_blocking`]). Keep the guard until exit.
+/// background thread ([`non_blocking`]), and traces when `otlp` is given.
+/// Keep the guards until exit.
 pub fn init<W: Write + Send + 'static>(
     settings: &LogSettings,
+    otlp: Option<&OtlpSettings>,
     output: W,
-) -> Result<LogGuard, FilterError> {
+) -> Result<(LogGuard, Option<TraceGuard>), TelemetryError> {
+    let (layer, trace_guard) = match otlp {
+        Some(otlp) => {
+            let (layer, guard) = traces::layer(otlp)?;
+            (Some(layer), Some(guard))
+        }
+        None => (None, None),
+    };
     let (writer, guard) = non_blocking(output);
-    install(subscriber(settings, writer)?);
-    Ok(guard)
+    install(subscriber_with_traces(settings, writer, layer)?);
+    Ok((guard, trace_guard))
 }
 
 /// Installs `subscriber` for the whole process; a second call is ignored.

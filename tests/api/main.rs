@@ -23,4 +23,5 @@ mod observability;
 mod process;
 mod restart;
 mod target;
+mod traces;
 mod workers;
