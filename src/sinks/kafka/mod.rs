@@ -4,8 +4,9 @@
 //!
 //! A message is the record's JSON, byte for byte as the forward sink posts
 //! it, keyed by the event id (or the stream id, or nothing: `key`), with
-//! headers naming the event id and type. The partition is Kafka's default
-//! partitioner's choice for the key ([`partition`]).
+//! headers naming the event id and type (and `traceparent` when traces are
+//! on). The partition is Kafka's default partitioner's choice for the key
+//! ([`partition`]).
 //!
 //! The client is rskafka (pure Rust, rustls): it speaks the produce
 //! protocol with `acks = all` but has no idempotent producer. A produce
@@ -43,6 +44,7 @@ use super::broker::{Backoff, ReconnectGate, Template};
 use super::checks::InvalidSetting;
 use super::contract::{BoxFuture, DeliveryError, Outcomes, Sink};
 use crate::record::StoredRecord;
+use crate::telemetry::traces;
 
 /// Header carrying the record's event id, for consumers to deduplicate on.
 pub const EVENT_ID_HEADER: &str = "recordhook-event-id";
@@ -128,12 +130,14 @@ impl KafkaSink {
         })?;
         let mut builder = ClientBuilder::new(self.brokers.clone())
             .client_id(format!("recordhook/{}", self.name))
-            // rskafka retries inside a call until this deadline, and may
-            // sleep up to a second past it: half the attempt's timeout, so
-            // that it gives up first and its error says why (a refused
-            // login, a leader that is gone) rather than our bare "timed out".
+            // No retrying inside rskafka: its deadline counts only the
+            // time it sleeps, not the attempts, so a slow failing attempt
+            // (a SCRAM login refused) repeated outlived our timeout and its
+            // reason was lost to a bare "timed out". With a zero deadline it
+            // makes one attempt and says why it failed; the sink's own
+            // retry schedule does the retrying.
             .backoff_config(BackoffConfig {
-                deadline: Some(self.timeout / 2),
+                deadline: Some(Duration::ZERO),
                 ..BackoffConfig::default()
             });
         if let Some(tls) = &self.tls {
@@ -254,7 +258,7 @@ impl KafkaSink {
 
     /// The message for `record`.
     fn message(&self, record: &StoredRecord, timestamp: DateTime<Utc>) -> Record {
-        let headers = BTreeMap::from([
+        let mut headers = BTreeMap::from([
             (EVENT_ID_HEADER.to_owned(), record.id.clone().into_bytes()),
             (
                 EVENT_TYPE_HEADER.to_owned(),
@@ -262,6 +266,12 @@ impl KafkaSink {
             ),
             (CONTENT_TYPE_HEADER.to_owned(), b"application/json".to_vec()),
         ]);
+        if let Some(traceparent) = traces::traceparent(&record.id) {
+            headers.insert(
+                traces::TRACEPARENT_HEADER.to_owned(),
+                traceparent.into_bytes(),
+            );
+        }
         Record {
             key: self.key_of(record),
             value: Some(record.json.clone().into_bytes()),
