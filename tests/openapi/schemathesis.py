@@ -136,7 +136,7 @@ max_attempts = 1
             [str(cli), "--no-color", "run", f"{base}/api/v1/openapi.json", "--url", base,
              "-H", f"Authorization: Bearer {TOKEN}", "--checks", CHECKS,
              "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=work,
         )
         print(run.stdout)
         cases = re.search(r"Test cases:\s*(\d+) generated", run.stdout)
