@@ -14,6 +14,7 @@ schemathesis is installed into target/schemathesis-venv on first use. Exits 0
 without fuzzing when it cannot be installed, unless CI=true.
 """
 
+import json
 import os
 import re
 import socket
@@ -80,6 +81,23 @@ def wait_ready(url: str, server: subprocess.Popen, log: Path) -> None:
     sys.exit(f"recordhook did not become ready:\n{log.read_text()}")
 
 
+def wait_for_dead_letters(base: str, server: subprocess.Popen, log: Path) -> None:
+    """Waits until the forward sink's first attempts have failed, so the fuzzer
+    meets dead letters as well as delivered records."""
+    request = urllib.request.Request(f"{base}/api/v1/sinks", headers={"Authorization": f"Bearer {TOKEN}"})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            sinks = json.load(answer)["sinks"]
+        if any(sink["dead"] > 0 for sink in sinks):
+            print("sinks before fuzzing:", ", ".join(f"{s['name']} pending {s['pending']} dead {s['dead']}" for s in sinks))
+            return
+        if server.poll() is not None:
+            break
+        time.sleep(0.1)
+    sys.exit(f"no dead letters appeared:\n{log.read_text()}")
+
+
 def main() -> None:
     binary = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "target" / "debug" / "recordhook")
     if not binary.exists():
@@ -132,6 +150,7 @@ max_attempts = 1
                 check=True, stdout=subprocess.DEVNULL,
             )
         base = f"http://127.0.0.1:{admin}"
+        wait_for_dead_letters(base, server, log)
         run = subprocess.run(
             [str(cli), "--no-color", "run", f"{base}/api/v1/openapi.json", "--url", base,
              "-H", f"Authorization: Bearer {TOKEN}", "--checks", CHECKS,
