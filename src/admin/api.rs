@@ -5,9 +5,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
-use super::AdminState;
+use super::backlog::Sample;
+use super::openapi::{BodyFailures, ErrorBody, GetFailures, QueryFailures};
+use super::{AdminState, ReconcileInfo};
 use crate::metrics::SinkActivity;
 use crate::protocol::{EventTypes, event_type_name};
 use crate::record::Source;
@@ -65,7 +68,10 @@ impl IntoResponse for AdminError {
         if matches!(self, Self::Spool(_)) {
             tracing::error!(error = %self, "admin API request failed");
         }
-        let body = Json(json!({"code": self.code(), "message": self.to_string()}));
+        let body = Json(ErrorBody {
+            code: self.code(),
+            message: self.to_string(),
+        });
         (self.status(), body).into_response()
     }
 }
@@ -82,18 +88,34 @@ fn bad(field: &'static str, reason: impl Into<String>) -> AdminError {
     }
 }
 
-/// `GET /api/v1/events` parameters, as given.
-#[derive(Debug, Default, Deserialize)]
+/// `GET /api/v1/events` parameters, as given (an empty one is no filter).
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventsParams {
+    /// Only this stream's records.
     stream_id: Option<String>,
+    /// Only this VOD file's records.
     file_id: Option<String>,
+    /// Only this event type: its number (e.g. `100`) or name (`record`).
     event_type: Option<String>,
+    /// Received at or after this RFC 3339 time.
+    #[param(example = "2026-11-21T08:00:00Z")]
     since: Option<String>,
+    /// Received before this RFC 3339 time.
+    #[param(example = "2026-11-21T09:00:00Z")]
     until: Option<String>,
+    /// Only records with this overall status.
+    #[param(value_type = Option<DeliveryStatus>)]
     status: Option<String>,
+    /// Only records that arrived this way.
+    #[param(value_type = Option<Source>)]
     source: Option<String>,
+    /// Records per page (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    #[param(pattern = "^-?[0-9]+$")]
     cursor: Option<String>,
 }
 
@@ -172,49 +194,106 @@ impl EventsParams {
 }
 
 /// One sink's delivery of a record, as the API shows it.
-#[derive(Debug, Serialize)]
-struct SinkView<'a> {
-    sink: &'a str,
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SinkView {
+    /// The sink's name.
+    sink: String,
+    /// Where the record stands with it.
     status: DeliveryStatus,
+    /// Failed attempts so far.
     attempts: u32,
-    last_error: Option<&'a str>,
+    /// The last attempt's error, if it failed.
+    last_error: Option<String>,
+    /// When it was last attempted (RFC 3339).
     last_attempt_at: Option<String>,
+    /// When a waiting retry is due (RFC 3339).
     next_attempt_at: Option<String>,
 }
 
-impl<'a> From<&'a SinkDelivery> for SinkView<'a> {
-    fn from(delivery: &'a SinkDelivery) -> Self {
+impl From<&SinkDelivery> for SinkView {
+    fn from(delivery: &SinkDelivery) -> Self {
         Self {
-            sink: &delivery.sink,
+            sink: delivery.sink.clone(),
             status: delivery.status,
             attempts: delivery.attempts,
-            last_error: delivery.last_error.as_deref(),
+            last_error: delivery.last_error.clone(),
             last_attempt_at: delivery.last_attempt_ms.map(format_ms),
             next_attempt_at: delivery.next_attempt_ms.map(format_ms),
         }
     }
 }
 
-fn summary_json(summary: &EventSummary) -> Value {
-    let sinks: Vec<SinkView<'_>> = summary.sinks.iter().map(SinkView::from).collect();
-    json!({
-        "id": summary.id,
-        "received_at": format_ms(summary.received_at_ms),
-        "event_type": summary.event_type,
-        "event_name": event_type_name(summary.event_type),
-        "stream_id": summary.stream_id,
-        "file_id": summary.file_id,
-        "status": summary.status(),
-        "source": summary.source.as_str(),
-        "sinks": sinks,
-    })
+/// One record in a page of `GET /api/v1/events`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventView {
+    /// Its event id.
+    id: String,
+    /// When recordhook accepted it (RFC 3339).
+    received_at: String,
+    /// Its event type's number.
+    event_type: i64,
+    /// Its event type's name, when it has one.
+    event_name: Option<&'static str>,
+    /// Its stream, when known.
+    stream_id: Option<String>,
+    /// Its VOD file id, when known.
+    file_id: Option<String>,
+    /// Where it stands overall: dead if any sink has it dead, else pending
+    /// if any waits, else delivered.
+    status: DeliveryStatus,
+    /// How it reached recordhook.
+    source: Source,
+    /// Where it stands with each sink that takes its type.
+    sinks: Vec<SinkView>,
+}
+
+impl From<&EventSummary> for EventView {
+    fn from(summary: &EventSummary) -> Self {
+        Self {
+            id: summary.id.clone(),
+            received_at: format_ms(summary.received_at_ms),
+            event_type: summary.event_type,
+            event_name: event_type_name(summary.event_type),
+            stream_id: summary.stream_id.clone(),
+            file_id: summary.file_id.clone(),
+            status: summary.status(),
+            source: summary.source,
+            sinks: summary.sinks.iter().map(SinkView::from).collect(),
+        }
+    }
+}
+
+/// A page of records, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventPage {
+    /// The records.
+    items: Vec<EventView>,
+    /// Pass as `cursor` for the next page; null on the last one.
+    next_cursor: Option<String>,
+}
+
+/// One record whole (`GET /api/v1/events/{id}`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventRecord {
+    /// What a page shows of it.
+    #[serde(flatten)]
+    summary: EventView,
+    /// The record as sinks receive it.
+    #[schema(value_type = Object)]
+    record: Value,
 }
 
 /// `GET /api/v1/events`: newest first, filtered, by cursor.
+#[utoipa::path(
+    get,
+    path = "/api/v1/events",
+    params(EventsParams),
+    responses((status = 200, description = "A page of records", body = EventPage), QueryFailures),
+)]
 pub async fn events(
     State(state): State<AdminState>,
     params: Result<Query<EventsParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, AdminError> {
+) -> Result<Json<EventPage>, AdminError> {
     let Query(params) = params.map_err(|err| bad("query", err.body_text()))?;
     let query = params.query()?;
     let limit = query.limit;
@@ -222,29 +301,76 @@ pub async fn events(
     let next_cursor = (page.len() == limit)
         .then(|| page.last().map(|last| last.seq.to_string()))
         .flatten();
-    let items: Vec<Value> = page.iter().map(summary_json).collect();
-    Ok(Json(json!({"items": items, "next_cursor": next_cursor})))
+    let items = page.iter().map(EventView::from).collect();
+    Ok(Json(EventPage { items, next_cursor }))
 }
 
 /// `GET /api/v1/events/{id}`: the record whole and each sink's delivery.
+#[utoipa::path(
+    get,
+    path = "/api/v1/events/{id}",
+    params(("id" = String, Path, description = "The record's event id")),
+    responses(
+        (status = 200, description = "The record", body = EventRecord),
+        (status = 404, description = "No record has this event id", body = ErrorBody),
+        GetFailures,
+    ),
+)]
 pub async fn event(
     State(state): State<AdminState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, AdminError> {
+) -> Result<Json<EventRecord>, AdminError> {
     let detail = state
         .app
         .spool
         .event(&id)
         .await?
         .ok_or(AdminError::EventNotFound(id))?;
-    let mut body = summary_json(&detail.summary);
     let record: Value = serde_json::from_str(&detail.body).map_err(SpoolError::unreadable)?;
-    body["record"] = record;
-    Ok(Json(body))
+    Ok(Json(EventRecord {
+        summary: EventView::from(&detail.summary),
+        record,
+    }))
+}
+
+/// One sink, its backlog and last activity.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SinkStatus {
+    /// Its name.
+    name: String,
+    /// Its type (`file`, `forward`, …).
+    #[serde(rename = "type")]
+    kind: &'static str,
+    /// The event types it takes; null: all of them.
+    event_types: Option<Vec<i64>>,
+    /// Deliveries waiting.
+    pending: u64,
+    /// Dead letters.
+    dead: u64,
+    /// Its last delivery (RFC 3339), since the server started.
+    last_success_at: Option<String>,
+    /// Its last failed attempt (RFC 3339), since the server started.
+    last_failure_at: Option<String>,
+    /// Its last failed attempt's error.
+    last_error: Option<String>,
+    /// Pending deliveries, sampled each minute over the last hour.
+    backlog: Vec<Sample>,
+}
+
+/// `GET /api/v1/sinks`' answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SinkList {
+    /// Each configured sink.
+    sinks: Vec<SinkStatus>,
 }
 
 /// `GET /api/v1/sinks`: each sink with its backlog and last activity.
-pub async fn sinks(State(state): State<AdminState>) -> Result<Json<Value>, AdminError> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/sinks",
+    responses((status = 200, description = "The configured sinks", body = SinkList), GetFailures),
+)]
+pub async fn sinks(State(state): State<AdminState>) -> Result<Json<SinkList>, AdminError> {
     let mut out = Vec::with_capacity(state.sinks.len());
     for sink in state.sinks.iter() {
         let counts = state
@@ -257,37 +383,109 @@ pub async fn sinks(State(state): State<AdminState>) -> Result<Json<Value>, Admin
             last_failure_ms,
             last_error,
         } = state.app.metrics.sink_activity(&sink.name);
-        out.push(json!({
-            "name": sink.name,
-            "type": sink.kind,
-            "event_types": sink.event_types.listed(),
-            "pending": counts.pending,
-            "dead": counts.dead,
-            "last_success_at": last_success_ms.map(format_ms),
-            "last_failure_at": last_failure_ms.map(format_ms),
-            "last_error": last_error,
-            "backlog": state.backlog.of(&sink.name),
-        }));
+        out.push(SinkStatus {
+            name: sink.name.clone(),
+            kind: sink.kind,
+            event_types: sink.event_types.listed().map(<[i64]>::to_vec),
+            pending: counts.pending,
+            dead: counts.dead,
+            last_success_at: last_success_ms.map(format_ms),
+            last_failure_at: last_failure_ms.map(format_ms),
+            last_error,
+            backlog: state.backlog.of(&sink.name),
+        });
     }
-    Ok(Json(json!({"sinks": out})))
+    Ok(Json(SinkList { sinks: out }))
 }
 
 /// `GET /api/v1/reconciliation` parameters.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ReconciliationParams {
-    /// Most runs to show (default 20, at most 1000).
+    /// Most runs to show (default 20).
+    #[param(minimum = 1, maximum = 1000)]
     runs: Option<usize>,
-    /// Most gaps to show (default 100, at most 1000).
+    /// Most gaps to show (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     gaps: Option<usize>,
+}
+
+/// One reconciliation run.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunView {
+    /// Its number.
+    id: i64,
+    /// The replica that ran it.
+    holder: String,
+    /// When it started (RFC 3339).
+    started_at: String,
+    /// When it finished (RFC 3339); null while it runs.
+    finished_at: Option<String>,
+    /// The start of the window it checked (RFC 3339).
+    window_start: String,
+    /// The end of the window it checked (RFC 3339).
+    window_end: String,
+    /// `running`, `ok` or `failed`.
+    status: String,
+    /// Why it failed.
+    error: Option<String>,
+    /// What it found (null when not readable).
+    #[schema(value_type = Object)]
+    report: Value,
+}
+
+/// A callback reconciliation could not recover.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GapView {
+    /// The stream.
+    stream: String,
+    /// Its event type's number.
+    event_type: i64,
+    /// Its event type's name, when it has one.
+    event_name: Option<&'static str>,
+    /// When the event happened (RFC 3339).
+    event_time: String,
+    /// Tencent's result code for the callback, when known.
+    result_code: Option<i64>,
+    /// Tencent's request id.
+    request_id: String,
+    /// Why it could not be recovered.
+    reason: String,
+    /// The start of the callback as Tencent kept it.
+    request_excerpt: String,
+    /// When it was found (RFC 3339).
+    found_at: String,
+}
+
+/// `GET /api/v1/reconciliation`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReconciliationView {
+    /// How reconciliation is set up.
+    settings: ReconcileInfo,
+    /// Its last runs, newest first.
+    runs: Vec<RunView>,
+    /// Callbacks it could not recover, newest first.
+    gaps: Vec<GapView>,
+    /// How many such callbacks there are in all.
+    gap_count: u64,
 }
 
 /// `GET /api/v1/reconciliation`: how it is set up, its last runs (newest
 /// first, each with its report), and the callbacks it could not recover.
+#[utoipa::path(
+    get,
+    path = "/api/v1/reconciliation",
+    params(ReconciliationParams),
+    responses(
+        (status = 200, description = "Set-up, runs and gaps", body = ReconciliationView),
+        QueryFailures,
+    ),
+)]
 pub async fn reconciliation(
     State(state): State<AdminState>,
     params: Result<Query<ReconciliationParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, AdminError> {
+) -> Result<Json<ReconciliationView>, AdminError> {
     let Query(params) = params.map_err(|err| bad("query", err.body_text()))?;
     let bounded = |field: &'static str, value: Option<usize>, default: usize| match value {
         None => Ok(default),
@@ -297,53 +495,50 @@ pub async fn reconciliation(
     let run_limit = bounded("runs", params.runs, 20)?;
     let gap_limit = bounded("gaps", params.gaps, 100)?;
     let spool = &state.app.spool;
-    let runs: Vec<Value> = spool
+    let runs = spool
         .reconcile_runs(run_limit)
         .await?
         .into_iter()
-        .map(|run| {
-            json!({
-                "id": run.id,
-                "holder": run.holder,
-                "started_at": format_ms(run.started_at_ms),
-                "finished_at": run.finished_at_ms.map(format_ms),
-                "window_start": format_ms(run.window_start_ms),
-                "window_end": format_ms(run.window_end_ms),
-                "status": run.status,
-                "error": run.error,
-                "report": serde_json::from_str::<Value>(&run.report).unwrap_or(Value::Null),
-            })
+        .map(|run| RunView {
+            id: run.id,
+            holder: run.holder,
+            started_at: format_ms(run.started_at_ms),
+            finished_at: run.finished_at_ms.map(format_ms),
+            window_start: format_ms(run.window_start_ms),
+            window_end: format_ms(run.window_end_ms),
+            status: run.status,
+            error: run.error,
+            report: serde_json::from_str::<Value>(&run.report).unwrap_or(Value::Null),
         })
         .collect();
-    let gaps: Vec<Value> = spool
+    let gaps = spool
         .gaps(gap_limit)
         .await?
         .into_iter()
-        .map(|gap| {
-            json!({
-                "stream": gap.stream,
-                "event_type": gap.event_type,
-                "event_name": event_type_name(gap.event_type),
-                "event_time": format_ms(gap.event_time_ms),
-                "result_code": gap.result_code,
-                "request_id": gap.request_id,
-                "reason": gap.reason,
-                "request_excerpt": gap.request_excerpt,
-                "found_at": format_ms(gap.found_at_ms),
-            })
+        .map(|gap| GapView {
+            stream: gap.stream,
+            event_type: gap.event_type,
+            event_name: event_type_name(gap.event_type),
+            event_time: format_ms(gap.event_time_ms),
+            result_code: gap.result_code,
+            request_id: gap.request_id,
+            reason: gap.reason,
+            request_excerpt: gap.request_excerpt,
+            found_at: format_ms(gap.found_at_ms),
         })
         .collect();
     let gap_count = spool.gap_count().await?;
-    Ok(Json(json!({
-        "settings": *state.reconcile,
-        "runs": runs,
-        "gaps": gaps,
-        "gap_count": gap_count,
-    })))
+    Ok(Json(ReconciliationView {
+        settings: (*state.reconcile).clone(),
+        runs,
+        gaps,
+        gap_count,
+    }))
 }
 
-/// Which dead letters a retry or purge acts on (the CLI's selection).
-#[derive(Debug, Deserialize)]
+/// Which dead letters a retry or purge acts on (the CLI's selection):
+/// either `ids` or `"all": true`, optionally narrowed to one `sink`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Selection {
     /// Only this sink's.
@@ -390,11 +585,24 @@ fn selection(
         .map_err(|err| bad("body", err.body_text()))
 }
 
+/// How many dead letters a retry or purge acted on.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Affected {
+    /// Dead letters queued again or purged.
+    affected: usize,
+}
+
 /// `POST /api/v1/dead-letters/retry`: queue dead letters again.
+#[utoipa::path(
+    post,
+    path = "/api/v1/dead-letters/retry",
+    request_body = Selection,
+    responses((status = 200, description = "Dead letters queued again", body = Affected), BodyFailures),
+)]
 pub async fn retry(
     State(state): State<AdminState>,
     body: Result<Json<Selection>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<Value>, AdminError> {
+) -> Result<Json<Affected>, AdminError> {
     let selection = selection(body)?;
     let affected = selection
         .apply(|sink, id| {
@@ -406,18 +614,24 @@ pub async fn retry(
         .await?;
     tracing::info!(affected, sink = ?selection.sink, "dead letters queued again from the admin API");
     state.app.wake_all_sinks();
-    Ok(Json(json!({"affected": affected})))
+    Ok(Json(Affected { affected }))
 }
 
 /// `POST /api/v1/dead-letters/purge`: give dead letters up for good.
+#[utoipa::path(
+    post,
+    path = "/api/v1/dead-letters/purge",
+    request_body = Selection,
+    responses((status = 200, description = "Dead letters purged", body = Affected), BodyFailures),
+)]
 pub async fn purge(
     State(state): State<AdminState>,
     body: Result<Json<Selection>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<Value>, AdminError> {
+) -> Result<Json<Affected>, AdminError> {
     let selection = selection(body)?;
     let affected = selection
         .apply(|sink, id| state.app.spool.purge_dead(sink, id))
         .await?;
     tracing::info!(affected, sink = ?selection.sink, "dead letters purged from the admin API");
-    Ok(Json(json!({"affected": affected})))
+    Ok(Json(Affected { affected }))
 }

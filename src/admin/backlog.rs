@@ -18,7 +18,7 @@ const SAMPLES: usize = 60;
 const INTERVAL: Duration = Duration::from_secs(60);
 
 /// One sample.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Sample {
     /// When it was taken (Unix ms).
     pub at_ms: i64,

@@ -5,10 +5,12 @@
 //! Every `/api/` request needs `Authorization: Bearer <token>`, compared in
 //! constant time with each configured token. The page itself and its assets
 //! hold no data and are served without one; the page asks the operator for
-//! a token and keeps it in the tab's session storage.
+//! a token and keeps it in the tab's session storage. The API's OpenAPI
+//! document (`/api/v1/openapi.json`) needs no token either.
 
 mod api;
 mod backlog;
+mod openapi;
 mod page;
 
 use std::sync::Arc;
@@ -18,15 +20,18 @@ use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::json;
 use subtle::ConstantTimeEq;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::http::{AppState, HEALTH_PATH, METRICS_PATH, READY_PATH};
 use crate::protocol::EventTypes;
 
 pub use backlog::{Backlog, sample_backlog};
+pub use openapi::OPENAPI_PATH;
 
 /// A configured sink as the console shows it.
 #[derive(Debug, Clone)]
@@ -41,7 +46,7 @@ pub struct SinkInfo {
 
 /// Reconciliation as the console shows it: whether it runs and how, never
 /// its credentials.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct ReconcileInfo {
     /// Whether the server runs it (`reconcile.enabled`).
     pub enabled: bool,
@@ -126,27 +131,43 @@ async fn require_token(State(state): State<AdminState>, request: Request, next: 
     (
         axum::http::StatusCode::UNAUTHORIZED,
         [(header::WWW_AUTHENTICATE, "Bearer")],
-        axum::Json(json!({
-            "code": 4018,
-            "message": "the admin API needs `Authorization: Bearer <token>` with a configured admin token",
-        })),
+        axum::Json(openapi::ErrorBody {
+            code: 4018,
+            message:
+                "the admin API needs `Authorization: Bearer <token>` with a configured admin token"
+                    .to_owned(),
+        }),
     )
         .into_response()
 }
 
+/// The admin API's routes and, built from the same registrations, the
+/// OpenAPI document that describes them.
+fn api_routes() -> (Router<AdminState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(api::events))
+        .routes(routes!(api::event))
+        .routes(routes!(api::sinks))
+        .routes(routes!(api::reconciliation))
+        .routes(routes!(api::retry))
+        .routes(routes!(api::purge))
+        .split_for_parts()
+}
+
+/// The admin API's OpenAPI document, as `/api/v1/openapi.json` serves it.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    api_routes().1
+}
+
 /// The admin listener's routes.
 pub fn router(state: AdminState) -> Router {
-    let api = Router::new()
-        .route("/api/v1/events", get(api::events))
-        .route("/api/v1/events/{id}", get(api::event))
-        .route("/api/v1/sinks", get(api::sinks))
-        .route("/api/v1/reconciliation", get(api::reconciliation))
-        .route("/api/v1/dead-letters/retry", post(api::retry))
-        .route("/api/v1/dead-letters/purge", post(api::purge))
+    let (api, document) = api_routes();
+    let api = api
         .fallback(api::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     let app = state.app.clone();
     Router::new()
+        .route(OPENAPI_PATH, get(openapi::serve(document)))
         .merge(api)
         .route("/", get(page::index))
         .route("/assets/{file}", get(page::asset))

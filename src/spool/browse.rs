@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::record::Source;
 
 /// Where a record stands, with one sink or overall.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryStatus {
     /// Not tried yet, or waiting for a retry.
