@@ -68,8 +68,8 @@ fn check_config_rejects_invalid_configurations_with_the_reason() {
     let key = "[auth]\nkeys = [\"k\"]\n";
     let cases = [
         (
-            format!("{key}[[sinks]]\nname = \"x\"\ntype = \"kafka\"\n"),
-            "unknown sink type `kafka`",
+            format!("{key}[[sinks]]\nname = \"x\"\ntype = \"pulsar\"\n"),
+            "unknown sink type `pulsar`",
         ),
         (
             format!(
