@@ -17,6 +17,7 @@ use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::Record;
 use serde_json::Value;
 
+use crate::dead_letter::dead_letter_of;
 use crate::harness::Test;
 use crate::helpers::*;
 
@@ -444,30 +445,9 @@ async fn scram_credentials_work_and_wrong_ones_are_a_clear_error_without_the_pas
 
     // The real binary, so its log lines are seen whole.
     let sink = kafka_sink(&tansu.address(), &topic, &sasl(WRONG));
-    let (server_process, dir) = tokio::task::spawn_blocking(move || {
-        let dir = tempfile::tempdir().unwrap();
-        let server_process =
-            crate::binary::start_server(&dir, &format!("[log]\nlevel = \"debug\"\n{sink}"));
-        (server_process, dir)
-    })
-    .await
-    .unwrap();
-    let response = reqwest::Client::new()
-        .post(format!("{}/callback", server_process.address))
-        .json(&recording(&unique("f")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
-    let (dead, lines) = tokio::task::spawn_blocking(move || {
-        let mut server_process = server_process;
-        let dead = server_process.wait_for_log("delivery failed for good; kept as a dead letter");
-        let (_, lines) = server_process.terminate();
-        drop(dir);
-        (dead, lines)
-    })
-    .await
-    .unwrap();
+    let config = format!("[log]\nlevel = \"debug\"\n{sink}");
+    let dir = tempfile::tempdir().unwrap();
+    let (dead, lines) = dead_letter_of(dir, config, recording(&unique("f"))).await;
     let error = dead["error"].as_str().unwrap();
     assert!(
         error.contains(&format!("cannot connect to kafka at {}", tansu.address())),

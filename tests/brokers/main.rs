@@ -13,6 +13,7 @@
 #[allow(dead_code)]
 #[path = "../api/binary.rs"]
 mod binary;
+mod dead_letter;
 mod harness;
 #[allow(dead_code)]
 #[path = "../api/helpers.rs"]

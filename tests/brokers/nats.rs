@@ -14,6 +14,7 @@ use async_nats::jetstream::{self, stream};
 use recordhook::record::StoredRecord;
 use recordhook::sinks::{NatsSink, NatsSinkSettings, Sink};
 
+use crate::dead_letter::dead_letter_of;
 use crate::harness::{Broker, Test};
 use crate::helpers::*;
 
@@ -416,29 +417,8 @@ async fn wrong_credentials_are_a_clear_error_and_no_secret_reaches_logs_or_check
     assert!(!reason.contains(SECRET), "{reason}");
 
     // The server at debug level, so the client library's own logs are seen too.
-    let (server_process, dir) = tokio::task::spawn_blocking(move || {
-        let server_process =
-            crate::binary::start_server(&dir, &format!("[log]\nlevel = \"debug\"\n{sink}"));
-        (server_process, dir)
-    })
-    .await
-    .unwrap();
-    let response = reqwest::Client::new()
-        .post(format!("{}/callback", server_process.address))
-        .json(&recording(&unique("f")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
-    let (dead, lines) = tokio::task::spawn_blocking(move || {
-        let mut server_process = server_process;
-        let dead = server_process.wait_for_log("delivery failed for good; kept as a dead letter");
-        let (_, lines) = server_process.terminate();
-        drop(dir);
-        (dead, lines)
-    })
-    .await
-    .unwrap();
+    let config = format!("[log]\nlevel = \"debug\"\n{sink}");
+    let (dead, lines) = dead_letter_of(dir, config, recording(&unique("f"))).await;
     let error = dead["error"].as_str().unwrap();
     assert!(
         error.contains("NATS not connected to nats://recordhook:[redacted]@127.0.0.1:"),

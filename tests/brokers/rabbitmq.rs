@@ -19,6 +19,7 @@ use recordhook::record::StoredRecord;
 use recordhook::sinks::{RabbitMqSink, RabbitMqSinkSettings, SecretUrl, Sink};
 use serde_json::Value;
 
+use crate::dead_letter::dead_letter_of;
 use crate::harness::{Broker, Test};
 use crate::helpers::*;
 use crate::proxy::Proxy;
@@ -364,29 +365,7 @@ async fn wrong_credentials_are_a_clear_error_without_the_password_in_logs() {
     let url = format!("amqp://guest:{password}@127.0.0.1:5672/%2f");
     let config = sink_toml(&url, &topology.exchange, "max_attempts = 2");
     let dir = tempfile::tempdir().unwrap();
-    // The binary's helpers block: off the runtime's threads.
-    let (dir, server) = tokio::task::spawn_blocking(move || {
-        let server = crate::binary::start_server(&dir, &config);
-        (dir, server)
-    })
-    .await
-    .unwrap();
-    let response = reqwest::Client::new()
-        .post(format!("{}/callback", server.address))
-        .body(recording("amqp-wrong-credentials").to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let (dead, lines) = tokio::task::spawn_blocking(move || {
-        let mut server = server;
-        let dead = server.wait_for_log("delivery failed for good; kept as a dead letter");
-        let (_, lines) = server.terminate();
-        (dead, lines)
-    })
-    .await
-    .unwrap();
-    drop(dir);
+    let (dead, lines) = dead_letter_of(dir, config, recording("amqp-wrong-credentials")).await;
     let error = dead["error"].as_str().unwrap();
     assert!(error.contains("login refused"), "{error}");
     assert!(
