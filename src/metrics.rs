@@ -489,7 +489,7 @@ impl Metrics {
         }
         let checked_until = self.reconcile.checked_until.get();
         if checked_until > 0 {
-            let now = crate::spool::unix_ms(std::time::SystemTime::now()) / 1000;
+            let now = now_ms / 1000;
             self.reconcile
                 .lag_seconds
                 .set(now.saturating_sub(checked_until).max(0));
