@@ -33,6 +33,7 @@ pub fn tests() -> Vec<ContractTest> {
         contract_test!(retention_removes_only_old_records_that_every_sink_has_handled),
         contract_test!(a_closed_spool_refuses_writes),
         contract_test!(pages_of_events_come_newest_first_filtered_with_each_sinks_status),
+        contract_test!(records_are_found_by_event_and_file_id_however_the_spool_is_opened),
         contract_test!(a_records_source_is_kept_and_pages_filter_on_it),
         contract_test!(known_event_ids_are_those_a_new_acceptance_would_call_duplicates),
         contract_test!(reconcile_checkpoints_only_move_forward_and_are_read_many_streams_at_once),
@@ -721,6 +722,118 @@ async fn pages_of_events_come_newest_first_filtered_with_each_sinks_status(backe
     let b = detail.summary.sinks.iter().find(|s| s.sink == "b").unwrap();
     assert_eq!(b.status, DeliveryStatus::Delivered);
     assert!(spool.event("unknown").await.unwrap().is_none());
+}
+
+/// The seqs of the page of records carrying `file_id`.
+async fn seqs_of_file(spool: &Spool, file_id: &str) -> Vec<i64> {
+    let query = EventQuery {
+        file_id: Some(file_id.to_owned()),
+        limit: 50,
+        ..EventQuery::default()
+    };
+    spool
+        .events(query)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect()
+}
+
+/// The seq of the record `event(id)` finds, if any.
+async fn seq_of_event(spool: &Spool, record: &Record) -> Option<i64> {
+    let found = spool.event(&record.id).await.unwrap();
+    found.map(|detail| detail.summary.seq)
+}
+
+async fn records_are_found_by_event_and_file_id_however_the_spool_is_opened(backend: Backend) {
+    let test = TestSpool::open(backend).await;
+    let spool = &test.spool;
+    spool
+        .register_sinks(vec![sink("a", recordings())], at(0))
+        .await
+        .unwrap();
+    let (old, kept) = (record("f-old"), record("f-kept"));
+    let old_seq = accept_at(spool, &old, 1_000).await;
+    let kept_seq = accept_at(spool, &kept, 1_000).await;
+    assert_eq!(seqs_of_file(spool, "f-old").await, [old_seq]);
+    assert_eq!(seq_of_event(spool, &kept).await, Some(kept_seq));
+    assert!(seqs_of_file(spool, "f-none").await.is_empty());
+    assert_eq!(seq_of_event(spool, &record("f-none")).await, None);
+
+    // Out of the dedup window, its ids forgotten: the records are still found.
+    assert_eq!(
+        spool
+            .prune_seen(unix_ms(at(2_000)), usize::MAX)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(seq_of_event(spool, &old).await, Some(old_seq));
+    let state = spool
+        .delivery_state(&kept.id, "a", &recordings())
+        .await
+        .unwrap();
+    assert_eq!(state.map(|s| s.state), Some("pending".to_owned()));
+
+    // Delivered and past retention: gone from every lookup. A dead letter
+    // keeps its record, and stays found.
+    let claim = spool
+        .claim("a", &recordings(), at(2_000), 10)
+        .await
+        .unwrap();
+    let outcomes = vec![
+        Outcome {
+            seq: old_seq,
+            attempts: 1,
+            settlement: Settlement::Delivered,
+        },
+        Outcome {
+            seq: kept_seq,
+            attempts: 1,
+            settlement: Settlement::Dead { error: "no".into() },
+        },
+    ];
+    spool
+        .settle("a", claim.receipt, outcomes, at(2_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        spool
+            .purge_delivered(unix_ms(at(2_000)), usize::MAX)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(seqs_of_file(spool, "f-old").await.is_empty());
+    assert_eq!(seq_of_event(spool, &old).await, None);
+    assert_eq!(seqs_of_file(spool, "f-kept").await, [kept_seq]);
+
+    // Another copy of the purged callback, stored anew: found under its new seq.
+    let again = accept_at(spool, &old, 3_000).await;
+    assert!(again > kept_seq);
+    assert_eq!(seqs_of_file(spool, "f-old").await, [again]);
+    assert_eq!(seq_of_event(spool, &old).await, Some(again));
+
+    // An admin handle beside the server, then the server reopened, find the same.
+    let admin = Spool::open_for_admin(&test.options).await.unwrap();
+    assert_eq!(seqs_of_file(&admin, "f-old").await, [again]);
+    assert_eq!(seq_of_event(&admin, &kept).await, Some(kept_seq));
+    admin.close().await;
+    spool.close().await;
+    let reopened = Spool::open(&test.options).await.unwrap();
+    assert_eq!(seqs_of_file(&reopened, "f-kept").await, [kept_seq]);
+    assert_eq!(seqs_of_file(&reopened, "f-old").await, [again]);
+    assert_eq!(seq_of_event(&reopened, &old).await, Some(again));
+    reopened.close().await;
+}
+
+/// Accepts `record` at `secs`; its seq (it must be stored).
+async fn accept_at(spool: &Spool, record: &Record, secs: u64) -> i64 {
+    match spool.accept(new_record(record), at(secs)).await.unwrap() {
+        Acceptance::Stored { seq } => seq,
+        other => panic!("{other:?}"),
+    }
 }
 
 async fn a_records_source_is_kept_and_pages_filter_on_it(backend: Backend) {

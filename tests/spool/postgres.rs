@@ -119,6 +119,8 @@ async fn admin(statement: &str) {
 /// A spool for a test on `backend`, with what keeps it alive.
 pub struct TestSpool {
     pub spool: Spool,
+    /// What the spool was opened with, to open it again.
+    pub options: SpoolOptions,
     /// Dropped (with the database) when the test ends.
     pub _database: Option<Database>,
     _dir: TempDir,
@@ -150,6 +152,7 @@ impl TestSpool {
         };
         Self {
             spool: Spool::open(&options).await.unwrap(),
+            options,
             _database: database,
             _dir: dir,
         }

@@ -7,6 +7,7 @@ use rusqlite::{Connection, OptionalExtension, params_from_iter};
 
 use super::SqliteSpool;
 use super::body::StoredBody;
+use super::indexes::{file_candidates, newest_record_of};
 use crate::record::Source;
 use crate::spool::SpoolError;
 use crate::spool::browse::{
@@ -164,6 +165,7 @@ fn row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
 impl SqliteSpool {
     /// A page of records matching `query`, newest first.
     pub async fn events(&self, query: EventQuery) -> Result<Vec<EventSummary>, SpoolError> {
+        let indexes = self.lookup_indexes();
         self.read(move |conn| {
             let mut conditions = vec!["seq < ?".to_owned()];
             let mut values: Vec<SqlValue> =
@@ -173,6 +175,14 @@ impl SqliteSpool {
                     conditions.push(format!("{column} = ?"));
                     values.push(SqlValue::Text(value.clone()));
                 }
+            }
+            // File ids have no index on disk: the records that may carry
+            // one come from memory, and the condition above confirms them.
+            if let Some(file_id) = &query.file_id
+                && let Some(seqs) = file_candidates(indexes.as_deref(), file_id)
+            {
+                let seqs: Vec<String> = seqs.iter().map(i64::to_string).collect();
+                conditions.push(format!("seq IN ({})", seqs.join(",")));
             }
             for (condition, value) in [
                 ("event_type = ?", query.event_type),
@@ -225,14 +235,18 @@ impl SqliteSpool {
     /// The latest record with event id `id`, whole.
     pub async fn event(&self, id: &str) -> Result<Option<EventDetail>, SpoolError> {
         let id = id.to_owned();
+        let indexes = self.lookup_indexes();
         self.read(move |conn| {
+            let Some(seq) = newest_record_of(conn, indexes.as_deref(), &id)? else {
+                return Ok(None);
+            };
             let found = conn
                 .prepare_cached(
                     "SELECT seq, event_id, event_type, received_at_ms, stream_id, file_id, source,
                             body
-                     FROM records WHERE event_id = ?1 ORDER BY seq DESC LIMIT 1",
+                     FROM records WHERE seq = ?1",
                 )?
-                .query_row([&id], |r| Ok((row(r)?, r.get::<_, StoredBody>(7)?.0)))
+                .query_row([seq], |r| Ok((row(r)?, r.get::<_, StoredBody>(7)?.0)))
                 .optional()?;
             let Some((found, body)) = found else {
                 return Ok(None);

@@ -10,6 +10,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteSpool;
 use super::body::StoredBody;
+use super::indexes::newest_record_of;
 use crate::protocol::EventTypes;
 use crate::record::StoredRecord;
 use crate::spool::{
@@ -388,16 +389,23 @@ impl SqliteSpool {
     ) -> Result<Option<DeliveryState>, SpoolError> {
         let (event_id, sink, event_types) =
             (event_id.to_owned(), sink.to_owned(), event_types.clone());
+        let indexes = self.lookup_indexes();
         self.read(move |conn| {
-            let Some((seq, event_type)) = conn
-                .prepare_cached("SELECT seq, event_type FROM records WHERE event_id = ?1 ORDER BY seq DESC LIMIT 1")?
-                .query_row([&event_id], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)))
+            let Some(seq) = newest_record_of(conn, indexes.as_deref(), &event_id)? else {
+                return Ok(None);
+            };
+            // Purged since it was found: unknown now.
+            let Some(event_type) = conn
+                .prepare_cached("SELECT event_type FROM records WHERE seq = ?1")?
+                .query_row([seq], |row| row.get::<_, i64>(0))
                 .optional()?
             else {
                 return Ok(None);
             };
             let failure = conn
-                .prepare_cached("SELECT state, attempts, last_error FROM failures WHERE sink = ?1 AND seq = ?2")?
+                .prepare_cached(
+                    "SELECT state, attempts, last_error FROM failures WHERE sink = ?1 AND seq = ?2",
+                )?
                 .query_row(params![sink, seq], |row| {
                     Ok(DeliveryState {
                         state: row.get(0)?,

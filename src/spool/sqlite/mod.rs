@@ -18,6 +18,9 @@ mod body;
 mod browse;
 mod dedup;
 mod deliveries;
+mod files;
+mod fingerprints;
+mod indexes;
 mod reconciliation;
 mod schema;
 mod writer;
@@ -34,7 +37,7 @@ use super::queue::JobQueue;
 use super::{Acceptance, NewRecord, SpoolError, StorageError, unix_ms};
 use crate::record::Record;
 use body::StoredBody;
-use dedup::DedupIndex;
+use indexes::MemoryIndexes;
 use writer::{ClosureJob, WriteJob};
 
 /// Writes that may wait for the writer before callers are slowed down.
@@ -70,10 +73,11 @@ pub(super) struct SqliteSpool {
 struct Inner {
     path: PathBuf,
     dedup_window_ms: i64,
-    /// Changed only by jobs on the writer thread; a metrics scrape reads its
-    /// size. So the lock is all but uncontended.
-    dedup: Arc<Mutex<DedupIndex>>,
-    /// Opened by an admin command: no dedup memory, so it must not accept.
+    /// Changed only by jobs on the writer thread; a metrics scrape and the
+    /// admin API's lookups read them. So the lock is all but uncontended.
+    indexes: Arc<Mutex<MemoryIndexes>>,
+    /// Opened by an admin command: no in-memory indexes, so it must not
+    /// accept, and it looks records up by scanning.
     admin: bool,
     /// Work for the writer thread.
     jobs: JobQueue<Box<dyn WriteJob>>,
@@ -174,8 +178,8 @@ impl SqliteSpool {
             let pages = i64::try_from(max_bytes).unwrap_or(i64::MAX) / page_size.max(1);
             conn.pragma_update(None, "max_page_count", pages.max(1))?;
         }
-        let dedup = DedupIndex::load(&conn)?;
-        Self::start(path, conn, dedup, dedup_window_ms, Some(lock))
+        let indexes = MemoryIndexes::load(&conn)?;
+        Self::start(path, conn, indexes, dedup_window_ms, Some(lock))
     }
 
     /// Opens an existing spool for an admin command beside a running
@@ -197,7 +201,8 @@ impl SqliteSpool {
                 expected,
             });
         }
-        Self::start(path, conn, DedupIndex::empty(), 0, None).map_err(|err| open_error(path, err))
+        Self::start(path, conn, MemoryIndexes::empty(), 0, None)
+            .map_err(|err| open_error(path, err))
     }
 
     /// Starts the writer thread on `conn` and opens the read connection.
@@ -208,19 +213,19 @@ impl SqliteSpool {
     fn start(
         path: &Path,
         conn: Connection,
-        dedup: DedupIndex,
+        indexes: MemoryIndexes,
         dedup_window_ms: i64,
         lock: Option<std::fs::File>,
     ) -> Result<Self, StorageError> {
         let admin = lock.is_none();
         let reader = open_connection(path)?;
-        let dedup = Arc::new(Mutex::new(dedup));
+        let indexes = Arc::new(Mutex::new(indexes));
         let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
-        let writer_dedup = Arc::clone(&dedup);
+        let writer_indexes = Arc::clone(&indexes);
         let writer = std::thread::Builder::new()
             .name("spool-writer".to_owned())
             .spawn(move || {
-                writer::run(conn, writer_dedup, receiver, !admin);
+                writer::run(conn, writer_indexes, receiver, !admin);
                 // The database is closed: another server may have it now.
                 drop(lock);
             })
@@ -229,7 +234,7 @@ impl SqliteSpool {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
                 dedup_window_ms,
-                dedup,
+                indexes,
                 admin,
                 jobs: JobQueue::new(sender),
                 writer: Mutex::new(Some(writer)),
@@ -247,17 +252,25 @@ impl SqliteSpool {
         self.write_indexed(move |conn, _| work(conn)).await
     }
 
-    /// Like [`SqliteSpool::write`], for work that also changes the dedup
-    /// index: it stages its changes, which take effect once committed.
+    /// Like [`SqliteSpool::write`], for work that also changes the
+    /// in-memory indexes: it stages its changes, which take effect once
+    /// committed.
     async fn write_indexed<T, F>(&self, work: F) -> Result<T, SpoolError>
     where
         T: Send + 'static,
-        F: FnMut(&Connection, &mut DedupIndex) -> rusqlite::Result<T> + Send + 'static,
+        F: FnMut(&Connection, &mut MemoryIndexes) -> rusqlite::Result<T> + Send + 'static,
     {
         self.inner
             .jobs
             .submit(|reply| Box::new(ClosureJob::new(work, reply)) as Box<dyn WriteJob>)
             .await
+    }
+
+    /// The in-memory indexes when they describe the database (a server's
+    /// handle), for lookups that would otherwise scan; `None` for an admin
+    /// handle, whose indexes are empty.
+    fn lookup_indexes(&self) -> Option<Arc<Mutex<MemoryIndexes>>> {
+        (!self.inner.admin).then(|| Arc::clone(&self.inner.indexes))
     }
 
     /// Runs `work` on the read connection off the async runtime.
@@ -290,11 +303,13 @@ impl SqliteSpool {
         }
         let now_ms = unix_ms(now);
         let window_start = now_ms.saturating_sub(self.inner.dedup_window_ms);
-        self.write_indexed(move |conn, dedup| {
-            if dedup.accepted_since(conn, &record.id, window_start)? {
+        self.write_indexed(move |conn, indexes| {
+            if indexes
+                .dedup
+                .accepted_since(conn, &record.id, window_start)?
+            {
                 return Ok(Acceptance::Duplicate);
             }
-            dedup.record(conn, &record.id, now_ms)?;
             let body = body::pack(&record.json);
             conn.prepare_cached(
                 "INSERT INTO records
@@ -310,9 +325,12 @@ impl SqliteSpool {
                 record.file_id,
                 record.source.as_str()
             ])?;
-            Ok(Acceptance::Stored {
-                seq: conn.last_insert_rowid(),
-            })
+            let seq = conn.last_insert_rowid();
+            indexes.dedup.record(conn, &record.id, now_ms, seq)?;
+            if let Some(file_id) = &record.file_id {
+                indexes.files.stored(file_id, seq);
+            }
+            Ok(Acceptance::Stored { seq })
         })
         .await
     }
@@ -332,13 +350,13 @@ impl SqliteSpool {
             return Err(SpoolError::Read(StorageError::AdminDedup));
         }
         let since_ms = unix_ms(now).saturating_sub(self.inner.dedup_window_ms);
-        let dedup = Arc::clone(&self.inner.dedup);
+        let indexes = Arc::clone(&self.inner.indexes);
         self.read(move |conn| {
             let mut known = HashSet::new();
             for turn in ids.chunks(KNOWN_IDS_PER_LOCK) {
-                let index = dedup.lock().unwrap_or_else(PoisonError::into_inner);
+                let indexes = indexes.lock().unwrap_or_else(PoisonError::into_inner);
                 for id in turn {
-                    if index.accepted_since(conn, id, since_ms)? {
+                    if indexes.dedup.accepted_since(conn, id, since_ms)? {
                         known.insert(id.clone());
                     }
                 }
@@ -381,7 +399,7 @@ impl SqliteSpool {
     /// sink has handled (behind every cursor) and that no failed delivery (a
     /// retry or a dead letter) still needs. Returns how many went.
     pub async fn purge_delivered(&self, before_ms: i64, limit: usize) -> Result<usize, SpoolError> {
-        self.write(move |conn| {
+        self.write_indexed(move |conn, indexes| {
             // Bounds first, each an indexed lookup, then a plain rowid range:
             // as one statement SQLite checked the time bound row by row, which
             // held the writer for ~190 ms on a spool of 380k records even with
@@ -400,13 +418,22 @@ impl SqliteSpool {
                 .query_row([before_ms], |row| row.get(0))
                 .optional()?;
             let upper = first_young.map_or(cursor, |young| cursor.min(young - 1));
-            conn.prepare_cached(
+            let mut purge = conn.prepare_cached(
                 "DELETE FROM records WHERE seq IN (
                      SELECT r.seq FROM records r WHERE r.seq <= ?1
                      AND NOT EXISTS (SELECT 1 FROM failures f WHERE f.seq = r.seq)
-                     ORDER BY r.seq LIMIT ?2)",
-            )?
-            .execute(params![upper, limit as i64])
+                     ORDER BY r.seq LIMIT ?2)
+                 RETURNING seq, file_id",
+            )?;
+            let mut deleted = purge.query(params![upper, limit as i64])?;
+            let mut purged = 0;
+            while let Some(row) = deleted.next()? {
+                purged += 1;
+                if let Some(file_id) = row.get::<_, Option<String>>(1)? {
+                    indexes.files.deleted(&file_id, row.get(0)?);
+                }
+            }
+            Ok(purged)
         })
         .await
     }
@@ -414,7 +441,7 @@ impl SqliteSpool {
     /// Forgets up to `limit` event ids accepted before `before_ms` (outside
     /// the dedup window). Returns how many went.
     pub async fn prune_seen(&self, before_ms: i64, limit: usize) -> Result<usize, SpoolError> {
-        self.write_indexed(move |conn, dedup| dedup.prune(conn, before_ms, limit))
+        self.write_indexed(move |conn, indexes| indexes.dedup.prune(conn, before_ms, limit))
             .await
     }
 
@@ -422,9 +449,10 @@ impl SqliteSpool {
     /// or since not yet pruned).
     pub fn dedup_entries(&self) -> usize {
         self.inner
-            .dedup
+            .indexes
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .dedup
             .len()
     }
 

@@ -141,6 +141,19 @@ const MIGRATIONS: &[&str] = &[
         lease_until_ms INTEGER NOT NULL
     ) WITHOUT ROWID;
 ",
+    r"
+    -- Event ids and file ids are random keys: their B-tree indexes dirtied a
+    -- page each per callback, most of what a group commit wrote. They are
+    -- looked up in memory instead (see fingerprints.rs): an event id through
+    -- the dedup index, whose rows now name their record, a file id through an
+    -- index rebuilt from `records` at start-up. Rows accepted before get their
+    -- record here, found through the old index before it goes.
+    ALTER TABLE accepted_ids ADD COLUMN seq INTEGER;
+    UPDATE accepted_ids SET seq = (
+        SELECT MAX(r.seq) FROM records r WHERE r.event_id = accepted_ids.event_id);
+    DROP INDEX records_by_event_id;
+    DROP INDEX records_by_file;
+",
 ];
 
 /// The schema version this build creates and expects.
@@ -236,6 +249,48 @@ mod tests {
             .unwrap();
         conn.flush_prepared_statement_cache();
         assert!(reprepares_after_three_uses(&conn) >= 2);
+    }
+
+    #[test]
+    fn upgrading_from_version_5_names_each_acceptance_its_record_and_drops_the_random_indexes() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate_to(&mut conn, 5).unwrap();
+        conn.execute_batch(
+            "INSERT INTO records (event_id, event_type, received_at_ms, body, file_id)
+                 VALUES ('a', 100, 1, '{}', 'f1'), ('b', 100, 2, '{}', 'f2');
+             INSERT INTO accepted_ids (event_id, accepted_at_ms)
+                 VALUES ('a', 1), ('b', 2), ('purged', 0);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let named: Vec<(String, Option<i64>)> = conn
+            .prepare("SELECT event_id, seq FROM accepted_ids ORDER BY id")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            named,
+            [
+                ("a".to_owned(), Some(1)),
+                ("b".to_owned(), Some(2)),
+                ("purged".to_owned(), None)
+            ]
+        );
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'records'")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            !indexes.contains(&"records_by_event_id".to_owned())
+                && !indexes.contains(&"records_by_file".to_owned())
+                && indexes.contains(&"records_by_stream".to_owned()),
+            "{indexes:?}"
+        );
     }
 
     #[test]

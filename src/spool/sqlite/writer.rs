@@ -3,9 +3,9 @@
 //! (group commit). Concurrent callbacks then share one fsync instead of
 //! paying one each, and SQLite never sees two writers competing for its lock.
 //!
-//! The thread also owns the changes to the in-memory dedup index: jobs stage
+//! The thread also owns the changes to the in-memory indexes: jobs stage
 //! them, and they take effect only once the transaction has committed (or
-//! are dropped with a rollback), so the index never describes rows that are
+//! are dropped with a rollback), so the indexes never describe rows that are
 //! not in the database.
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use rusqlite::{Connection, ErrorCode};
 use tokio::sync::mpsc;
 
-use super::dedup::DedupIndex;
+use super::indexes::MemoryIndexes;
 use crate::spool::queue::Reply;
 use crate::spool::{SpoolError, StorageError};
 
@@ -22,9 +22,9 @@ const MAX_BATCH: usize = 512;
 
 /// A unit of work run inside the writer's transaction.
 pub(super) trait WriteJob: Send {
-    /// Runs the job's statements, staging any dedup index change in
-    /// `dedup`; an error rolls back the whole batch.
-    fn run(&mut self, conn: &Connection, dedup: &mut DedupIndex) -> rusqlite::Result<()>;
+    /// Runs the job's statements, staging any change to the in-memory
+    /// indexes in `indexes`; an error rolls back the whole batch.
+    fn run(&mut self, conn: &Connection, indexes: &mut MemoryIndexes) -> rusqlite::Result<()>;
     /// Reports the outcome after the commit (or the failure).
     fn finish(self: Box<Self>, result: Result<(), SpoolError>);
 }
@@ -49,10 +49,10 @@ impl<T, F> ClosureJob<T, F> {
 impl<T, F> WriteJob for ClosureJob<T, F>
 where
     T: Send,
-    F: FnMut(&Connection, &mut DedupIndex) -> rusqlite::Result<T> + Send,
+    F: FnMut(&Connection, &mut MemoryIndexes) -> rusqlite::Result<T> + Send,
 {
-    fn run(&mut self, conn: &Connection, dedup: &mut DedupIndex) -> rusqlite::Result<()> {
-        self.output = Some((self.work)(conn, dedup)?);
+    fn run(&mut self, conn: &Connection, indexes: &mut MemoryIndexes) -> rusqlite::Result<()> {
+        self.output = Some((self.work)(conn, indexes)?);
         Ok(())
     }
 
@@ -70,7 +70,7 @@ where
 /// full checkpoint would hold the lock a running server writes under).
 pub(super) fn run(
     conn: Connection,
-    dedup: Arc<Mutex<DedupIndex>>,
+    indexes: Arc<Mutex<MemoryIndexes>>,
     mut jobs: mpsc::Receiver<Box<dyn WriteJob>>,
     checkpoint_on_close: bool,
 ) {
@@ -86,8 +86,8 @@ pub(super) fn run(
         }
         commits += 1;
         committed_jobs += batch.len() as u64;
-        let mut dedup = dedup.lock().unwrap_or_else(PoisonError::into_inner);
-        commit_batch(&conn, &mut dedup, batch);
+        let mut indexes = indexes.lock().unwrap_or_else(PoisonError::into_inner);
+        commit_batch(&conn, &mut indexes, batch);
     }
     tracing::info!(
         commits,
@@ -110,8 +110,8 @@ pub(super) fn run(
 /// its neighbours. Errors of the database itself (busy, full disk, I/O) fail
 /// the whole batch at once: retrying each job alone would only repeat the
 /// failure hundreds of times while callbacks wait.
-fn commit_batch(conn: &Connection, dedup: &mut DedupIndex, mut batch: Vec<Box<dyn WriteJob>>) {
-    match commit(conn, dedup, &mut batch) {
+fn commit_batch(conn: &Connection, indexes: &mut MemoryIndexes, mut batch: Vec<Box<dyn WriteJob>>) {
+    match commit(conn, indexes, &mut batch) {
         Ok(()) => finish_all(batch, None),
         Err(err) if batch.len() == 1 || !belongs_to_one_job(&err) => {
             finish_all(batch, Some(err.into()));
@@ -119,7 +119,7 @@ fn commit_batch(conn: &Connection, dedup: &mut DedupIndex, mut batch: Vec<Box<dy
         Err(_) => {
             for job in batch {
                 let mut single = vec![job];
-                let result = commit(conn, dedup, &mut single);
+                let result = commit(conn, indexes, &mut single);
                 finish_all(single, result.err().map(StorageError::from));
             }
         }
@@ -160,24 +160,24 @@ fn finish_all(batch: Vec<Box<dyn WriteJob>>, error: Option<StorageError>) {
     }
 }
 
-/// Runs `batch` in one transaction, then applies the dedup index changes
+/// Runs `batch` in one transaction, then applies the in-memory index changes
 /// the jobs staged if it committed, or drops them if not. BEGIN, COMMIT and
 /// ROLLBACK go through the statement cache: rusqlite's `Transaction` parses
 /// them anew every time, which at a thousand commits a second was measurable.
 fn commit(
     conn: &Connection,
-    dedup: &mut DedupIndex,
+    indexes: &mut MemoryIndexes,
     batch: &mut [Box<dyn WriteJob>],
 ) -> rusqlite::Result<()> {
     let outcome = conn
         .prepare_cached("BEGIN IMMEDIATE")
         .and_then(|mut begin| begin.execute([]))
-        .and_then(|_| batch.iter_mut().try_for_each(|job| job.run(conn, dedup)))
+        .and_then(|_| batch.iter_mut().try_for_each(|job| job.run(conn, indexes)))
         .and_then(|()| conn.prepare_cached("COMMIT")?.execute([]).map(drop));
     if outcome.is_ok() {
-        dedup.apply_staged();
+        indexes.apply_staged();
     } else {
-        dedup.discard_staged();
+        indexes.discard_staged();
     }
     if outcome.is_err() && !conn.is_autocommit() {
         // A failed COMMIT can leave the transaction open; end it so the next
@@ -211,7 +211,7 @@ mod tests {
     ) -> (Box<dyn WriteJob>, oneshot::Receiver<Result<(), SpoolError>>) {
         let (key, runs) = (key.to_owned(), Arc::clone(runs));
         let (reply, outcome) = oneshot::channel();
-        let work = move |conn: &Connection, _: &mut DedupIndex| {
+        let work = move |conn: &Connection, _: &mut MemoryIndexes| {
             runs.fetch_add(1, Ordering::SeqCst);
             conn.execute(
                 "INSERT INTO meta (key, value) VALUES (?1, ?2)",
@@ -231,7 +231,11 @@ mod tests {
         // `value` is NOT NULL.
         let (bad, bad_outcome) = meta_job("b", None, &runs);
         let (also_good, also_good_outcome) = meta_job("c", Some("3".into()), &runs);
-        commit_batch(&conn, &mut DedupIndex::empty(), vec![good, bad, also_good]);
+        commit_batch(
+            &conn,
+            &mut MemoryIndexes::empty(),
+            vec![good, bad, also_good],
+        );
         assert!(good_outcome.blocking_recv().unwrap().is_ok());
         assert!(bad_outcome.blocking_recv().unwrap().is_err());
         assert!(also_good_outcome.blocking_recv().unwrap().is_ok());
@@ -255,7 +259,7 @@ mod tests {
         let (jobs, outcomes): (Vec<_>, Vec<_>) = (0..5)
             .map(|n| meta_job(&format!("k{n}"), Some(big.clone()), &runs))
             .unzip();
-        commit_batch(&conn, &mut DedupIndex::empty(), jobs);
+        commit_batch(&conn, &mut MemoryIndexes::empty(), jobs);
         for outcome in outcomes {
             let result = outcome.blocking_recv().unwrap();
             assert!(
