@@ -6,7 +6,8 @@
 //! writer: a request only queues its line, and one background thread writes
 //! them, so a slow or stalled stdout never holds up a callback. The queue is
 //! bounded ([`BUFFERED_LINES`]); when it is full, new lines are dropped
-//! rather than waited for.
+//! rather than waited for. The thread writes what it has drained in one go
+//! ([`batched`]).
 //!
 //! The JSON shape: `{"timestamp", "level", <the event's fields, flattened,
 //! `message` among them>, "target", "span": {<the current span's fields>,
@@ -19,6 +20,7 @@
 //! deliveries, written by the sink itself whatever the filter says
 //! ([`crate::sinks::LogSink`]).
 
+mod batched;
 mod settings;
 pub mod traces;
 
@@ -136,7 +138,7 @@ pub fn non_blocking<W: Write + Send + 'static>(output: W) -> (NonBlocking, LogGu
         .lossy(true)
         .buffered_lines_limit(BUFFERED_LINES)
         .thread_name("recordhook-log")
-        .finish(output);
+        .finish(batched::BatchedLines::new(output));
     (
         writer,
         LogGuard {
