@@ -8,7 +8,7 @@ the body to a file and answers only after fdatasync, with group commit), and
 recordhook (log and file sinks, every callback committed to the spool with
 fsync before its 200). Reports requests per second, p50/p99 latency, the
 ratios recordhook/reference and recordhook/durable reference, recordhook's
-peak RSS, the delivery lag of the file sink after each load stops, the
+peak RSS, the bytes it wrote to storage per callback (/proc/PID/io), the delivery lag of the file sink after each load stops, the
 spool's size per 100k records, and the CPU each callback cost (recordhook's,
 and with wrk's and PostgreSQL's: what the machine needs per callback, a figure
 other processes on a shared machine move less than requests per second),
@@ -143,6 +143,19 @@ def cpu_seconds(pids):
     return seconds
 
 
+def written_bytes(pids):
+    """Bytes these processes have had written to storage (`write_bytes` in
+    /proc/PID/io: the spool, its WAL and checkpoints, the log, the file sink)."""
+    total = 0
+    for pid in pids:
+        try:
+            io = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        total += int(io["write_bytes"])
+    return total
+
+
 def cpu_since(before, pids):
     """CPU seconds these processes used since `before` (from cpu_seconds);
     a process started since counts in full."""
@@ -258,6 +271,7 @@ def measure(replicas, round_name, t, sign):
     accepted_before = [rh.accepted() for rh in replicas]
     pids = [rh.process.pid for rh in replicas]
     cpu_before, pg_cpu_before = cpu_seconds(pids), cpu_seconds(postgres_pids() if pg else [])
+    written_before = written_bytes(pids)
     wrk_before, idle_before = resource.getrusage(resource.RUSAGE_CHILDREN), idle_seconds()
     started = time.monotonic()
     ports = [rh.port for rh in replicas] if len(replicas) > 1 else ()
@@ -280,6 +294,7 @@ def measure(replicas, round_name, t, sign):
     new = accepted - sum(accepted_before)
     result["delivered_per_s"] = (delivered - before) / (done - started)
     result["cpu_us"] = cpu_since(cpu_before, pids) / new * 1e6
+    result["written_b"] = (written_bytes(pids) - written_before) / new
     result["pg_cpu_us"] = cpu_since(pg_cpu_before, postgres_pids()) / new * 1e6 if pg else 0
     # Everything this benchmark ran per callback: what the machine would need
     # for it if nothing else ran (wrk counted per request it sent).
@@ -541,6 +556,8 @@ def main():
     row("machine idle / other processes' share during the load (median)", "", "",
         f"{med(r['rh']['idle'] for r in rounds):.0%} / {med(r['rh']['others'] for r in rounds):.0%}",
         postgres and f"{med(r['pg']['idle'] for r in rounds):.0%} / {med(r['pg']['others'] for r in rounds):.0%}")
+    row("bytes written to storage per callback: spool, log, sinks (median)", "", "",
+        f"{med(r['rh']['written_b'] for r in rounds):.0f} B", postgres and f"{med(r['pg']['written_b'] for r in rounds):.0f} B")
     row("peak RSS", "", "", f"{rss/1024:.1f} MiB", postgres and " / ".join(f"{kib/1024:.1f}" for kib in pg_rss) + " MiB")
     row(f"{SINK} sink lag after load (worst)", "", "", f"{max(r['lag'] for r in rounds):.2f} s",
         postgres and f"{max(r['pg_lag'] for r in rounds):.2f} s")
@@ -553,6 +570,8 @@ def main():
         print(f"| baseline: ratio to the durable reference (median, min) | | | {med(base_ratio):.2f} ({min(base_ratio):.2f}) |")
         print(f"| baseline: p99 latency (median, worst round) | | | {latency('base', 'p99_us')} / {latency('base', 'p99_us', max)} |")
         print(f"| recordhook / baseline, requests/s (median, min) | | | {med(versus):.2f} ({min(versus):.2f}) |")
+        print(f"| baseline: CPU per callback (median) | | | {med(r['base']['cpu_us'] for r in rounds):.0f} µs |")
+        print(f"| baseline: bytes written per callback (median) | | | {med(r['base']['written_b'] for r in rounds):.0f} B |")
     pg_accepted = rounds[-1]["pg_accepted"]
     row("spool size per 100k records", "", "", f"{spool_bytes/accepted*100000/1024/1024:.1f} MiB ({int(accepted)} records, {spool_bytes/1024/1024:.1f} MiB)",
         postgres and f"{pg_bytes/pg_accepted*100000/1024/1024:.1f} MiB ({int(pg_accepted)} records, {pg_bytes/1024/1024:.1f} MiB: the whole database)")
