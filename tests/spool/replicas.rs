@@ -30,6 +30,7 @@ pub fn tests() -> Vec<Test> {
         test!(a_record_that_commits_late_is_still_delivered),
         test!(replicas_started_together_migrate_once),
         test!(a_newer_schema_runs_only_when_it_says_it_is_compatible),
+        test!(a_version_5_spool_with_pending_and_claimed_deliveries_is_migrated_in_place_and_delivered),
         test!(an_unreachable_database_fails_acceptance_and_recovers_by_itself),
         test!(maintenance_runs_on_one_replica_at_a_time),
         test!(of_two_replicas_asking_for_a_lease_at_once_exactly_one_gets_it),
@@ -417,8 +418,8 @@ async fn replicas_started_together_migrate_once() {
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);
-    // The latest schema version (5: reconciliation's tables).
-    assert_eq!(rows[0].get::<_, i32>(0), 5);
+    // The latest schema version (6: deliveries without a foreign key).
+    assert_eq!(rows[0].get::<_, i32>(0), 6);
 }
 
 async fn a_newer_schema_runs_only_when_it_says_it_is_compatible() {
@@ -426,24 +427,99 @@ async fn a_newer_schema_runs_only_when_it_says_it_is_compatible() {
     let options = database.options(WINDOW, Duration::from_secs(30));
     Spool::open(&options).await.unwrap().close().await;
     let client = database.client().await;
-    // A newer recordhook migrated, and says code of this one's version (5) still runs on it.
+    // A newer recordhook migrated, and says code of this one's version (6) still runs on it.
     client
         .execute(
-            "UPDATE recordhook_schema SET version = 6, compatible_from = 5",
+            "UPDATE recordhook_schema SET version = 7, compatible_from = 6",
             &[],
         )
         .await
         .unwrap();
     Spool::open(&options).await.unwrap().close().await;
     Spool::open_for_admin(&options).await.unwrap().close().await;
-    // One that breaks version 5: refused, by the server and the admin commands.
+    // One that breaks version 6: refused, by the server and the admin commands.
     client
-        .execute("UPDATE recordhook_schema SET compatible_from = 6", &[])
+        .execute("UPDATE recordhook_schema SET compatible_from = 7", &[])
         .await
         .unwrap();
     let refused = Spool::open(&options).await.err().unwrap().to_string();
     assert!(refused.contains("upgrade"), "{refused}");
     assert!(Spool::open_for_admin(&options).await.is_err());
+}
+
+async fn a_version_5_spool_with_pending_and_claimed_deliveries_is_migrated_in_place_and_delivered()
+{
+    let database = Database::create().await;
+    let old = replicas(&database, 1, SHORT_LEASE, false).await;
+    for n in 0..3 {
+        old[0]
+            .accept(new_record(&record(&format!("f{n}"))), at(1_000))
+            .await
+            .unwrap();
+    }
+    // One delivery is claimed by a replica that then goes away; two are fresh.
+    let abandoned = old[0]
+        .claim("a", &EventTypes::All, at(1_001), 1)
+        .await
+        .unwrap();
+    assert_eq!(abandoned.deliveries.len(), 1);
+    old[0].close().await;
+    // Version 5 as it was shipped: version 6 only dropped the foreign key
+    // (purging takes deliveries along by a trigger instead) and made pages
+    // half full, so undoing those gives the old spool.
+    let client = database.client().await;
+    client
+        .batch_execute(
+            "DROP TRIGGER records_purge_deliveries ON records;
+             DROP FUNCTION recordhook_purge_deliveries();
+             ALTER TABLE deliveries RESET (fillfactor);
+             ALTER TABLE deliveries ADD CONSTRAINT deliveries_seq_fkey
+                 FOREIGN KEY (seq) REFERENCES records (seq) ON DELETE CASCADE;
+             UPDATE recordhook_schema SET version = 5, compatible_from = 1;",
+        )
+        .await
+        .unwrap();
+    let spools = replicas(&database, 1, SHORT_LEASE, false).await;
+    let count = |sql: &'static str| {
+        let client = &client;
+        async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(
+        count("SELECT version::bigint FROM recordhook_schema").await,
+        6
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM pg_constraint WHERE conname = 'deliveries_seq_fkey'").await,
+        0
+    );
+    // Every delivery is offered: the fresh ones at once, the abandoned claim
+    // once its lease has run out.
+    let mut seen = HashSet::new();
+    while seen.len() < 3 {
+        let claim = first_claim(&spools[0], Duration::from_secs(10)).await;
+        for delivery in &claim.deliveries {
+            assert!(
+                seen.insert(delivery.seq),
+                "seq {} offered twice",
+                delivery.seq
+            );
+        }
+        let outcomes = delivered(&claim);
+        assert_eq!(
+            spools[0]
+                .settle("a", claim.receipt, outcomes, at(1_002))
+                .await
+                .unwrap(),
+            0
+        );
+    }
+    assert_eq!(
+        count("SELECT COUNT(*) FROM deliveries WHERE state <> 'delivered'").await,
+        0
+    );
+    // Purging a delivered record still takes its deliveries along.
+    assert_eq!(spools[0].purge_delivered(i64::MAX, 100).await.unwrap(), 3);
+    assert_eq!(count("SELECT COUNT(*) FROM deliveries").await, 0);
 }
 
 async fn an_unreachable_database_fails_acceptance_and_recovers_by_itself() {

@@ -49,10 +49,20 @@ pub(super) const MAX_BATCH: usize = 512;
 /// batches sharing ids wait for each other in one direction only: inserted
 /// in arrival order, batches [a, b] and [b, a] deadlocked (found by
 /// `the_same_callback_sent_to_two_replicas_at_once_is_stored_once`).
+///
+/// Each array is read through a sub-select, `(SELECT $1::text[])`, so the
+/// planner cannot see its length even when it plans with the values: its
+/// plans for a given batch then cost what the generic plan costs, and after
+/// its first five executions on a connection PostgreSQL keeps the generic
+/// plan instead of planning every batch again. Seen with the arrays, a
+/// batch of one looked ten times cheaper than the generic plan, and every
+/// execution was planned (a quarter of the statement's time,
+/// bench/BENCHMARKS.md, issue 21).
 const STORE: &str = "
 WITH input AS (
-    SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $6::text[],
-                         $7::text[], $8::text[])
+    SELECT * FROM unnest((SELECT $1::text[]), (SELECT $2::bigint[]), (SELECT $3::bigint[]),
+                         (SELECT $4::text[]), (SELECT $6::text[]), (SELECT $7::text[]),
+                         (SELECT $8::text[]))
         WITH ORDINALITY AS i (event_id, event_type, received_at_ms, body, stream_id, file_id,
                               source, position)
 ), fresh AS (

@@ -142,20 +142,21 @@ impl PgSpool {
     /// Takes or renews this replica's lease on a single-writer sink; its
     /// fence number, or `None` while another replica holds it.
     async fn hold_sink(&self, sink: &str) -> Result<Option<i64>, SpoolError> {
-        let row = self
-            .client()
-            .await?
-            .query_opt(
-                &format!(
-                    "UPDATE sinks SET
-                         fence = fence + CASE WHEN holder IS NOT DISTINCT FROM $2 THEN 0 ELSE 1 END,
-                         holder = $2, lease_until_ms = {NOW_MS} + $3
-                     WHERE sink = $1
-                       AND (holder IS NULL OR holder = $2 OR lease_until_ms < {NOW_MS})
-                     RETURNING fence"
-                ),
-                &[&sink, &self.inner.replica, &self.lease_ms()],
-            )
+        let client = self.client().await?;
+        // Prepared once per connection: it runs before every claim.
+        let statement = client
+            .prepare_cached(&format!(
+                "UPDATE sinks SET
+                     fence = fence + CASE WHEN holder IS NOT DISTINCT FROM $2 THEN 0 ELSE 1 END,
+                     holder = $2, lease_until_ms = {NOW_MS} + $3
+                 WHERE sink = $1
+                   AND (holder IS NULL OR holder = $2 OR lease_until_ms < {NOW_MS})
+                 RETURNING fence"
+            ))
+            .await
+            .map_err(SpoolError::write)?;
+        let row = client
+            .query_opt(&statement, &[&sink, &self.inner.replica, &self.lease_ms()])
             .await
             .map_err(SpoolError::write)?;
         Ok(row.map(|row| row.get(0)))
@@ -411,14 +412,17 @@ impl PgSpool {
 
     /// When the next retry to `sink` falls due (this host's Unix ms).
     pub async fn next_retry_ms(&self, sink: &str) -> Result<Option<i64>, SpoolError> {
-        let row = self
-            .client()
-            .await?
-            .query_one(
+        let client = self.client().await?;
+        // Prepared once per connection: an idle worker asks at every round.
+        let statement = client
+            .prepare_cached(
                 "SELECT MIN(next_attempt_ms) FROM deliveries
                  WHERE sink = $1 AND state = 'pending' AND last_attempt_ms IS NOT NULL",
-                &[&sink],
             )
+            .await
+            .map_err(SpoolError::read)?;
+        let row = client
+            .query_one(&statement, &[&sink])
             .await
             .map_err(SpoolError::read)?;
         Ok(row

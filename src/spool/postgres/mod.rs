@@ -581,7 +581,9 @@ impl PgSpool {
     }
 
     /// Removes up to `limit` records received before `before_ms` that every
-    /// sink has handled (no delivery of them pending or dead).
+    /// sink has handled (no delivery of them pending or dead). Their
+    /// deliveries go with them, by the `records_purge_deliveries` trigger
+    /// (schema.rs, version 6).
     pub async fn purge_delivered(&self, before_ms: i64, limit: usize) -> Result<usize, SpoolError> {
         let before_ms = self.inner.clock.to_db(before_ms);
         self.maintain(

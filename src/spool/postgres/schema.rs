@@ -178,6 +178,38 @@ const MIGRATIONS: &[Migration] = &[
     );
 ",
     },
+    Migration {
+        // Older code still runs: it never relied on the foreign key when
+        // storing (it writes a record and its deliveries in one statement),
+        // and its purge of records still takes their deliveries along, by
+        // the trigger below instead of the cascade.
+        compatible_from: 1,
+        sql: r"
+    -- The foreign key cost every stored delivery row a lookup and a row lock
+    -- on its record (a trigger per row, a WAL record per record); the
+    -- storing statement writes both rows itself, so it guarded nothing.
+    -- Purging records deletes their deliveries instead, by one statement per
+    -- purge rather than one cascade per record.
+    ALTER TABLE deliveries DROP CONSTRAINT deliveries_seq_fkey;
+    CREATE FUNCTION recordhook_purge_deliveries() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            DELETE FROM deliveries d USING purged p WHERE d.seq = p.seq;
+            RETURN NULL;
+        END
+    $$;
+    CREATE TRIGGER records_purge_deliveries AFTER DELETE ON records
+        REFERENCING OLD TABLE AS purged
+        FOR EACH STATEMENT EXECUTE FUNCTION recordhook_purge_deliveries();
+
+    -- A delivery row is written three times (stored, claimed, settled).
+    -- With pages filled only half, the later versions fit on the row's own
+    -- page: the claim stays a HOT update and the settle needs no new page
+    -- (a full page cost each settle a lock record and a new page, and
+    -- bloated the table). Applies to pages filled from now on.
+    ALTER TABLE deliveries SET (fillfactor = 50);
+",
+    },
 ];
 
 /// The schema version this build creates and expects.
