@@ -13,6 +13,9 @@
 #[allow(dead_code)]
 #[path = "../api/binary.rs"]
 mod binary;
+#[allow(dead_code)]
+#[path = "../api/collector.rs"]
+mod collector;
 mod dead_letter;
 mod harness;
 #[allow(dead_code)]
@@ -23,6 +26,7 @@ mod nats;
 mod proxy;
 mod rabbitmq;
 mod redis;
+mod traced;
 #[path = "../common/trial.rs"]
 mod trial;
 
