@@ -23,6 +23,7 @@ mod harness;
 mod helpers;
 mod kafka;
 mod nats;
+mod produce_cut;
 mod proxy;
 mod rabbitmq;
 mod redis;
