@@ -21,6 +21,15 @@
 FROM rust:1.95-slim-bookworm AS builder
 WORKDIR /build
 
+# The kafka sink's librdkafka is built from source by rdkafka-sys with its
+# configure script (which insists on a C++ compiler) and make, against
+# OpenSSL's headers (openssl-sys finds them with pkg-config); the binary
+# then links libssl3 alone, which distroless/cc has. The slim image has gcc
+# but none of these.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends g++ make pkg-config libssl-dev \
+    && rm -rf /var/lib/apt/lists/*
+
 # Dependencies first, from the manifests alone, so that a change to the
 # sources reuses this layer instead of rebuilding every crate.
 COPY Cargo.toml Cargo.lock ./

@@ -200,7 +200,14 @@ pub async fn run(
             })
             .collect();
         let span = tracing::info_span!("delivery", sink = name, records = records.len());
-        let attempt = sink.sink.deliver_batch(&records).instrument(span);
+        // Each record's traceparent names its own attempt span.
+        let traced: Vec<(&str, &tracing::Span)> = records
+            .iter()
+            .map(|record| record.id.as_str())
+            .zip(&attempt_spans)
+            .collect();
+        let attempt =
+            traces::within_attempts(&traced, sink.sink.deliver_batch(&records).instrument(span));
         // One outcome per record by construction (`Outcomes` is only built
         // from a batch). A sink could still build it from another slice, and
         // the cursor would then pass records over without an answer: checked

@@ -8,13 +8,15 @@
 //! exported), so whichever replica delivers the record, whenever, rebuilds
 //! the same context without anything stored beside the record: the
 //! `request` span (and its `spool.commit` child) and every
-//! `delivery.attempt` span are its children, and the `traceparent` sent to
-//! targets names it. Sampling is decided from the trace id the same way, so
-//! replicas agree on it too.
+//! `delivery.attempt` span are its children; the `traceparent` sent to
+//! targets and in broker messages names the attempt that sent it as its
+//! parent. Sampling is decided from the trace id the same way, so replicas
+//! agree on it too.
 //!
 //! When `[telemetry.otlp]` is absent none of this runs: [`enabled`] is
 //! false, no span is made for traces, and no `traceparent` is sent.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -164,17 +166,50 @@ fn sampled(trace_id: &[u8; 16], ratio: f64) -> bool {
 /// [`traceparent`] with each delivery.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
 
-/// The W3C `traceparent` to send with a delivery of `event_id`, naming its
-/// trace's root; `None` when traces are off. Every sink that can carry
-/// headers sends it.
+tokio::task_local! {
+    /// The `traceparent` of each record's delivery attempt span, by event
+    /// id, for the sink delivering the batch (set by [`within_attempts`]).
+    static ATTEMPTS: HashMap<String, String>;
+}
+
+/// The W3C `traceparent` to send with a delivery of `event_id`: its trace,
+/// and as parent the attempt's span when the delivery runs
+/// [`within_attempts`] (as every worker's does), else the trace's root;
+/// `None` when traces are off. Every sink that can carry headers sends it.
 pub fn traceparent(event_id: &str) -> Option<String> {
     let root = root_context(event_id, *SAMPLE_RATIO.get()?)?;
-    Some(format!(
+    let attempt = ATTEMPTS
+        .try_with(|attempts| attempts.get(event_id).cloned())
+        .ok()
+        .flatten();
+    Some(attempt.unwrap_or_else(|| format_traceparent(&root)))
+}
+
+/// `context` as a W3C `traceparent` value.
+fn format_traceparent(context: &SpanContext) -> String {
+    format!(
         "00-{}-{}-{:02x}",
-        root.trace_id(),
-        root.span_id(),
-        root.trace_flags().to_u8()
-    ))
+        context.trace_id(),
+        context.span_id(),
+        context.trace_flags().to_u8()
+    )
+}
+
+/// Runs `delivery` (a sink delivering a batch) with each record's
+/// [`traceparent`] naming its attempt span: `attempts` pairs an event id
+/// with that span. Spans that are not in a trace (disabled) are left out.
+pub async fn within_attempts<F: Future>(attempts: &[(&str, &Span)], delivery: F) -> F::Output {
+    let traceparents = attempts
+        .iter()
+        .filter_map(|(event_id, span)| {
+            let context = span.context();
+            let span_context = context.span().span_context().clone();
+            span_context
+                .is_valid()
+                .then(|| ((*event_id).to_owned(), format_traceparent(&span_context)))
+        })
+        .collect();
+    ATTEMPTS.scope(traceparents, delivery).await
 }
 
 /// Makes `span` a child of `event_id`'s trace root and gives it the event's

@@ -10,6 +10,7 @@
 mod admin;
 mod binary;
 mod callback;
+mod collector;
 mod commands;
 mod delivery;
 mod edge;

@@ -7,117 +7,14 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::routing::post;
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
-use opentelemetry_proto::tonic::trace::v1::Span;
-use prost::Message;
 
 use crate::binary::{Server, start_server_with_env};
+use crate::collector::{Collector, FAST_EXPORT, Received};
 use crate::helpers::*;
 use crate::target::Target;
 
-/// Export every 100 ms instead of the SDK's 5 s, so spans arrive promptly.
-const FAST_EXPORT: &[(&str, &str)] = &[("OTEL_BSP_SCHEDULE_DELAY", "100")];
-
 const COLLECTOR_TOKEN: &str = "collector-token-not-for-logs";
-
-/// A span as the collector received it, with the resource it came under.
-#[derive(Debug, Clone)]
-struct Received {
-    span: Span,
-    service_name: Option<String>,
-}
-
-impl Received {
-    fn attribute(&self, key: &str) -> Option<AnyValue> {
-        attribute(&self.span.attributes, key)
-    }
-}
-
-fn attribute(attributes: &[KeyValue], key: &str) -> Option<AnyValue> {
-    attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.clone())
-        .and_then(|value| value.value)
-}
-
-#[derive(Default)]
-struct Collected {
-    spans: Vec<Received>,
-    /// The `x-collector-token` header of each export request.
-    tokens: Vec<String>,
-}
-
-/// An OTLP/HTTP receiver on 127.0.0.1:0.
-#[derive(Clone)]
-struct Collector {
-    endpoint: String,
-    collected: Arc<Mutex<Collected>>,
-}
-
-impl Collector {
-    async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let collected = Arc::new(Mutex::new(Collected::default()));
-        let app = Router::new()
-            .route("/v1/traces", post(export))
-            .with_state(collected.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self {
-            endpoint,
-            collected,
-        }
-    }
-
-    fn spans(&self) -> Vec<Received> {
-        self.collected.lock().unwrap().spans.clone()
-    }
-
-    fn tokens(&self) -> Vec<String> {
-        self.collected.lock().unwrap().tokens.clone()
-    }
-}
-
-async fn export(
-    State(collected): State<Arc<Mutex<Collected>>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Vec<u8> {
-    let request = ExportTraceServiceRequest::decode(body).unwrap();
-    let mut collected = collected.lock().unwrap();
-    if let Some(token) = headers.get("x-collector-token") {
-        collected.tokens.push(token.to_str().unwrap().to_owned());
-    }
-    for resource_spans in request.resource_spans {
-        let service_name = resource_spans
-            .resource
-            .as_ref()
-            .and_then(|resource| attribute(&resource.attributes, "service.name"))
-            .and_then(|value| match value {
-                AnyValue::StringValue(name) => Some(name),
-                _ => None,
-            });
-        for scope in resource_spans.scope_spans {
-            for span in scope.spans {
-                collected.spans.push(Received {
-                    span,
-                    service_name: service_name.clone(),
-                });
-            }
-        }
-    }
-    ExportTraceServiceResponse::default().encode_to_vec()
-}
 
 fn config(endpoint: &str, target: &Target, dir: &tempfile::TempDir) -> String {
     format!(
@@ -169,10 +66,10 @@ async fn a_callback_is_one_trace_from_request_through_commit_to_each_delivery() 
     let event_type = delivered.json()["event_type"].as_i64().unwrap();
     let trace_id = hex::decode(&event_id).unwrap();
     let root_span_id = trace_id[..8].to_vec();
-    assert_eq!(
-        delivered.header("traceparent"),
-        format!("00-{event_id}-{}-01", hex::encode(&root_span_id))
-    );
+    // The traceparent the target got names the attempt that posted it.
+    collector
+        .assert_names_its_attempt(delivered.header("traceparent"), &event_id, "web")
+        .await;
 
     // The request, its commit, and one attempt per sink.
     let in_trace = || {

@@ -20,6 +20,8 @@ use serde_json::Value;
 use crate::dead_letter::dead_letter_of;
 use crate::harness::Test;
 use crate::helpers::*;
+use crate::produce_cut::ProduceCut;
+use crate::traced::Traced;
 
 /// Every test of this file, for the harness.
 pub fn tests() -> Vec<Test> {
@@ -30,6 +32,8 @@ pub fn tests() -> Vec<Test> {
         crate::test!(a_stopped_broker_means_retries_and_a_backlog_then_everything_arrives_once),
         crate::test!(scram_credentials_work_and_wrong_ones_are_a_clear_error_without_the_password),
         crate::test!(check_config_shows_the_sasl_password_redacted),
+        crate::test!(a_produce_whose_answer_is_lost_is_stored_once_by_the_idempotent_producer),
+        crate::test!(traceparent_names_the_event_trace_and_its_delivery_attempt),
     ]
 }
 
@@ -53,6 +57,8 @@ fn unique(prefix: &str) -> String {
 /// A tansu broker of the test's own, killed when dropped.
 struct Tansu {
     port: u16,
+    /// The port it tells clients to reach it on: its own, or a proxy's.
+    advertised: u16,
     child: Option<Child>,
     extra: Vec<String>,
     store: tempfile::TempDir,
@@ -61,6 +67,12 @@ struct Tansu {
 impl Tansu {
     /// Starts one on a free port with `extra` arguments.
     fn start(extra: &[&str]) -> Self {
+        Self::start_advertising(extra, None)
+    }
+
+    /// [`Tansu::start`], telling clients to reach it on `advertised` (a
+    /// proxy's port) instead of its own.
+    fn start_advertising(extra: &[&str], advertised: Option<u16>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -68,6 +80,7 @@ impl Tansu {
             .port();
         let mut tansu = Self {
             port,
+            advertised: advertised.unwrap_or(port),
             child: None,
             extra: extra.iter().map(|arg| (*arg).to_owned()).collect(),
             store: tempfile::tempdir().unwrap(),
@@ -80,10 +93,11 @@ impl Tansu {
     /// accepts connections.
     fn restart(&mut self) {
         let listener = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://127.0.0.1:{}", self.advertised);
         let child = Command::new("tansu")
             .arg("broker")
             .args(["--listener-url", &listener])
-            .args(["--advertised-listener-url", &listener])
+            .args(["--advertised-listener-url", &advertised])
             // tansu reads the SQLite URL's path relative to its working
             // directory, so it runs in the store with a relative one.
             .args(["--storage-engine", "sqlite://tansu.db"])
@@ -386,7 +400,8 @@ async fn a_stopped_broker_means_retries_and_a_backlog_then_everything_arrives_on
 
     tansu.restart();
     for id in &backlog {
-        assert!(app.wait_for_state(id, "bus", "delivered").await, "{id}");
+        let delivered = app.wait_for_state(id, "bus", "delivered").await;
+        assert!(delivered, "{id}: {:?}", app.delivery(id, "bus").await);
     }
     ids.extend(backlog);
     let client = tansu.client(None).await;
@@ -491,4 +506,80 @@ async fn check_config_shows_the_sasl_password_redacted() {
     assert!(!check.status.success(), "{check:?}");
     let reason = String::from_utf8_lossy(&check.stderr);
     assert!(reason.contains("sinks[0].brokers"), "{reason}");
+}
+
+/// With traces on, a message's `traceparent` header is in its event's
+/// trace, with the delivery attempt that produced it as its parent.
+async fn traceparent_names_the_event_trace_and_its_delivery_attempt() {
+    let tansu = Tansu::start(&[]);
+    let client = tansu.client(None).await;
+    let prefix = unique("rh");
+    let topic = format!("{prefix}.100");
+    tansu.create_topic(&client, &topic, 1).await;
+    let traced = Traced::start(&kafka_sink(
+        &tansu.address(),
+        &format!("{prefix}.{{event_type}}"),
+        "",
+    ))
+    .await;
+    traced.post(&unique("f")).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            !tansu.messages(&client, &topic, 1).await.is_empty()
+        })
+        .await
+    );
+    let (_, message) = &tansu.messages(&client, &topic, 1).await[0];
+    traced
+        .collector
+        .assert_names_its_attempt(
+            &header(message, "traceparent"),
+            &header(message, "recordhook-event-id"),
+            "bus",
+        )
+        .await;
+}
+
+/// A produce whose answer is lost (the connection cut after the broker got
+/// the request) is sent again by the sink's idempotent producer as the same
+/// batch: a producer id from the cluster (not -1, which means "not
+/// idempotent"), the same epoch and base sequence, so the broker stores it
+/// once. The record counts as delivered once the retry is acknowledged.
+async fn a_produce_whose_answer_is_lost_is_stored_once_by_the_idempotent_producer() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_port = listener.local_addr().unwrap().port();
+    let tansu = Tansu::start_advertising(&[], Some(proxy_port));
+    let proxy = ProduceCut::start(listener, ([127, 0, 0, 1], tansu.port).into());
+    let client = tansu.client(None).await;
+    let prefix = unique("rh");
+    let topic = format!("{prefix}.100");
+    tansu.create_topic(&client, &topic, 1).await;
+    let mut settings = KafkaSinkSettings::new(vec![format!("127.0.0.1:{proxy_port}")]);
+    settings.topic = format!("{prefix}.{{event_type}}");
+    let sink = KafkaSink::from_settings("bus", &settings).unwrap();
+
+    let record = stored("lost-answer", 100);
+    let outcomes = sink.deliver_batch(std::slice::from_ref(&record)).await;
+    assert_eq!(outcomes[0], Ok(()));
+    assert!(
+        proxy.cut(),
+        "no produce answer was cut: {:?}",
+        proxy.batches()
+    );
+    let batches = proxy.batches();
+    assert!(
+        batches.len() >= 2,
+        "the produce was not sent again: {batches:?}"
+    );
+    assert!(batches[0].producer_id >= 0, "not idempotent: {batches:?}");
+    assert_eq!(
+        batches[1], batches[0],
+        "the retry is another batch: {batches:?}"
+    );
+    assert_eq!(batches[0].records, 1);
+    // tansu deduplicates by producer id and sequence: the topic holds the
+    // record once, though the broker got it twice.
+    let stored = tansu.messages(&client, &topic, 1).await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(header(&stored[0].1, "recordhook-event-id"), record.id);
 }

@@ -13,6 +13,9 @@
 #[allow(dead_code)]
 #[path = "../api/binary.rs"]
 mod binary;
+#[allow(dead_code)]
+#[path = "../api/collector.rs"]
+mod collector;
 mod dead_letter;
 mod harness;
 #[allow(dead_code)]
@@ -20,9 +23,11 @@ mod harness;
 mod helpers;
 mod kafka;
 mod nats;
+mod produce_cut;
 mod proxy;
 mod rabbitmq;
 mod redis;
+mod traced;
 #[path = "../common/trial.rs"]
 mod trial;
 

@@ -17,6 +17,7 @@ use recordhook::sinks::{NatsSink, NatsSinkSettings, Sink};
 use crate::dead_letter::dead_letter_of;
 use crate::harness::{Broker, Test};
 use crate::helpers::*;
+use crate::traced::Traced;
 
 // The binary as a child process, with its JSON log lines (tests/api's helper).
 
@@ -30,6 +31,7 @@ pub fn tests() -> Vec<Test> {
         crate::test!(
             wrong_credentials_are_a_clear_error_and_no_secret_reaches_logs_or_check_config
         ),
+        crate::test!(traceparent_names_the_event_trace_and_its_delivery_attempt),
     ]
 }
 
@@ -427,4 +429,25 @@ async fn wrong_credentials_are_a_clear_error_and_no_secret_reaches_logs_or_check
     assert!(error.contains("authorization violation"), "{error}");
     let log = lines.join("\n");
     assert!(!log.contains(SECRET), "the password is in the log:\n{log}");
+}
+
+/// With traces on, a message's `traceparent` header is in its event's
+/// trace, with the delivery attempt that published it as its parent.
+async fn traceparent_names_the_event_trace_and_its_delivery_attempt() {
+    let stream = TestStream::create(&shared_url(), stream::StorageType::Memory).await;
+    let traced = Traced::start(&nats_sink(&shared_url(), &stream.subject(), "")).await;
+    traced.post(&unique("f")).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            stream.count().await >= 1
+        })
+        .await
+    );
+    let message = &stream.messages().await[0];
+    let event_id = header(message, "webhook-id").unwrap();
+    let traceparent = header(message, "traceparent").expect("a traceparent header");
+    traced
+        .collector
+        .assert_names_its_attempt(&traceparent, &event_id, "bus")
+        .await;
 }

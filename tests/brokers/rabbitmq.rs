@@ -23,6 +23,7 @@ use crate::dead_letter::dead_letter_of;
 use crate::harness::{Broker, Test};
 use crate::helpers::*;
 use crate::proxy::Proxy;
+use crate::traced::Traced;
 
 /// Every test of this file, for the harness.
 pub fn tests() -> Vec<Test> {
@@ -38,6 +39,7 @@ pub fn tests() -> Vec<Test> {
         crate::test!(a_broker_down_at_start_up_neither_stops_the_service_nor_loses_records),
         crate::test!(a_broker_cut_under_traffic_grows_the_backlog_and_everything_arrives_later),
         crate::test!(check_config_redacts_the_password_in_the_url),
+        crate::test!(traceparent_names_the_event_trace_and_its_delivery_attempt),
     ]
 }
 
@@ -526,4 +528,25 @@ async fn check_config_redacts_the_password_in_the_url() {
             assert!(stderr.contains("sinks[0]"), "{stderr}");
         }
     }
+}
+
+/// With traces on, a message's `traceparent` header is in its event's
+/// trace, with the delivery attempt that published it as its parent.
+async fn traceparent_names_the_event_trace_and_its_delivery_attempt() {
+    let topology = Topology::new(Some("css.100")).await;
+    let traced = Traced::start(&sink_toml(URL, &topology.exchange, "")).await;
+    traced.post(&unique("f")).await;
+    let messages = topology.take(1).await;
+    assert_eq!(messages.len(), 1);
+    let properties = &messages[0].properties;
+    let event_id = properties.message_id().as_ref().unwrap().to_string();
+    let headers = properties.headers().as_ref().unwrap();
+    let Some(AMQPValue::LongString(traceparent)) = headers.inner().get("traceparent") else {
+        panic!("no traceparent header: {headers:?}");
+    };
+    traced
+        .collector
+        .assert_names_its_attempt(&traceparent.to_string(), &event_id, SINK)
+        .await;
+    topology.delete().await;
 }

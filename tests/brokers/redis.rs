@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::harness::{Broker, Test};
 use crate::helpers::*;
+use crate::traced::Traced;
 
 // The binary as a child process, for the tests that read its log lines.
 
@@ -27,6 +28,7 @@ pub fn tests() -> Vec<Test> {
         crate::test!(a_stream_key_of_another_type_is_a_dead_letter_and_leaves_no_dedup_key),
         crate::test!(a_wrong_password_is_a_clear_dead_letter_and_never_logged),
         crate::test!(check_config_validates_without_connecting_and_redacts_the_password),
+        crate::test!(traceparent_names_the_event_trace_and_its_delivery_attempt),
     ]
 }
 
@@ -594,4 +596,34 @@ async fn check_config_validates_without_connecting_and_redacts_the_password() {
     }
     let output = check(sink("redis://h", "stream = \"x:{type}\""));
     assert!(String::from_utf8_lossy(&output.stderr).contains("only placeholder"));
+}
+
+/// With traces on, an entry's `traceparent` field is in its event's trace,
+/// with the delivery attempt that added it as its parent.
+async fn traceparent_names_the_event_trace_and_its_delivery_attempt() {
+    let keys = Keys::new("traceparent");
+    let stream = format!("{}:100", keys.prefix);
+    let traced = Traced::start(&format!(
+        "[[sinks]]\nname = \"stream\"\ntype = \"redis\"\nurl = \"{}\"\nstream = \"{}:{{event_type}}\"\n",
+        shared_url(),
+        keys.prefix
+    ))
+    .await;
+    traced.post("traced-entry").await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            !read_stream(&shared_url(), &stream).await.is_empty()
+        })
+        .await
+    );
+    let entries = read_stream(&shared_url(), &stream).await;
+    let entry = &entries[0];
+    traced
+        .collector
+        .assert_names_its_attempt(
+            field(entry, "traceparent"),
+            field(entry, "event_id"),
+            "stream",
+        )
+        .await;
 }

@@ -1,6 +1,6 @@
-//! The `kafka` sink: produces each record to a Kafka topic and counts it as
-//! delivered only when the partition's leader acknowledged the produce
-//! request with `acks = all` (every in-sync replica has the record).
+//! The `kafka` sink: produces each record to a Kafka topic with an
+//! idempotent producer and counts it as delivered only when the partition's
+//! leader acknowledged it with `acks = all` (every in-sync replica has it).
 //!
 //! A message is the record's JSON, byte for byte as the forward sink posts
 //! it, keyed by the event id (or the stream id, or nothing: `key`), with
@@ -8,38 +8,40 @@
 //! on). The partition is Kafka's default partitioner's choice for the key
 //! ([`partition`]).
 //!
-//! The client is rskafka (pure Rust, rustls): it speaks the produce
-//! protocol with `acks = all` but has no idempotent producer. A produce
-//! retried after a lost answer (ours, or rskafka's own retry inside the
-//! timeout) may therefore store a record twice; consumers deduplicate on the
+//! The client is librdkafka ([`client`]), whose idempotent producer makes a
+//! produce it retries after a lost answer land once. It retries only within
+//! `timeout_secs`; a record it then reports failed is never sent by it
+//! again, and our retry schedule produces it anew, which the broker cannot
+//! tell from a new record: consumers still deduplicate on the
 //! `recordhook-event-id` header, as with every at-least-once sink.
 //!
-//! The client is made on the first delivery, never at start-up, and a failed
-//! attempt to make it is not repeated before a growing delay has passed
-//! ([`ReconnectGate`]). Topics are never created: a record whose topic the
-//! cluster does not have is a permanent failure (a dead letter, replayable
-//! once the topic exists); every other failure is retriable.
+//! The producer is made on the first delivery, never at start-up. When the
+//! cluster cannot be reached, the next attempt waits a growing delay
+//! ([`ReconnectGate`]) and deliveries meanwhile fail at once; it then makes
+//! a new producer (librdkafka's old one did not always find a restarted
+//! broker again). Topics are
+//! never created: a record whose topic the cluster does not have is a
+//! permanent failure (a dead letter, replayable once the topic exists);
+//! every other failure is retriable.
 
+mod client;
 mod partition;
 mod settings;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use rskafka::BackoffConfig;
-use rskafka::chrono::{DateTime, Utc};
-use rskafka::client::error::{Error as KafkaError, ProtocolError};
-use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
-use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
-use rskafka::record::Record;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureRecord, Producer as _};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use secrecy::ExposeSecret;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-pub use self::settings::{KafkaSinkSettings, MessageKey, SaslMechanism, SaslSettings};
+use self::client::Client;
+pub use self::settings::{KafkaSinkSettings, MessageKey};
 use super::broker::{Backoff, ReconnectGate, Template};
 use super::checks::InvalidSetting;
 use super::contract::{BoxFuture, DeliveryError, Outcomes, Sink};
@@ -53,37 +55,46 @@ pub const EVENT_TYPE_HEADER: &str = "recordhook-event-type";
 /// Header saying what the value is.
 pub const CONTENT_TYPE_HEADER: &str = "content-type";
 
-/// Waits between attempts to make the client after a failed one: from
+/// Waits between attempts to reach the cluster after a failed one: from
 /// 200 ms up to 5 s, as the other broker sinks.
 const RECONNECT: Backoff = Backoff {
     initial: Duration::from_millis(200),
     max: Duration::from_secs(5),
 };
 
+/// How long past `timeout_secs` to wait for librdkafka's report on a
+/// record before giving up on hearing it (it reports every record within
+/// `message.timeout.ms`; this only guards against a report never coming).
+const REPORT_GRACE: Duration = Duration::from_secs(5);
+
 /// Produces records to Kafka.
 pub struct KafkaSink {
     /// The sink's name, for log fields and the client id.
     name: String,
-    /// The bootstrap brokers, as configured.
-    brokers: Vec<String>,
+    /// The settings, kept to make the producer on the first delivery.
+    settings: KafkaSinkSettings,
     topic: Template,
     key: MessageKey,
     timeout: Duration,
-    tls: Option<Arc<rustls::ClientConfig>>,
-    sasl: Option<SaslSettings>,
-    /// The client and what it learnt of the cluster, behind one lock held
+    /// The producer and what it learnt of the cluster, behind one lock held
     /// only to look things up, never across a produce.
     state: Mutex<State>,
 }
 
-/// The client, once made, and the per-topic facts it learnt.
+/// The producer, once made, and the per-topic facts learnt with it.
 struct State {
-    client: Option<Arc<Client>>,
+    producer: Option<Arc<Client>>,
     gate: ReconnectGate,
     /// Partition count per topic, from the cluster's metadata.
     partitions: HashMap<String, i32>,
-    /// A client per partition produced to, which knows its leader.
-    leaders: HashMap<(String, i32), Arc<PartitionClient>>,
+}
+
+/// A record's message, built before it is handed to librdkafka.
+struct Message {
+    topic: String,
+    partition: i32,
+    key: Option<Vec<u8>>,
+    headers: Vec<(&'static str, Vec<u8>)>,
 }
 
 impl KafkaSink {
@@ -91,84 +102,50 @@ impl KafkaSink {
     /// but does not connect: the first delivery does.
     pub fn from_settings(name: &str, settings: &KafkaSinkSettings) -> Result<Self, InvalidSetting> {
         settings.validate()?;
-        let tls = if settings.tls {
-            Some(Arc::new(tls_config(settings)?))
-        } else {
-            None
-        };
+        if let Some(path) = &settings.ca_file {
+            check_ca_file(path)?;
+        }
         Ok(Self {
             name: name.to_owned(),
-            brokers: settings.brokers.clone(),
+            settings: settings.clone(),
             topic: settings::topic_template(&settings.topic)?,
             key: settings.key,
             timeout: Duration::from_secs(settings.timeout_secs),
-            tls,
-            sasl: settings.sasl.clone(),
             state: Mutex::new(State {
-                client: None,
+                producer: None,
                 gate: ReconnectGate::new(RECONNECT),
                 partitions: HashMap::new(),
-                leaders: HashMap::new(),
             }),
         })
     }
 
     /// The brokers as shown in errors (they carry no secret).
     fn at(&self) -> String {
-        self.brokers.join(",")
+        self.settings.brokers.join(",")
     }
 
-    /// The client, made now if there is none and the gate allows it.
-    async fn client(&self) -> Result<Arc<Client>, DeliveryError> {
+    /// The producer, made now if there is none, unless the gate is closed.
+    async fn producer(&self) -> Result<Arc<Client>, DeliveryError> {
         let mut state = self.state.lock().await;
-        if let Some(client) = &state.client {
-            return Ok(Arc::clone(client));
-        }
-        let now = Instant::now();
-        state.gate.check(now).map_err(|closed| {
+        state.gate.check(Instant::now()).map_err(|closed| {
             DeliveryError::retriable(format!("kafka at {}: {closed}", self.at()))
         })?;
-        let mut builder = ClientBuilder::new(self.brokers.clone())
-            .client_id(format!("recordhook/{}", self.name))
-            // No retrying inside rskafka: its deadline counts only the
-            // time it sleeps, not the attempts, so a slow failing attempt
-            // (a SCRAM login refused) repeated outlived our timeout and its
-            // reason was lost to a bare "timed out". With a zero deadline it
-            // makes one attempt and says why it failed; the sink's own
-            // retry schedule does the retrying.
-            .backoff_config(BackoffConfig {
-                deadline: Some(Duration::ZERO),
-                ..BackoffConfig::default()
-            });
-        if let Some(tls) = &self.tls {
-            builder = builder.tls_config(Arc::clone(tls));
+        if let Some(producer) = &state.producer {
+            return Ok(Arc::clone(producer));
         }
-        if let Some(sasl) = &self.sasl {
-            builder = builder.sasl_config(sasl_config(sasl));
-        }
-        match tokio::time::timeout(self.timeout, builder.build()).await {
-            Ok(Ok(client)) => {
-                if state.gate.succeeded() {
-                    tracing::info!(sink = %self.name, brokers = %self.at(), "kafka reachable again");
-                }
+        match Client::make(&self.name, &self.settings) {
+            Ok(client) => {
                 let client = Arc::new(client);
-                state.client = Some(Arc::clone(&client));
+                state.producer = Some(Arc::clone(&client));
                 Ok(client)
             }
-            Ok(Err(err)) => {
+            Err(err) => {
+                // Only a configuration librdkafka refuses (a CA file it
+                // cannot load): nothing has been sent.
                 let reason = format!(
-                    "cannot connect to kafka at {}: {}",
+                    "cannot make a kafka producer for {}: {}",
                     self.at(),
-                    self.scrub(&err)
-                );
-                state.gate.failed(Instant::now(), &reason);
-                Err(DeliveryError::retriable(reason))
-            }
-            Err(_) => {
-                let reason = format!(
-                    "timed out after {} s connecting to kafka at {}",
-                    self.timeout.as_secs(),
-                    self.at()
+                    crate::error_chain::error_chain(&err)
                 );
                 state.gate.failed(Instant::now(), &reason);
                 Err(DeliveryError::retriable(reason))
@@ -176,62 +153,111 @@ impl KafkaSink {
         }
     }
 
-    /// Forgets the client and everything learnt with it, so the next
-    /// delivery starts afresh (after a failure that may mean the cluster
-    /// changed or the connection is gone).
-    async fn forget(&self) {
+    /// Forgets the partition counts (and the producer itself after a fatal
+    /// error), so the next delivery learns the cluster afresh.
+    async fn forget(&self, client: &Client) {
         let mut state = self.state.lock().await;
-        state.client = None;
         state.partitions.clear();
-        state.leaders.clear();
+        if let Some((code, reason)) = client.producer.client().fatal_error() {
+            tracing::warn!(
+                sink = %self.name,
+                error = %code,
+                reason = %client.report.scrub(&reason),
+                "kafka producer failed for good; a new one is made for the next delivery"
+            );
+            state.producer = None;
+        }
     }
 
     /// How many partitions `topic` has: from the cache, or the cluster's
-    /// metadata. A topic the cluster lacks is a permanent failure.
-    async fn partition_count(&self, client: &Client, topic: &str) -> Result<i32, DeliveryError> {
+    /// metadata, waited for until `deadline`. A topic the cluster lacks is
+    /// a permanent failure; a cluster that does not answer closes the gate.
+    async fn partition_count(
+        &self,
+        client: &Arc<Client>,
+        topic: &str,
+        deadline: Instant,
+    ) -> Result<i32, DeliveryError> {
         if let Some(count) = self.state.lock().await.partitions.get(topic) {
             return Ok(*count);
         }
-        let topics = client.list_topics().await.map_err(|err| {
-            DeliveryError::retriable(format!(
-                "cannot read the topics of kafka at {}: {}",
-                self.at(),
-                self.scrub(&err)
-            ))
-        })?;
-        let mut state = self.state.lock().await;
-        for found in topics {
-            let count = i32::try_from(found.partitions.len()).unwrap_or(i32::MAX);
-            state.partitions.insert(found.name, count);
-        }
-        match state.partitions.get(topic) {
-            Some(count) if *count > 0 => Ok(*count),
-            _ => Err(missing_topic(topic, &self.at())),
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let asking = Arc::clone(client);
+        let named = topic.to_owned();
+        // librdkafka's metadata call blocks its thread until answered.
+        let answer =
+            tokio::task::spawn_blocking(move || {
+                let metadata = asking
+                    .producer
+                    .client()
+                    .fetch_metadata(Some(&named), wait)?;
+                Ok::<_, KafkaError>(metadata.topics().iter().find(|t| t.name() == named).map(
+                    |found| {
+                        (
+                            found.error().map(RDKafkaErrorCode::from),
+                            found.partitions().len(),
+                        )
+                    },
+                ))
+            })
+            .await;
+        let found = match answer {
+            Ok(Ok(found)) => found,
+            Ok(Err(err)) => return Err(self.unreachable(client, &err).await),
+            Err(err) => {
+                return Err(DeliveryError::retriable(format!(
+                    "kafka at {}: the metadata lookup failed: {err}",
+                    self.at()
+                )));
+            }
+        };
+        self.reachable(client).await;
+        match found {
+            None | Some((Some(RDKafkaErrorCode::UnknownTopicOrPartition), _)) => {
+                Err(missing_topic(topic, &self.at()))
+            }
+            Some((Some(code), _)) => Err(DeliveryError::retriable(format!(
+                "kafka at {} cannot tell the partitions of topic `{topic}`: {code}",
+                self.at()
+            ))),
+            Some((None, 0)) => Err(missing_topic(topic, &self.at())),
+            Some((None, count)) => {
+                let count = i32::try_from(count).unwrap_or(i32::MAX);
+                self.state
+                    .lock()
+                    .await
+                    .partitions
+                    .insert(topic.to_owned(), count);
+                Ok(count)
+            }
         }
     }
 
-    /// The client for `partition` of `topic`, which knows its leader.
-    async fn leader(
-        &self,
-        client: &Client,
-        topic: &str,
-        partition: i32,
-    ) -> Result<Arc<PartitionClient>, KafkaError> {
-        let key = (topic.to_owned(), partition);
-        if let Some(leader) = self.state.lock().await.leaders.get(&key) {
-            return Ok(Arc::clone(leader));
+    /// The cluster answered: the gate opens, and librdkafka's last error
+    /// is history.
+    async fn reachable(&self, client: &Client) {
+        client.report.clear();
+        if self.state.lock().await.gate.succeeded() {
+            tracing::info!(sink = %self.name, brokers = %self.at(), "kafka reachable again");
         }
-        let leader = Arc::new(
-            client
-                .partition_client(topic, partition, UnknownTopicHandling::Error)
-                .await?,
-        );
-        self.state
-            .lock()
-            .await
-            .leaders
-            .insert(key, Arc::clone(&leader));
-        Ok(leader)
+    }
+
+    /// The cluster did not answer (`err`): the gate closes, the producer is
+    /// dropped for a new one, and the error says why, with librdkafka's own
+    /// reason when it gave one.
+    async fn unreachable(&self, client: &Client, err: &KafkaError) -> DeliveryError {
+        let failed = client.report.scrub(&crate::error_chain::error_chain(err));
+        // librdkafka's own reason (a refused login) says more than the
+        // call's error (often a bare timeout), so both are given.
+        let why = match client.report.last_error() {
+            Some(reported) => format!("{failed} ({reported})"),
+            None => failed,
+        };
+        let reason = format!("cannot connect to kafka at {}: {why}", self.at());
+        let mut state = self.state.lock().await;
+        state.gate.failed(Instant::now(), &reason);
+        state.producer = None;
+        DeliveryError::retriable(reason)
     }
 
     /// The partition `record` goes to in a topic of `count` partitions.
@@ -256,150 +282,147 @@ impl KafkaSink {
         }
     }
 
-    /// The message for `record`.
-    fn message(&self, record: &StoredRecord, timestamp: DateTime<Utc>) -> Record {
-        let mut headers = BTreeMap::from([
-            (EVENT_ID_HEADER.to_owned(), record.id.clone().into_bytes()),
+    /// The message for `record`, bound for `partition` of `topic`.
+    fn message(&self, record: &StoredRecord, topic: String, partition: i32) -> Message {
+        let mut headers = vec![
+            (EVENT_ID_HEADER, record.id.clone().into_bytes()),
             (
-                EVENT_TYPE_HEADER.to_owned(),
+                EVENT_TYPE_HEADER,
                 record.event_type.to_string().into_bytes(),
             ),
-            (CONTENT_TYPE_HEADER.to_owned(), b"application/json".to_vec()),
-        ]);
+            (CONTENT_TYPE_HEADER, b"application/json".to_vec()),
+        ];
         if let Some(traceparent) = traces::traceparent(&record.id) {
-            headers.insert(
-                traces::TRACEPARENT_HEADER.to_owned(),
-                traceparent.into_bytes(),
-            );
+            headers.push((traces::TRACEPARENT_HEADER, traceparent.into_bytes()));
         }
-        Record {
+        Message {
+            topic,
+            partition,
             key: self.key_of(record),
-            value: Some(record.json.clone().into_bytes()),
             headers,
-            timestamp,
         }
     }
 
-    /// Produces the records at `indexes` (all bound for one partition) in
-    /// one request; the result holds for each of them.
-    async fn produce(
+    /// Hands `message` (with `record`'s JSON as its value) to librdkafka;
+    /// the future resolves with the broker's acknowledgement or the
+    /// client's final failure.
+    fn enqueue(
         &self,
         client: &Client,
-        topic: &str,
-        partition: i32,
-        records: &[&StoredRecord],
-    ) -> Result<(), DeliveryError> {
-        let leader = self
-            .leader(client, topic, partition)
-            .await
-            .map_err(|err| self.delivery_error(topic, &err))?;
-        let timestamp = now();
-        let messages = records
+        message: &Message,
+        record: &StoredRecord,
+    ) -> Result<DeliveryFuture, DeliveryError> {
+        let headers = message
+            .headers
             .iter()
-            .map(|record| self.message(record, timestamp))
-            .collect();
-        leader
-            .produce(messages, Compression::NoCompression)
-            .await
-            .map(drop)
-            .map_err(|err| self.delivery_error(topic, &err))
-    }
-
-    /// What a failed call means for its records, without any secret.
-    fn delivery_error(&self, topic: &str, err: &KafkaError) -> DeliveryError {
-        if let KafkaError::ServerError {
-            protocol_error: ProtocolError::UnknownTopicOrPartition,
-            ..
-        } = err
-        {
-            return missing_topic(topic, &self.at());
+            .fold(OwnedHeaders::new(), |headers, (key, value)| {
+                headers.insert(Header {
+                    key,
+                    value: Some(value),
+                })
+            });
+        let mut future = FutureRecord::to(&message.topic)
+            .partition(message.partition)
+            .payload(record.json.as_bytes())
+            .headers(headers);
+        if let Some(key) = &message.key {
+            future = future.key(key);
         }
-        DeliveryError::retriable(format!(
-            "kafka at {} did not take the records for topic `{topic}`: {}",
-            self.at(),
-            self.scrub(err)
-        ))
+        client
+            .producer
+            .send_result(future)
+            .map_err(|(err, _)| self.delivery_error(client, &message.topic, &err))
     }
 
-    /// `err`'s text with the SASL password taken out, should a library ever
-    /// echo it.
-    fn scrub(&self, err: &(dyn std::error::Error + 'static)) -> String {
-        let text = crate::error_chain::error_chain(err);
-        match &self.sasl {
-            Some(sasl) if !sasl.password.expose_secret().is_empty() => {
-                text.replace(sasl.password.expose_secret(), crate::redact::REDACTED)
+    /// What librdkafka's final failure of a record means, without any secret.
+    fn delivery_error(&self, client: &Client, topic: &str, err: &KafkaError) -> DeliveryError {
+        match err.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
+                missing_topic(topic, &self.at())
             }
-            _ => text,
+            Some(RDKafkaErrorCode::MessageTimedOut) => {
+                let why = client
+                    .report
+                    .last_error()
+                    .map(|why| format!(" ({why})"))
+                    .unwrap_or_default();
+                DeliveryError::retriable(format!(
+                    "timed out after {} s waiting for kafka at {} to acknowledge{why}",
+                    self.timeout.as_secs(),
+                    self.at()
+                ))
+            }
+            _ => DeliveryError::retriable(format!(
+                "kafka at {} did not take the record for topic `{topic}`: {}",
+                self.at(),
+                client.report.scrub(&crate::error_chain::error_chain(err))
+            )),
         }
     }
 
-    /// Delivers a batch: records grouped by topic and partition, each group
-    /// one produce request, the groups in flight together, all within one
-    /// timeout.
+    /// Delivers a batch: each topic's partition count looked up once (the
+    /// lookups within one timeout), every record handed to librdkafka at
+    /// once, which batches them per partition, then each record's own
+    /// acknowledgement or failure awaited.
     async fn deliver_all(&self, records: &[StoredRecord]) -> Outcomes {
         let deadline = Instant::now() + self.timeout;
-        let client = match self.client().await {
-            Ok(client) => client,
+        let producer = match self.producer().await {
+            Ok(producer) => producer,
             Err(err) => return Outcomes::all(records, Err(err)),
         };
         let mut outcomes = Outcomes::unsettled(records, "not produced to kafka");
-        let mut groups: BTreeMap<(String, i32), Vec<usize>> = BTreeMap::new();
-        // Each topic looked up once per batch, a missing one included.
         let mut counts: HashMap<String, Result<i32, DeliveryError>> = HashMap::new();
+        let mut pending = Vec::new();
         for (index, record) in records.iter().enumerate() {
             let topic = self.topic.render(record.event_type);
             if !counts.contains_key(&topic) {
-                let count =
-                    tokio::time::timeout_at(deadline, self.partition_count(&client, &topic))
-                        .await
-                        .unwrap_or_else(|_| Err(self.timed_out()));
+                let count = self.partition_count(&producer, &topic, deadline).await;
                 counts.insert(topic.clone(), count);
             }
-            match &counts[&topic] {
-                Ok(count) => {
-                    let partition = self.partition_for(record, *count);
-                    groups.entry((topic, partition)).or_default().push(index);
+            let partition = match &counts[&topic] {
+                Ok(count) => self.partition_for(record, *count),
+                Err(err) => {
+                    outcomes.set(index, Err(err.clone()));
+                    continue;
                 }
-                Err(err) => outcomes.set(index, Err(err.clone())),
+            };
+            let message = self.message(record, topic, partition);
+            match self.enqueue(&producer, &message, record) {
+                Ok(delivery) => pending.push((index, message.topic, delivery)),
+                Err(err) => outcomes.set(index, Err(err)),
             }
         }
-        let attempts: Vec<_> = groups
-            .into_iter()
-            .map(|((topic, partition), indexes)| {
-                let client = &client;
-                async move {
-                    let batch: Vec<&StoredRecord> = indexes.iter().map(|&i| &records[i]).collect();
-                    let produced = tokio::time::timeout_at(
-                        deadline,
-                        self.produce(client, &topic, partition, &batch),
-                    )
-                    .await
-                    .unwrap_or_else(|_| Err(self.timed_out()));
-                    (indexes, produced)
-                }
-            })
-            .collect();
+        let patience = self.timeout + REPORT_GRACE;
+        let reports = futures_util::future::join_all(pending.into_iter().map(
+            |(index, topic, delivery)| async move {
+                (index, topic, tokio::time::timeout(patience, delivery).await)
+            },
+        ))
+        .await;
         let mut failed = false;
-        for (indexes, produced) in futures_util::future::join_all(attempts).await {
-            failed |= produced.is_err();
-            for index in indexes {
-                outcomes.set(index, produced.clone());
-            }
+        for (index, topic, report) in reports {
+            let outcome = match report {
+                Ok(Ok(Ok(_))) => Ok(()),
+                Ok(Ok(Err((err, _)))) => Err(self.delivery_error(&producer, &topic, &err)),
+                Ok(Err(_canceled)) => Err(DeliveryError::retriable(format!(
+                    "the kafka producer for {} stopped before reporting",
+                    self.at()
+                ))),
+                Err(_) => Err(DeliveryError::retriable(format!(
+                    "no report from the kafka producer for {} within {} s",
+                    self.at(),
+                    patience.as_secs()
+                ))),
+            };
+            failed |= outcome.is_err();
+            outcomes.set(index, outcome);
         }
         if failed {
-            // A leader may have moved or a connection died: learn the
-            // cluster again next time rather than trust what failed.
-            self.forget().await;
+            // A topic may have changed or the producer may be broken:
+            // learn the cluster again next time rather than trust what failed.
+            self.forget(&producer).await;
         }
         outcomes
-    }
-
-    fn timed_out(&self) -> DeliveryError {
-        DeliveryError::retriable(format!(
-            "timed out after {} s waiting for kafka at {} to acknowledge",
-            self.timeout.as_secs(),
-            self.at()
-        ))
     }
 }
 
@@ -417,61 +440,26 @@ fn missing_topic(topic: &str, at: &str) -> DeliveryError {
     ))
 }
 
-/// The time a message is stamped with (its `CreateTime`).
-fn now() -> DateTime<Utc> {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
-    DateTime::from_timestamp_millis(millis).unwrap_or_default()
-}
-
-/// rskafka's SASL settings for ours.
-fn sasl_config(sasl: &SaslSettings) -> SaslConfig {
-    let credentials = Credentials::new(
-        sasl.username.clone(),
-        sasl.password.expose_secret().to_owned(),
-    );
-    match sasl.mechanism {
-        SaslMechanism::Plain => SaslConfig::Plain(credentials),
-        SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(credentials),
-        SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(credentials),
+/// Checks that `path` holds PEM CA certificates, so that a wrong file is
+/// refused at start-up naming it, not by librdkafka at the first delivery.
+fn check_ca_file(path: &std::path::Path) -> Result<(), InvalidSetting> {
+    let unreadable = |err: &dyn std::fmt::Display| {
+        InvalidSetting::new(
+            "ca_file",
+            format!(
+                "cannot read CA certificates from `{}`: {err}",
+                path.display()
+            ),
+        )
+    };
+    let certificates = CertificateDer::pem_file_iter(path)
+        .map_err(|err| unreadable(&err))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| unreadable(&err))?;
+    if certificates.is_empty() {
+        return Err(unreadable(&"no certificate in it"));
     }
-}
-
-/// The TLS client settings: the Mozilla roots, or the CAs in `ca_file`.
-fn tls_config(settings: &KafkaSinkSettings) -> Result<rustls::ClientConfig, InvalidSetting> {
-    let mut roots = rustls::RootCertStore::empty();
-    match &settings.ca_file {
-        Some(path) => {
-            let unreadable = |err: &dyn std::fmt::Display| {
-                InvalidSetting::new(
-                    "ca_file",
-                    format!(
-                        "cannot read CA certificates from `{}`: {err}",
-                        path.display()
-                    ),
-                )
-            };
-            let certificates = CertificateDer::pem_file_iter(path)
-                .map_err(|err| unreadable(&err))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|err| unreadable(&err))?;
-            if certificates.is_empty() {
-                return Err(unreadable(&"no certificate in it"));
-            }
-            for certificate in certificates {
-                roots.add(certificate).map_err(|err| unreadable(&err))?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|err| InvalidSetting::new("tls", format!("TLS cannot be set up: {err}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    Ok(())
 }
 
 #[cfg(test)]
@@ -493,16 +481,22 @@ mod tests {
     }
 
     #[test]
-    fn a_message_is_the_record_byte_for_byte_with_its_id_and_type_in_headers() {
+    fn a_message_is_keyed_by_the_event_id_with_its_id_and_type_in_headers() {
         let json = r#"{"id":"e1","event_type":100,"event":{"stream_id":"room"}}"#;
         let record = stored("e1", json);
-        let message = sink("").message(&record, now());
-        assert_eq!(message.value.as_deref(), Some(json.as_bytes()));
+        let message = sink("").message(&record, "t".to_owned(), 2);
+        assert_eq!((message.topic.as_str(), message.partition), ("t", 2));
         assert_eq!(message.key.as_deref(), Some(b"e1".as_slice()));
-        assert_eq!(message.headers[EVENT_ID_HEADER], b"e1");
-        assert_eq!(message.headers[EVENT_TYPE_HEADER], b"100");
-        assert_eq!(message.headers[CONTENT_TYPE_HEADER], b"application/json");
-        assert_eq!(sink("key = \"none\"").message(&record, now()).key, None);
+        assert_eq!(
+            message.headers,
+            [
+                (EVENT_ID_HEADER, b"e1".to_vec()),
+                (EVENT_TYPE_HEADER, b"100".to_vec()),
+                (CONTENT_TYPE_HEADER, b"application/json".to_vec()),
+            ]
+        );
+        let unkeyed = sink("key = \"none\"").message(&record, "t".to_owned(), 0);
+        assert_eq!(unkeyed.key, None);
     }
 
     #[test]

@@ -36,17 +36,19 @@ pub struct KafkaSinkSettings {
     /// id), or `none` (no key, a partition picked at random).
     #[serde(default)]
     pub key: MessageKey,
-    /// Seconds to wait for the brokers to acknowledge a batch (connecting
-    /// included) before the attempt is abandoned and retried; 1 to
+    /// Seconds a record may wait for the brokers' acknowledgement (the
+    /// client's own retries included), and a metadata lookup for an answer,
+    /// before the attempt fails and is retried on the sink's schedule; 1 to
     /// [`checks::MAX_TIMEOUT_SECS`].
     #[serde(default = "checks::default_timeout_secs")]
     pub timeout_secs: u64,
-    /// Connect with TLS (rustls), checking the brokers' certificates
-    /// against the Mozilla roots, or against `ca_file` when it is given.
+    /// Connect with TLS (librdkafka's OpenSSL), checking the brokers'
+    /// certificates against the system's CA bundle, or against `ca_file`
+    /// when it is given.
     #[serde(default)]
     pub tls: bool,
-    /// A PEM file of the CA certificates to trust instead of the Mozilla
-    /// roots (a private CA); only with `tls = true`.
+    /// A PEM file of the CA certificates to trust instead of the system's
+    /// (a private CA); only with `tls = true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
     /// SASL authentication; leave out for none.
