@@ -253,6 +253,9 @@ pub fn build(
     metrics: Option<Arc<crate::metrics::Metrics>>,
     on_stored: Arc<dyn Fn(i64) + Send + Sync>,
 ) -> Result<Reconciler, String> {
+    settings
+        .fits_dedup_window(dedup_window.as_secs())
+        .map_err(|err| err.to_string())?;
     let credentials = settings.credentials().map_err(|err| err.to_string())?;
     let mut client = crate::tencent::TencentClient::new(credentials, settings.client_options())
         .map_err(|err| err.to_string())?;

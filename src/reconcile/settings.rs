@@ -148,16 +148,6 @@ impl ReconcileSettings {
                 "must be shorter than reconcile.lookback_secs, or no run would check anything",
             ));
         }
-        if self.lookback_secs.saturating_add(DEDUP_MARGIN_SECS) > dedup_window_secs {
-            return Err(invalid(
-                "lookback_secs",
-                format!(
-                    "must be at least an hour shorter than spool.dedup_window_secs \
-                     ({dedup_window_secs}): a callback older than the dedup memory would be \
-                     recovered and delivered a second time"
-                ),
-            ));
-        }
         if self.event_types.is_empty() {
             return Err(invalid("event_types", "needs at least one event type"));
         }
@@ -176,8 +166,30 @@ impl ReconcileSettings {
         if self.endpoint.trim().is_empty() {
             return Err(invalid("endpoint", "must name the API host"));
         }
+        // Only a server that reconciles needs the dedup memory to cover the
+        // lookback; without reconciliation a short window bounds the memory
+        // deduplication takes. `recordhook reconcile` checks it itself
+        // (`reconcile::build`).
         if self.enabled {
+            self.fits_dedup_window(dedup_window_secs)?;
             self.credentials()?;
+        }
+        Ok(())
+    }
+
+    /// Checks that the dedup memory (`spool.dedup_window_secs`) covers the
+    /// lookback with an hour to spare: a callback older than the memory
+    /// would be recovered and delivered a second time.
+    pub fn fits_dedup_window(&self, dedup_window_secs: u64) -> Result<(), InvalidSetting> {
+        if self.lookback_secs.saturating_add(DEDUP_MARGIN_SECS) > dedup_window_secs {
+            return Err(invalid(
+                "lookback_secs",
+                format!(
+                    "must be at least an hour shorter than spool.dedup_window_secs \
+                     ({dedup_window_secs}): a callback older than the dedup memory would be \
+                     recovered and delivered a second time"
+                ),
+            ));
         }
         Ok(())
     }
@@ -371,6 +383,17 @@ mod tests {
         let err = enabled().validate(86_400).unwrap_err();
         assert_eq!(err.key, "lookback_secs");
         assert!(err.reason.contains("dedup_window_secs"), "{err}");
+    }
+
+    #[test]
+    fn without_reconciliation_the_dedup_memory_may_be_short_but_a_manual_run_still_refuses_it() {
+        let disabled = ReconcileSettings::default();
+        disabled.validate(600).unwrap();
+        let err = disabled.fits_dedup_window(600).unwrap_err();
+        assert_eq!(err.key, "lookback_secs");
+        disabled
+            .fits_dedup_window(disabled.lookback_secs + DEDUP_MARGIN_SECS)
+            .unwrap();
     }
 
     #[test]
