@@ -6,9 +6,16 @@ finds its maximum rate with a 10 s wrk burst unless RATE is given, then sends
 signed recording callbacks at half of it (wrk, each connection pausing between
 requests) for MINUTES, and every INTERVAL seconds prints one table row: the
 callbacks/s accepted in the interval, recordhook's CPU per callback in it,
-its resident memory, the spool's size and the file sink's backlog. At the end
-it compares the last interval with the first: RSS and CPU per callback
+its resident memory, the spool's size, the file sink's backlog and the share
+of the machine other processes took (their CPU inflates recordhook's). At the
+end it compares the last interval with the first: RSS and CPU per callback
 should not drift.
+
+The spool's windows are the configured ones: with the defaults (dedup 7 days,
+retention 1 day) nothing is forgotten or purged within the soak, so memory
+grows with the ids held (README "Memory for deduplication"). To see the
+steady state, shorten both through the environment, e.g.
+RECORDHOOK__SPOOL__DEDUP_WINDOW_SECS=300 RECORDHOOK__SPOOL__RETENTION_SECS=300.
 
 Environment: MINUTES (default 30), INTERVAL (seconds, default 60), RATE
 (callbacks/s aimed at, from below: each connection's pause does not
@@ -67,29 +74,34 @@ def main():
                                 env=env, stdout=subprocess.PIPE, text=True)
         pid = server.process.pid
         print(f"\n{CONNECTIONS} connections, {pause_ms} ms between each one's requests; {MINUTES:g} minutes\n")
-        print("| minute | callbacks/s | CPU per callback | RSS | spool | file sink backlog |")
-        print("| --- | --- | --- | --- | --- | --- |")
+        print("| minute | callbacks/s | CPU per callback | RSS | spool | file sink backlog | other processes |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
         rows = []
         accepted, cpu = server.accepted(), run.cpu_seconds([pid])
+        ours, idle = run.cpu_seconds([pid, load.pid]), run.idle_seconds()
         started = time.monotonic()
         while load.poll() is None:
             time.sleep(INTERVAL)
             now_accepted = server.accepted()
             used = run.cpu_since(cpu, [pid])
             cpu = run.cpu_seconds([pid])
+            # Whatever was neither idle nor recordhook nor wrk.
+            busy = os.cpu_count() * INTERVAL - (run.idle_seconds() - idle)
+            others = max(0.0, busy - run.cpu_since(ours, [pid, load.pid])) / (os.cpu_count() * INTERVAL)
+            ours, idle = run.cpu_seconds([pid, load.pid]), run.idle_seconds()
             count = now_accepted - accepted
             accepted = now_accepted
             row = dict(minute=(time.monotonic() - started) / 60, rate=count / INTERVAL,
                        cpu_us=used / count * 1e6 if count else 0.0, rss=run.status_kib(pid, "VmRSS") / 1024,
                        spool=run.metric(server.base, "recordhook_spool_size_bytes") / 1024 / 1024,
-                       backlog=0)
+                       backlog=0, others=others)
             # Delivered first: read the other way round, records accepted
             # in between would make the backlog negative.
             delivered = server.delivered()
             row["backlog"] = server.accepted() - delivered
             rows.append(row)
             print(f"| {row['minute']:.1f} | {row['rate']:.0f} | {row['cpu_us']:.0f} µs | {row['rss']:.1f} MiB | "
-                  f"{row['spool']:.1f} MiB | {row['backlog']:.0f} |", flush=True)
+                  f"{row['spool']:.1f} MiB | {row['backlog']:.0f} | {row['others']:.0%} |", flush=True)
         full = [r for r in rows if r["rate"] > 0]
         if len(full) >= 2:
             first, last = full[0], full[-1]
