@@ -19,7 +19,7 @@ use std::time::SystemTime;
 
 use tokio_postgres::Row;
 
-use super::{NOW_MS, PgSpool};
+use super::{NOW_MS, PgSpool, newest_seq_of};
 use crate::protocol::EventTypes;
 use crate::record::StoredRecord;
 use crate::spool::{
@@ -457,7 +457,9 @@ impl PgSpool {
             .collect())
     }
 
-    /// Queues dead letters again with their attempts reset.
+    /// Queues dead letters again with their attempts reset. By event id: the
+    /// records of every copy of it, reached from the dead letters (few) by
+    /// seq, since `records.event_id` has no index (schema version 7).
     pub async fn requeue_dead(
         &self,
         sink: Option<String>,
@@ -471,7 +473,8 @@ impl PgSpool {
             .execute(
                 "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_ms = $3
                  WHERE state = 'dead' AND ($1::text IS NULL OR sink = $1)
-                   AND ($2::text IS NULL OR seq IN (SELECT seq FROM records WHERE event_id = $2))",
+                   AND ($2::text IS NULL OR EXISTS (
+                       SELECT 1 FROM records r WHERE r.seq = deliveries.seq AND r.event_id = $2))",
                 &[&sink, &event_id, &now_ms],
             )
             .await
@@ -491,7 +494,8 @@ impl PgSpool {
             .execute(
                 "UPDATE deliveries SET state = 'purged'
                  WHERE state = 'dead' AND ($1::text IS NULL OR sink = $1)
-                   AND ($2::text IS NULL OR seq IN (SELECT seq FROM records WHERE event_id = $2))",
+                   AND ($2::text IS NULL OR EXISTS (
+                       SELECT 1 FROM records r WHERE r.seq = deliveries.seq AND r.event_id = $2))",
                 &[&sink, &event_id],
             )
             .await
@@ -507,13 +511,17 @@ impl PgSpool {
         sink: &str,
         _event_types: &EventTypes,
     ) -> Result<Option<DeliveryState>, SpoolError> {
-        let row = self
-            .client()
-            .await?
+        let client = self.client().await?;
+        let Some(seq) = newest_seq_of(&client, event_id)
+            .await
+            .map_err(SpoolError::read)?
+        else {
+            return Ok(None);
+        };
+        let row = client
             .query_opt(
-                "SELECT d.state, d.attempts, d.last_error FROM deliveries d
-                 WHERE d.sink = $2 AND d.seq = (SELECT MAX(seq) FROM records WHERE event_id = $1)",
-                &[&event_id, &sink],
+                "SELECT state, attempts, last_error FROM deliveries WHERE sink = $2 AND seq = $1",
+                &[&seq, &sink],
             )
             .await
             .map_err(SpoolError::read)?;
