@@ -13,9 +13,13 @@
 //! in addition held by one replica at a time through a lease on its `sinks`
 //! row. Its `fence` number grows each time the lease changes hands, and
 //! settling checks it, so a former holder that comes back cannot settle.
+//! A replica that found the sink held by another asks again only after
+//! [`HOLD_RECHECK`]: its worker is woken by every record stored, and asking
+//! each time cost two statements per wake-up (half of all statements under
+//! load, bench/BENCHMARKS.md, PostgreSQL section of issue 21).
 
 use std::future::Future;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio_postgres::Row;
 
@@ -26,6 +30,11 @@ use crate::spool::{
     Claim, ClaimReceipt, DeadLetter, DeliveryState, Outcome, PendingDelivery, Receipt, Settlement,
     SinkCounts, SinkRegistration, SpoolError, format_ms,
 };
+
+/// How long a replica that found a single-writer sink held by another
+/// leaves it be before asking again. A lease that ran out, or one released
+/// by a replica shutting down, is taken over this much later at most.
+const HOLD_RECHECK: Duration = Duration::from_millis(200);
 
 /// Event types as stored in `sinks.event_types`: NULL for every type.
 fn type_array(event_types: &EventTypes) -> Option<Vec<i64>> {
@@ -62,6 +71,26 @@ impl PgSpool {
             .single_writers
             .lock()
             .is_ok_and(|sinks| sinks.contains(sink))
+    }
+
+    /// Whether another replica held single-writer `sink` at this process's
+    /// last try, less than [`HOLD_RECHECK`] ago.
+    fn held_elsewhere(&self, sink: &str) -> bool {
+        self.inner
+            .held_elsewhere
+            .lock()
+            .is_ok_and(|held| held.get(sink).is_some_and(|until| Instant::now() < *until))
+    }
+
+    /// Remembers whether another replica holds single-writer `sink`.
+    fn note_held_elsewhere(&self, sink: &str, elsewhere: bool) {
+        if let Ok(mut held) = self.inner.held_elsewhere.lock() {
+            if elsewhere {
+                held.insert(sink.to_owned(), Instant::now() + HOLD_RECHECK);
+            } else {
+                held.remove(sink);
+            }
+        }
     }
 
     /// Makes the configured sinks known (see [`crate::spool::Spool::register_sinks`]).
@@ -174,7 +203,12 @@ impl PgSpool {
         limit: usize,
     ) -> Result<Claim, SpoolError> {
         let fence = if self.single_writer(sink) {
-            match self.hold_sink(sink).await? {
+            if self.held_elsewhere(sink) {
+                return Ok(Claim::default());
+            }
+            let fence = self.hold_sink(sink).await?;
+            self.note_held_elsewhere(sink, fence.is_none());
+            match fence {
                 Some(fence) => Some(fence),
                 None => return Ok(Claim::default()),
             }
@@ -410,8 +444,13 @@ impl PgSpool {
             .saturating_sub(usize::try_from(settled).unwrap_or(usize::MAX)))
     }
 
-    /// When the next retry to `sink` falls due (this host's Unix ms).
+    /// When the next retry to `sink` falls due (this host's Unix ms). None
+    /// for a single-writer sink another replica holds: its retries are that
+    /// replica's to make.
     pub async fn next_retry_ms(&self, sink: &str) -> Result<Option<i64>, SpoolError> {
+        if self.held_elsewhere(sink) {
+            return Ok(None);
+        }
         let client = self.client().await?;
         // Prepared once per connection: an idle worker asks at every round.
         let statement = client

@@ -174,6 +174,9 @@ struct Inner {
     /// The fence of each single-writer sink's lease as of this process's
     /// last claim on it.
     fences: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    /// Single-writer sinks another replica held at this process's last
+    /// try, and until when not to ask again (see [`deliveries`]).
+    held_elsewhere: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
     /// Opened by an admin command: it must not accept.
     admin: bool,
     /// Callbacks for the committers (closed on an admin handle).
@@ -493,6 +496,7 @@ impl PgSpool {
                 dedup_window_ms,
                 single_writers: std::sync::Mutex::default(),
                 fences: std::sync::Mutex::default(),
+                held_elsewhere: std::sync::Mutex::default(),
                 admin,
                 jobs: JobQueue::closed(),
                 committers: std::sync::Mutex::default(),
