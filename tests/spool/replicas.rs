@@ -31,6 +31,7 @@ pub fn tests() -> Vec<Test> {
         test!(replicas_started_together_migrate_once),
         test!(a_newer_schema_runs_only_when_it_says_it_is_compatible),
         test!(a_version_5_spool_with_pending_and_claimed_deliveries_is_migrated_in_place_and_delivered),
+        test!(a_version_6_spool_is_migrated_in_place_and_its_records_found_by_event_id),
         test!(an_unreachable_database_fails_acceptance_and_recovers_by_itself),
         test!(maintenance_runs_on_one_replica_at_a_time),
         test!(of_two_replicas_asking_for_a_lease_at_once_exactly_one_gets_it),
@@ -418,8 +419,8 @@ async fn replicas_started_together_migrate_once() {
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);
-    // The latest schema version (6: deliveries without a foreign key).
-    assert_eq!(rows[0].get::<_, i32>(0), 6);
+    // The latest schema version (7: no index on records' event ids).
+    assert_eq!(rows[0].get::<_, i32>(0), 7);
 }
 
 async fn a_newer_schema_runs_only_when_it_says_it_is_compatible() {
@@ -427,19 +428,19 @@ async fn a_newer_schema_runs_only_when_it_says_it_is_compatible() {
     let options = database.options(WINDOW, Duration::from_secs(30));
     Spool::open(&options).await.unwrap().close().await;
     let client = database.client().await;
-    // A newer recordhook migrated, and says code of this one's version (6) still runs on it.
+    // A newer recordhook migrated, and says code of this one's version (7) still runs on it.
     client
         .execute(
-            "UPDATE recordhook_schema SET version = 7, compatible_from = 6",
+            "UPDATE recordhook_schema SET version = 8, compatible_from = 7",
             &[],
         )
         .await
         .unwrap();
     Spool::open(&options).await.unwrap().close().await;
     Spool::open_for_admin(&options).await.unwrap().close().await;
-    // One that breaks version 6: refused, by the server and the admin commands.
+    // One that breaks version 7: refused, by the server and the admin commands.
     client
-        .execute("UPDATE recordhook_schema SET compatible_from = 7", &[])
+        .execute("UPDATE recordhook_schema SET compatible_from = 8", &[])
         .await
         .unwrap();
     let refused = Spool::open(&options).await.err().unwrap().to_string();
@@ -466,11 +467,13 @@ async fn a_version_5_spool_with_pending_and_claimed_deliveries_is_migrated_in_pl
     old[0].close().await;
     // Version 5 as it was shipped: version 6 only dropped the foreign key
     // (purging takes deliveries along by a trigger instead) and made pages
-    // half full, so undoing those gives the old spool.
+    // half full, and version 7 dropped an index, so undoing those gives the
+    // old spool.
     let client = database.client().await;
     client
         .batch_execute(
-            "DROP TRIGGER records_purge_deliveries ON records;
+            "CREATE INDEX records_by_event_id ON records (event_id);
+             DROP TRIGGER records_purge_deliveries ON records;
              DROP FUNCTION recordhook_purge_deliveries();
              ALTER TABLE deliveries RESET (fillfactor);
              ALTER TABLE deliveries ADD CONSTRAINT deliveries_seq_fkey
@@ -486,7 +489,7 @@ async fn a_version_5_spool_with_pending_and_claimed_deliveries_is_migrated_in_pl
     };
     assert_eq!(
         count("SELECT version::bigint FROM recordhook_schema").await,
-        6
+        7
     );
     assert_eq!(
         count("SELECT COUNT(*) FROM pg_constraint WHERE conname = 'deliveries_seq_fkey'").await,
@@ -520,6 +523,107 @@ async fn a_version_5_spool_with_pending_and_claimed_deliveries_is_migrated_in_pl
     // Purging a delivered record still takes its deliveries along.
     assert_eq!(spools[0].purge_delivered(i64::MAX, 100).await.unwrap(), 3);
     assert_eq!(count("SELECT COUNT(*) FROM deliveries").await, 0);
+}
+
+async fn a_version_6_spool_is_migrated_in_place_and_its_records_found_by_event_id() {
+    let database = Database::create().await;
+    let old = replicas(&database, 1, SHORT_LEASE, false).await;
+    let (pruned, recent, dead) = (record("f-pruned"), record("f-recent"), record("f-dead"));
+    for (record, secs) in [(&pruned, 1_000), (&recent, 5_000), (&dead, 5_000)] {
+        old[0].accept(new_record(record), at(secs)).await.unwrap();
+    }
+    // The oldest id is forgotten by the dedup; the newest record dies.
+    assert_eq!(
+        old[0].prune_seen(at_ms(2_000), usize::MAX).await.unwrap(),
+        1
+    );
+    let claim = old[0]
+        .claim("a", &EventTypes::All, at(5_001), 10)
+        .await
+        .unwrap();
+    let outcomes = claim
+        .deliveries
+        .iter()
+        .map(|d| Outcome {
+            seq: d.seq,
+            attempts: 1,
+            settlement: if d.record.id == dead.id {
+                Settlement::Dead { error: "no".into() }
+            } else {
+                Settlement::Retry {
+                    at_ms: at_ms(9_000),
+                    error: "later".into(),
+                }
+            },
+        })
+        .collect();
+    old[0]
+        .settle("a", claim.receipt, outcomes, at(5_001))
+        .await
+        .unwrap();
+    old[0].close().await;
+    // Version 6 as it was shipped: version 7 only dropped the index.
+    database
+        .client()
+        .await
+        .batch_execute(
+            "CREATE INDEX records_by_event_id ON records (event_id);
+             UPDATE recordhook_schema SET version = 6, compatible_from = 1;",
+        )
+        .await
+        .unwrap();
+    let spools = replicas(&database, 1, SHORT_LEASE, false).await;
+    assert_eq!(
+        count(&database, "SELECT version::bigint FROM recordhook_schema").await,
+        7
+    );
+    assert_eq!(
+        count(
+            &database,
+            "SELECT COUNT(*) FROM pg_class WHERE relname = 'records_by_event_id'"
+        )
+        .await,
+        0
+    );
+    // Each record is found by its event id, its id remembered or not.
+    for record in [&pruned, &recent, &dead] {
+        let found = spools[0].event(&record.id).await.unwrap().unwrap();
+        assert_eq!(found.summary.id, record.id);
+    }
+    assert!(
+        spools[0]
+            .event(&record("f-none").id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let state = |record: &recordhook::record::Record| {
+        let spool = &spools[0];
+        let id = record.id.clone();
+        async move {
+            spool
+                .delivery_state(&id, "a", &EventTypes::All)
+                .await
+                .unwrap()
+                .map(|state| state.state)
+        }
+    };
+    assert_eq!(state(&pruned).await.as_deref(), Some("pending"));
+    assert_eq!(state(&dead).await.as_deref(), Some("dead"));
+    // A dead letter is queued again by its event id.
+    assert_eq!(
+        spools[0]
+            .requeue_dead(None, Some(dead.id.clone()), at(5_002))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(state(&dead).await.as_deref(), Some("pending"));
+}
+
+/// `secs` after the Unix epoch, in ms.
+fn at_ms(secs: i64) -> i64 {
+    secs * 1_000
 }
 
 async fn an_unreachable_database_fails_acceptance_and_recovers_by_itself() {

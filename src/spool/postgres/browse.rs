@@ -3,7 +3,7 @@
 
 use tokio_postgres::types::ToSql;
 
-use super::PgSpool;
+use super::{PgSpool, newest_seq_of};
 use crate::record::Source;
 use crate::spool::SpoolError;
 use crate::spool::browse::{
@@ -161,11 +161,14 @@ impl PgSpool {
     /// The latest record with event id `id`, whole.
     pub async fn event(&self, id: &str) -> Result<Option<EventDetail>, SpoolError> {
         let client = self.client().await?;
+        let Some(seq) = newest_seq_of(&client, id).await.map_err(SpoolError::read)? else {
+            return Ok(None);
+        };
         let Some(row) = client
             .query_opt(
                 "SELECT seq, event_id, event_type, received_at_ms, stream_id, file_id, source, body
-                 FROM records WHERE event_id = $1 ORDER BY seq DESC LIMIT 1",
-                &[&id],
+                 FROM records WHERE seq = $1",
+                &[&seq],
             )
             .await
             .map_err(SpoolError::read)?

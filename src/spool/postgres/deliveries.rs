@@ -13,19 +13,28 @@
 //! in addition held by one replica at a time through a lease on its `sinks`
 //! row. Its `fence` number grows each time the lease changes hands, and
 //! settling checks it, so a former holder that comes back cannot settle.
+//! A replica that found the sink held by another asks again only after
+//! [`HOLD_RECHECK`]: its worker is woken by every record stored, and asking
+//! each time cost two statements per wake-up (half of all statements under
+//! load, bench/BENCHMARKS.md, PostgreSQL section of issue 21).
 
 use std::future::Future;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio_postgres::Row;
 
-use super::{NOW_MS, PgSpool};
+use super::{NOW_MS, PgSpool, newest_seq_of};
 use crate::protocol::EventTypes;
 use crate::record::StoredRecord;
 use crate::spool::{
     Claim, ClaimReceipt, DeadLetter, DeliveryState, Outcome, PendingDelivery, Receipt, Settlement,
     SinkCounts, SinkRegistration, SpoolError, format_ms,
 };
+
+/// How long a replica that found a single-writer sink held by another
+/// leaves it be before asking again. A lease that ran out, or one released
+/// by a replica shutting down, is taken over this much later at most.
+const HOLD_RECHECK: Duration = Duration::from_millis(200);
 
 /// Event types as stored in `sinks.event_types`: NULL for every type.
 fn type_array(event_types: &EventTypes) -> Option<Vec<i64>> {
@@ -62,6 +71,26 @@ impl PgSpool {
             .single_writers
             .lock()
             .is_ok_and(|sinks| sinks.contains(sink))
+    }
+
+    /// Whether another replica held single-writer `sink` at this process's
+    /// last try, less than [`HOLD_RECHECK`] ago.
+    fn held_elsewhere(&self, sink: &str) -> bool {
+        self.inner
+            .held_elsewhere
+            .lock()
+            .is_ok_and(|held| held.get(sink).is_some_and(|until| Instant::now() < *until))
+    }
+
+    /// Remembers whether another replica holds single-writer `sink`.
+    fn note_held_elsewhere(&self, sink: &str, elsewhere: bool) {
+        if let Ok(mut held) = self.inner.held_elsewhere.lock() {
+            if elsewhere {
+                held.insert(sink.to_owned(), Instant::now() + HOLD_RECHECK);
+            } else {
+                held.remove(sink);
+            }
+        }
     }
 
     /// Makes the configured sinks known (see [`crate::spool::Spool::register_sinks`]).
@@ -174,7 +203,12 @@ impl PgSpool {
         limit: usize,
     ) -> Result<Claim, SpoolError> {
         let fence = if self.single_writer(sink) {
-            match self.hold_sink(sink).await? {
+            if self.held_elsewhere(sink) {
+                return Ok(Claim::default());
+            }
+            let fence = self.hold_sink(sink).await?;
+            self.note_held_elsewhere(sink, fence.is_none());
+            match fence {
                 Some(fence) => Some(fence),
                 None => return Ok(Claim::default()),
             }
@@ -410,8 +444,13 @@ impl PgSpool {
             .saturating_sub(usize::try_from(settled).unwrap_or(usize::MAX)))
     }
 
-    /// When the next retry to `sink` falls due (this host's Unix ms).
+    /// When the next retry to `sink` falls due (this host's Unix ms). None
+    /// for a single-writer sink another replica holds: its retries are that
+    /// replica's to make.
     pub async fn next_retry_ms(&self, sink: &str) -> Result<Option<i64>, SpoolError> {
+        if self.held_elsewhere(sink) {
+            return Ok(None);
+        }
         let client = self.client().await?;
         // Prepared once per connection: an idle worker asks at every round.
         let statement = client
@@ -457,7 +496,9 @@ impl PgSpool {
             .collect())
     }
 
-    /// Queues dead letters again with their attempts reset.
+    /// Queues dead letters again with their attempts reset. By event id: the
+    /// records of every copy of it, reached from the dead letters (few) by
+    /// seq, since `records.event_id` has no index (schema version 7).
     pub async fn requeue_dead(
         &self,
         sink: Option<String>,
@@ -471,7 +512,8 @@ impl PgSpool {
             .execute(
                 "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_ms = $3
                  WHERE state = 'dead' AND ($1::text IS NULL OR sink = $1)
-                   AND ($2::text IS NULL OR seq IN (SELECT seq FROM records WHERE event_id = $2))",
+                   AND ($2::text IS NULL OR EXISTS (
+                       SELECT 1 FROM records r WHERE r.seq = deliveries.seq AND r.event_id = $2))",
                 &[&sink, &event_id, &now_ms],
             )
             .await
@@ -491,7 +533,8 @@ impl PgSpool {
             .execute(
                 "UPDATE deliveries SET state = 'purged'
                  WHERE state = 'dead' AND ($1::text IS NULL OR sink = $1)
-                   AND ($2::text IS NULL OR seq IN (SELECT seq FROM records WHERE event_id = $2))",
+                   AND ($2::text IS NULL OR EXISTS (
+                       SELECT 1 FROM records r WHERE r.seq = deliveries.seq AND r.event_id = $2))",
                 &[&sink, &event_id],
             )
             .await
@@ -507,13 +550,17 @@ impl PgSpool {
         sink: &str,
         _event_types: &EventTypes,
     ) -> Result<Option<DeliveryState>, SpoolError> {
-        let row = self
-            .client()
-            .await?
+        let client = self.client().await?;
+        let Some(seq) = newest_seq_of(&client, event_id)
+            .await
+            .map_err(SpoolError::read)?
+        else {
+            return Ok(None);
+        };
+        let row = client
             .query_opt(
-                "SELECT d.state, d.attempts, d.last_error FROM deliveries d
-                 WHERE d.sink = $2 AND d.seq = (SELECT MAX(seq) FROM records WHERE event_id = $1)",
-                &[&event_id, &sink],
+                "SELECT state, attempts, last_error FROM deliveries WHERE sink = $2 AND seq = $1",
+                &[&seq, &sink],
             )
             .await
             .map_err(SpoolError::read)?;

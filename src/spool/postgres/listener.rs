@@ -6,7 +6,8 @@
 //! storing one, because PostgreSQL serializes the commits of all notifying
 //! transactions (a lock held through the WAL flush), which cut PostgreSQL
 //! mode's throughput by 60% (bench/run.py SPOOL=postgres). Stores that commit
-//! while one announcement is on its way share the next. Each replica keeps
+//! while one announcement is on its way, or within [`ANNOUNCE_GAP`] after
+//! it, share the next. Each replica keeps
 //! one connection outside the pool that `LISTEN`s and calls back with the
 //! event type. A notification is only a hint: a lost one (the listening
 //! connection dropped) costs at most the workers' poll interval, and every
@@ -32,6 +33,13 @@ pub(super) const CHANNEL: &str = "recordhook_records";
 
 /// Wait before listening again after the connection failed.
 const RECONNECT: Duration = Duration::from_secs(1);
+
+/// Least time between two announcements of one replica. Under load a
+/// replica stored a batch every millisecond or so, and announcing each cost
+/// a transaction, a signal to every listening session and a wake-up of
+/// every other replica's workers, which then claimed a few records each;
+/// the first store after a quiet spell is still announced at once.
+const ANNOUNCE_GAP: Duration = Duration::from_millis(10);
 
 /// Announces stored records on [`CHANNEL`], one announcement at a time.
 #[derive(Debug, Default)]
@@ -83,6 +91,7 @@ impl Announcer {
             if let Err(error) = sent {
                 tracing::debug!(%error, "could not announce stored records");
             }
+            tokio::time::sleep(ANNOUNCE_GAP).await;
         }
     }
 }

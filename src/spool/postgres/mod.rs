@@ -104,6 +104,52 @@ impl Clock {
 /// The database's current time as Unix ms, in SQL.
 pub(super) const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
+/// The seq of the newest record whose event id is `id`, without an index on
+/// `records.event_id` (schema version 7).
+///
+/// Every stored record's id is in `accepted_ids` with `accepted_at_ms` equal
+/// to the record's `received_at_ms` (one statement writes both, from one
+/// value), until pruning forgets it; a later copy stored outside the dedup
+/// window moves it on to the newer record. So the first statement finds the
+/// newest record through two index probes (`accepted_ids`' key, then
+/// `records_by_received_seq`). When it finds nothing, the record is gone or
+/// its id was pruned, and then the record is older than what `accepted_ids`
+/// still holds (pruning forgets the oldest first): the second statement reads
+/// only records received up to the id's own time or, for a forgotten id, up
+/// to the oldest time still remembered, newest first. With retention shorter
+/// than the dedup window (the defaults) those are the few records kept past
+/// retention for want of delivery. The bound is a value, not a sub-select,
+/// so that the planner sees how far back it reaches (as a sub-select, it
+/// planned to read the whole table for every missing id).
+pub(super) async fn newest_seq_of(
+    client: &tokio_postgres::Client,
+    id: &str,
+) -> Result<Option<i64>, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT (SELECT r.seq FROM accepted_ids a JOIN records r
+                         ON r.received_at_ms = a.accepted_at_ms AND r.event_id = a.event_id
+                     WHERE a.event_id = $1 ORDER BY r.seq DESC LIMIT 1),
+                    COALESCE((SELECT accepted_at_ms FROM accepted_ids WHERE event_id = $1),
+                             (SELECT min(accepted_at_ms) FROM accepted_ids),
+                             9223372036854775807)",
+            &[&id],
+        )
+        .await?;
+    if let Some(seq) = row.get::<_, Option<i64>>(0) {
+        return Ok(Some(seq));
+    }
+    let bound: i64 = row.get(1);
+    let older = client
+        .query_opt(
+            "SELECT seq FROM records WHERE event_id = $1 AND received_at_ms <= $2
+             ORDER BY received_at_ms DESC, seq DESC LIMIT 1",
+            &[&id, &bound],
+        )
+        .await?;
+    Ok(older.map(|row| row.get(0)))
+}
+
 /// Handle to the PostgreSQL spool; cheap to clone.
 #[derive(Clone)]
 pub(super) struct PgSpool {
@@ -128,6 +174,9 @@ struct Inner {
     /// The fence of each single-writer sink's lease as of this process's
     /// last claim on it.
     fences: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    /// Single-writer sinks another replica held at this process's last
+    /// try, and until when not to ask again (see [`deliveries`]).
+    held_elsewhere: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
     /// Opened by an admin command: it must not accept.
     admin: bool,
     /// Callbacks for the committers (closed on an admin handle).
@@ -447,6 +496,7 @@ impl PgSpool {
                 dedup_window_ms,
                 single_writers: std::sync::Mutex::default(),
                 fences: std::sync::Mutex::default(),
+                held_elsewhere: std::sync::Mutex::default(),
                 admin,
                 jobs: JobQueue::closed(),
                 committers: std::sync::Mutex::default(),

@@ -210,6 +210,20 @@ const MIGRATIONS: &[Migration] = &[
     ALTER TABLE deliveries SET (fillfactor = 50);
 ",
     },
+    Migration {
+        // Older code runs on: it stores as before, and its own look-ups by
+        // event id (admin API only) read `records` without the index, which
+        // is slower and gives the same answers.
+        compatible_from: 1,
+        sql: r"
+    -- A record's event id is found through `accepted_ids` instead (see
+    -- `newest_seq_of` in mod.rs): its `accepted_at_ms` is the record's
+    -- `received_at_ms`, which `records_by_received_seq` finds. This index
+    -- cost every stored record an insert at a random place of a B-tree of
+    -- 64-character keys, the same work `accepted_ids` already does.
+    DROP INDEX records_by_event_id;
+",
+    },
 ];
 
 /// The schema version this build creates and expects.
