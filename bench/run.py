@@ -489,6 +489,7 @@ def main():
         spool_bytes = metric(recordhook.base, "recordhook_spool_size_bytes")
         accepted = rounds[-1]["accepted"]
         pg_rss = [peak_rss_kib(rh.process.pid) for rh in replicas]
+        base_rss = peak_rss_kib(baseline.process.pid) if baseline else 0
     finally:
         for process in [*servers, reference, durable]:
             process.terminate()
@@ -572,6 +573,7 @@ def main():
         print(f"| recordhook / baseline, requests/s (median, min) | | | {med(versus):.2f} ({min(versus):.2f}) |")
         print(f"| baseline: CPU per callback (median) | | | {med(r['base']['cpu_us'] for r in rounds):.0f} µs |")
         print(f"| baseline: bytes written per callback (median) | | | {med(r['base']['written_b'] for r in rounds):.0f} B |")
+        print(f"| baseline: peak RSS | | | {base_rss/1024:.1f} MiB |")
     pg_accepted = rounds[-1]["pg_accepted"]
     row("spool size per 100k records", "", "", f"{spool_bytes/accepted*100000/1024/1024:.1f} MiB ({int(accepted)} records, {spool_bytes/1024/1024:.1f} MiB)",
         postgres and f"{pg_bytes/pg_accepted*100000/1024/1024:.1f} MiB ({int(pg_accepted)} records, {pg_bytes/1024/1024:.1f} MiB: the whole database)")
