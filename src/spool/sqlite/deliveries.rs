@@ -28,6 +28,80 @@ pub(super) struct FreshBatch {
     pub scanned_to: Option<i64>,
 }
 
+/// The statement that reads records past a cursor: every column of those of
+/// `event_types`, only the seq of the others.
+fn fresh_statement(event_types: &EventTypes) -> String {
+    format!(
+        "SELECT seq, received_at_ms, event_id, event_type,
+                CASE WHEN {} THEN body END
+         FROM records WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        type_filter(&type_list(event_types))
+    )
+}
+
+/// Up to `limit` records past `sink`'s cursor, read with [`fresh_statement`]:
+/// those of the sink's event types with their bodies.
+fn fresh(conn: &Connection, sink: &str, sql: &str, limit: usize) -> Result<FreshBatch, SpoolError> {
+    let Some(from) = cursor(conn, sink)? else {
+        return Ok(FreshBatch::default());
+    };
+    let mut scanned_to = None;
+    let mut deliveries = Vec::new();
+    let mut statement = conn.prepare_cached(sql)?;
+    let mut rows = statement.query(params![from, limit as i64])?;
+    while let Some(row) = rows.next()? {
+        let seq: i64 = row.get(0)?;
+        scanned_to = Some(seq);
+        // Records of other event types have no body here: skipped, not loaded.
+        if let Some(StoredBody(json)) = row.get::<_, Option<StoredBody>>(4)? {
+            deliveries.push(PendingDelivery {
+                seq,
+                attempts: 0,
+                received_at_ms: row.get(1)?,
+                record: StoredRecord {
+                    id: row.get(2)?,
+                    event_type: row.get(3)?,
+                    json,
+                },
+            });
+        }
+    }
+    Ok(FreshBatch {
+        deliveries,
+        scanned_to,
+    })
+}
+
+/// Up to `limit` failed deliveries to `sink` whose retry is due at `now_ms`.
+fn due_retries(
+    conn: &Connection,
+    sink: &str,
+    now_ms: i64,
+    limit: usize,
+) -> Result<Vec<PendingDelivery>, SpoolError> {
+    let deliveries = conn
+        .prepare_cached(
+            "SELECT f.seq, f.attempts, r.received_at_ms, r.event_id, r.event_type, r.body
+             FROM failures f JOIN records r ON r.seq = f.seq
+             WHERE f.sink = ?1 AND f.state = 'pending' AND f.next_attempt_ms <= ?2
+             ORDER BY f.next_attempt_ms, f.seq LIMIT ?3",
+        )?
+        .query_map(params![sink, now_ms, limit as i64], |row| {
+            Ok(PendingDelivery {
+                seq: row.get(0)?,
+                attempts: row.get(1)?,
+                received_at_ms: row.get(2)?,
+                record: StoredRecord {
+                    id: row.get(3)?,
+                    event_type: row.get(4)?,
+                    json: row.get::<_, StoredBody>(5)?.0,
+                },
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(deliveries)
+}
+
 /// How a cursor row stores [`EventTypes::All`] (a list holds integers only).
 const ALL_TYPES: &str = "*";
 
@@ -129,6 +203,10 @@ impl SqliteSpool {
     /// Up to `limit` deliveries for `sink`: due retries first, up to half of
     /// `limit` (so a steady stream of fresh records cannot starve them), then
     /// records past the cursor, then more due retries if room is left.
+    ///
+    /// All in one trip to the read connection's thread: each trip is a
+    /// hand-off between threads, and a busy sink claims hundreds of times a
+    /// second (it was three trips, bench/BENCHMARKS.md, issue 21).
     pub async fn claim(
         &self,
         sink: &str,
@@ -137,23 +215,28 @@ impl SqliteSpool {
         limit: usize,
     ) -> Result<Claim, SpoolError> {
         let now_ms = unix_ms(now);
-        let retry_share = limit / 2;
-        let mut retries = self.due_retries(sink, now_ms, retry_share).await?;
-        let fresh = self.fresh(sink, event_types, limit - retries.len()).await?;
-        let room = limit.saturating_sub(fresh.deliveries.len());
-        if retries.len() == retry_share && room > retries.len() {
-            // Few fresh records: let retries have the rest of the batch.
-            retries = self.due_retries(sink, now_ms, room).await?;
-        }
-        retries.extend(fresh.deliveries);
-        Ok(Claim {
-            deliveries: retries,
-            receipt: ClaimReceipt(
-                fresh
-                    .scanned_to
-                    .map_or(Receipt::Empty, |scanned_to| Receipt::Sqlite { scanned_to }),
-            ),
+        let sink = sink.to_owned();
+        let fresh_sql = fresh_statement(event_types);
+        self.read(move |conn| {
+            let retry_share = limit / 2;
+            let mut retries = due_retries(conn, &sink, now_ms, retry_share)?;
+            let fresh = fresh(conn, &sink, &fresh_sql, limit - retries.len())?;
+            let room = limit.saturating_sub(fresh.deliveries.len());
+            if retries.len() == retry_share && room > retries.len() {
+                // Few fresh records: let retries have the rest of the batch.
+                retries = due_retries(conn, &sink, now_ms, room)?;
+            }
+            retries.extend(fresh.deliveries);
+            Ok(Claim {
+                deliveries: retries,
+                receipt: ClaimReceipt(
+                    fresh
+                        .scanned_to
+                        .map_or(Receipt::Empty, |scanned_to| Receipt::Sqlite { scanned_to }),
+                ),
+            })
         })
+        .await
     }
 
     /// Runs `work`: a claim needs no holding here, as no other process
@@ -165,88 +248,6 @@ impl SqliteSpool {
         work: F,
     ) -> F::Output {
         work.await
-    }
-
-    /// Up to `limit` records past `sink`'s cursor, those of `event_types` with
-    /// their bodies.
-    pub(super) async fn fresh(
-        &self,
-        sink: &str,
-        event_types: &EventTypes,
-        limit: usize,
-    ) -> Result<FreshBatch, SpoolError> {
-        let sink = sink.to_owned();
-        let sql = format!(
-            "SELECT seq, received_at_ms, event_id, event_type,
-                    CASE WHEN {} THEN body END
-             FROM records WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            type_filter(&type_list(event_types))
-        );
-        self.read(move |conn| {
-            let Some(from) = cursor(conn, &sink)? else {
-                return Ok(FreshBatch::default());
-            };
-            let mut scanned_to = None;
-            let mut deliveries = Vec::new();
-            let mut statement = conn.prepare_cached(&sql)?;
-            let mut rows = statement.query(params![from, limit as i64])?;
-            while let Some(row) = rows.next()? {
-                let seq: i64 = row.get(0)?;
-                scanned_to = Some(seq);
-                // Records of other event types have no body here: skipped, not loaded.
-                if let Some(StoredBody(json)) = row.get::<_, Option<StoredBody>>(4)? {
-                    deliveries.push(PendingDelivery {
-                        seq,
-                        attempts: 0,
-                        received_at_ms: row.get(1)?,
-                        record: StoredRecord {
-                            id: row.get(2)?,
-                            event_type: row.get(3)?,
-                            json,
-                        },
-                    });
-                }
-            }
-            Ok(FreshBatch {
-                deliveries,
-                scanned_to,
-            })
-        })
-        .await
-    }
-
-    /// Up to `limit` failed deliveries to `sink` whose retry is due at `now_ms`.
-    pub(super) async fn due_retries(
-        &self,
-        sink: &str,
-        now_ms: i64,
-        limit: usize,
-    ) -> Result<Vec<PendingDelivery>, SpoolError> {
-        let sink = sink.to_owned();
-        self.read(move |conn| {
-            let deliveries = conn
-                .prepare_cached(
-                    "SELECT f.seq, f.attempts, r.received_at_ms, r.event_id, r.event_type, r.body
-                     FROM failures f JOIN records r ON r.seq = f.seq
-                     WHERE f.sink = ?1 AND f.state = 'pending' AND f.next_attempt_ms <= ?2
-                     ORDER BY f.next_attempt_ms, f.seq LIMIT ?3",
-                )?
-                .query_map(params![sink, now_ms, limit as i64], |row| {
-                    Ok(PendingDelivery {
-                        seq: row.get(0)?,
-                        attempts: row.get(1)?,
-                        received_at_ms: row.get(2)?,
-                        record: StoredRecord {
-                            id: row.get(3)?,
-                            event_type: row.get(4)?,
-                            json: row.get::<_, StoredBody>(5)?.0,
-                        },
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(deliveries)
-        })
-        .await
     }
 
     /// When the next retry to `sink` falls due (Unix ms), if any is waiting.
