@@ -6,12 +6,12 @@ use std::process::Output;
 use std::time::Duration;
 
 use recordhook::protocol::EventTypes;
-use recordhook::spool::{Outcome, Settlement, SinkRegistration, Spool};
+use recordhook::spool::{Settlement, SinkRegistration, Spool};
 
 use crate::harness::Test;
 use crate::helpers::refusing_port;
 use crate::postgres::{Database, WINDOW, at};
-use crate::records::{new_record, record};
+use crate::records::{first_attempts, new_record, record};
 use crate::test;
 
 pub fn tests() -> Vec<Test> {
@@ -115,17 +115,9 @@ async fn dead_letter_commands_list_retry_and_purge_on_postgres() {
     let record = record("dead-1");
     spool.accept(new_record(&record), at(1_000)).await.unwrap();
     let kill = |claim: recordhook::spool::Claim| {
-        let outcomes = claim
-            .deliveries
-            .iter()
-            .map(|d| Outcome {
-                seq: d.seq,
-                attempts: 1,
-                settlement: Settlement::Dead {
-                    error: "400 Bad Request".into(),
-                },
-            })
-            .collect();
+        let outcomes = first_attempts(&claim, |_| Settlement::Dead {
+            error: "400 Bad Request".into(),
+        });
         spool.settle("backend", claim.receipt, outcomes, at(1_001))
     };
     let claim = spool

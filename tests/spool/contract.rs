@@ -17,7 +17,7 @@ use recordhook::spool::{
 use crate::contract_test;
 use crate::harness::{Backend, ContractTest};
 use crate::postgres::{TestSpool, at};
-use crate::records::{new_record, record, record_of};
+use crate::records::{first_attempts, new_record, record, record_of};
 
 pub fn tests() -> Vec<ContractTest> {
     vec![
@@ -508,15 +508,7 @@ async fn retention_removes_only_old_records_that_every_sink_has_handled(backend:
         .await
         .unwrap();
     let f1 = claim.deliveries.remove(1);
-    let mut outcomes: Vec<Outcome> = claim
-        .deliveries
-        .iter()
-        .map(|d| Outcome {
-            seq: d.seq,
-            attempts: 1,
-            settlement: Settlement::Delivered,
-        })
-        .collect();
+    let mut outcomes = first_attempts(&claim, |_| Settlement::Delivered);
     outcomes.push(Outcome {
         seq: f1.seq,
         attempts: 1,

@@ -5,7 +5,7 @@ use std::time::UNIX_EPOCH;
 
 use recordhook::protocol::{Authenticator, TimeWindow, UnverifiedCallback};
 use recordhook::record::Record;
-use recordhook::spool::NewRecord;
+use recordhook::spool::{Claim, NewRecord, Outcome, PendingDelivery, Settlement};
 
 const WINDOW: TimeWindow = TimeWindow {
     clock_skew_secs: 0,
@@ -30,4 +30,21 @@ pub fn record(file_id: &str) -> Record {
 /// `record` as the spool takes it, built the way the server builds it.
 pub fn new_record(record: &Record) -> NewRecord {
     NewRecord::try_from(record).unwrap()
+}
+
+/// An outcome of a first attempt for each of `claim`'s deliveries, in
+/// claim order, settled as `settlement_of` says for that delivery.
+pub fn first_attempts(
+    claim: &Claim,
+    settlement_of: impl Fn(&PendingDelivery) -> Settlement,
+) -> Vec<Outcome> {
+    claim
+        .deliveries
+        .iter()
+        .map(|d| Outcome {
+            seq: d.seq,
+            attempts: 1,
+            settlement: settlement_of(d),
+        })
+        .collect()
 }

@@ -15,7 +15,7 @@ use crate::harness::Test;
 use crate::helpers::eventually;
 use crate::postgres::{Database, WINDOW, at, options_for};
 use crate::proxy::Proxy;
-use crate::records::{new_record, record};
+use crate::records::{first_attempts, new_record, record};
 use crate::test;
 
 pub fn tests() -> Vec<Test> {
@@ -69,15 +69,7 @@ async fn replicas(
 }
 
 fn delivered(claim: &recordhook::spool::Claim) -> Vec<Outcome> {
-    claim
-        .deliveries
-        .iter()
-        .map(|d| Outcome {
-            seq: d.seq,
-            attempts: 1,
-            settlement: Settlement::Delivered,
-        })
-        .collect()
+    first_attempts(claim, |_| Settlement::Delivered)
 }
 
 /// The first claim of sink `a` by `spool` that holds anything, trying
@@ -187,17 +179,9 @@ async fn a_claim_whose_lease_ran_out_passes_to_another_replica_and_its_late_outc
             .unwrap(),
         5
     );
-    let dead: Vec<Outcome> = taken
-        .deliveries
-        .iter()
-        .map(|d| Outcome {
-            seq: d.seq,
-            attempts: 1,
-            settlement: Settlement::Dead {
-                error: "kept".into(),
-            },
-        })
-        .collect();
+    let dead = first_attempts(&taken, |_| Settlement::Dead {
+        error: "kept".into(),
+    });
     assert_eq!(
         spools[1]
             .settle("a", taken.receipt, dead, at(1_002))
@@ -541,22 +525,16 @@ async fn a_version_6_spool_is_migrated_in_place_and_its_records_found_by_event_i
         .claim("a", &EventTypes::All, at(5_001), 10)
         .await
         .unwrap();
-    let outcomes = claim
-        .deliveries
-        .iter()
-        .map(|d| Outcome {
-            seq: d.seq,
-            attempts: 1,
-            settlement: if d.record.id == dead.id {
-                Settlement::Dead { error: "no".into() }
-            } else {
-                Settlement::Retry {
-                    at_ms: at_ms(9_000),
-                    error: "later".into(),
-                }
-            },
-        })
-        .collect();
+    let outcomes = first_attempts(&claim, |d| {
+        if d.record.id == dead.id {
+            Settlement::Dead { error: "no".into() }
+        } else {
+            Settlement::Retry {
+                at_ms: at_ms(9_000),
+                error: "later".into(),
+            }
+        }
+    });
     old[0]
         .settle("a", claim.receipt, outcomes, at(5_001))
         .await
