@@ -176,6 +176,13 @@ def idle_seconds():
     return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
 
 
+def others_share(elapsed, idle, ours):
+    """The share of the machine that processes other than ours took over
+    `elapsed` seconds in which it was `idle` and ours used `ours` CPU seconds."""
+    machine = os.cpu_count() * elapsed
+    return max(0.0, machine - idle - ours) / machine
+
+
 def psql(sql, database="postgres"):
     """Runs `sql` on the PostgreSQL server; its rows, fields split on |."""
     out = subprocess.run(["psql", f"{PG_URL}/{database}", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
@@ -284,7 +291,7 @@ def measure(replicas, round_name, t, sign):
     wrk_cpu = wrk_after.ru_utime + wrk_after.ru_stime - wrk_before.ru_utime - wrk_before.ru_stime
     ours = cpu_since(cpu_before, pids) + (cpu_since(pg_cpu_before, postgres_pids()) if pg else 0) + wrk_cpu
     result["idle"] = idle_load / machine
-    result["others"] = max(0.0, machine - idle_load - ours) / machine
+    result["others"] = others_share(stop - started, idle_load, ours)
     each = [rh.accepted() for rh in replicas]
     accepted = sum(each)
     while sum(rh.delivered() for rh in replicas) < accepted and time.monotonic() - stop < LAG_LIMIT_SECS:

@@ -86,8 +86,7 @@ def main():
             used = run.cpu_since(cpu, [pid])
             cpu = run.cpu_seconds([pid])
             # Whatever was neither idle nor recordhook nor wrk.
-            busy = os.cpu_count() * INTERVAL - (run.idle_seconds() - idle)
-            others = max(0.0, busy - run.cpu_since(ours, [pid, load.pid])) / (os.cpu_count() * INTERVAL)
+            others = run.others_share(INTERVAL, run.idle_seconds() - idle, run.cpu_since(ours, [pid, load.pid]))
             ours, idle = run.cpu_seconds([pid, load.pid]), run.idle_seconds()
             count = now_accepted - accepted
             accepted = now_accepted
