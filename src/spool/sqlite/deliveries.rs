@@ -20,12 +20,12 @@ use crate::spool::{
 
 /// Records a sink has not been offered yet.
 #[derive(Debug, Clone, Default)]
-pub(super) struct FreshBatch {
+struct FreshBatch {
     /// Those of the sink's event types, in seq order.
-    pub deliveries: Vec<PendingDelivery>,
+    deliveries: Vec<PendingDelivery>,
     /// The last seq looked at (of any event type): the cursor moves here once
     /// the batch is settled.
-    pub scanned_to: Option<i64>,
+    scanned_to: Option<i64>,
 }
 
 /// The statement that reads records past a cursor: every column of those of
