@@ -403,6 +403,18 @@ impl Application {
             grace,
         ));
         shutdown.await;
+        // Still serving: only the load balancer's probe is told, so it takes
+        // this replica out before the listener closes after the delay.
+        state.start_draining();
+        let delay = Duration::from_secs(settings.server.shutdown_delay_secs);
+        if !delay.is_zero() {
+            tracing::info!(
+                delay_secs = delay.as_secs(),
+                "shutting down: /readyz answers 503 while callbacks are still served, \
+                 until the listener closes"
+            );
+            tokio::time::sleep(delay).await;
+        }
         // One bound for the whole shutdown: draining requests and stopping
         // every worker share it, however many sinks there are.
         let deadline = tokio::time::Instant::now() + grace;

@@ -212,7 +212,8 @@ mod tests {
     fn settings_at_every_maximum() -> Settings {
         let toml = format!(
             "[server]\nmax_body_bytes = {MAX_BODY_BYTES}\nmax_connections = {MAX_CONNECTIONS}\n\
-             shutdown_grace_secs = {t}\nheader_read_timeout_secs = {t}\nrequest_timeout_secs = {t}\n\
+             shutdown_grace_secs = {t}\nshutdown_delay_secs = {t}\nheader_read_timeout_secs = {t}\n\
+             request_timeout_secs = {t}\n\
              [auth]\nkeys = [\"k\"]\nclock_skew_secs = {MAX_CLOCK_SKEW_SECS}\n\
              max_validity_secs = {w}\nexpiry_grace_secs = {w}\n\
              [spool]\ndedup_window_secs = {MAX_SPOOL_WINDOW_SECS}\n\
@@ -239,6 +240,7 @@ mod tests {
         // What the server turns them into: timers from now, and times before now.
         for secs in [
             settings.server.shutdown_grace_secs,
+            settings.server.shutdown_delay_secs,
             settings.server.header_read_timeout_secs,
             settings.server.request_timeout_secs,
         ] {

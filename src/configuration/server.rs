@@ -33,6 +33,12 @@ pub struct ServerSettings {
     /// How long, on SIGTERM or SIGINT, in-flight requests and deliveries may
     /// take to finish, in seconds; at most [`MAX_SERVER_TIMEOUT_SECS`].
     pub shutdown_grace_secs: u64,
+    /// How long, on SIGTERM or SIGINT, the server goes on serving callbacks
+    /// with `/readyz` answering 503 before its listener closes, in seconds:
+    /// time for a load balancer's health check to take the replica out, so
+    /// no callback is sent to a closed port. 0 (the default) closes at once.
+    /// Comes before `shutdown_grace_secs`. At most [`MAX_SERVER_TIMEOUT_SECS`].
+    pub shutdown_delay_secs: u64,
     /// Connections served at once; further ones wait in the kernel's accept
     /// queue. 1 to [`MAX_CONNECTIONS`].
     pub max_connections: usize,
@@ -54,6 +60,7 @@ impl Default for ServerSettings {
             callback_path: "/callback".to_owned(),
             max_body_bytes: 65_536,
             shutdown_grace_secs: 10,
+            shutdown_delay_secs: 0,
             max_connections: 1_024,
             header_read_timeout_secs: 10,
             request_timeout_secs: 30,
@@ -95,6 +102,12 @@ impl ServerSettings {
         check_range(
             "server.shutdown_grace_secs",
             self.shutdown_grace_secs,
+            0,
+            MAX_SERVER_TIMEOUT_SECS,
+        )?;
+        check_range(
+            "server.shutdown_delay_secs",
+            self.shutdown_delay_secs,
             0,
             MAX_SERVER_TIMEOUT_SECS,
         )?;
@@ -143,6 +156,10 @@ mod tests {
             (
                 server("shutdown_grace_secs = 3601"),
                 "server.shutdown_grace_secs",
+            ),
+            (
+                server("shutdown_delay_secs = 3601"),
+                "server.shutdown_delay_secs",
             ),
             (
                 server("header_read_timeout_secs = 3601"),

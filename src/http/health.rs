@@ -43,8 +43,13 @@ const MIN_FREE_BYTES: u64 = 1024 * 1024;
 /// makes the replica not ready until it is back, so an operator sees it. The probe write alone is not enough: with a full disk it can
 /// still fit in space the store has already allocated while callbacks,
 /// which need new space, fail. Both checks recover by themselves once space
-/// returns.
+/// returns. Once the process has been told to stop, 503 (`shutting_down`)
+/// whatever else holds, for the load balancer to take the replica out
+/// before its listener closes.
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    if state.is_draining() {
+        return Err(ApiError::ShuttingDown);
+    }
     let down = state.workers.down();
     if !down.is_empty() {
         tracing::warn!(workers = ?down, "not ready: background workers are restarting");

@@ -6,6 +6,7 @@ mod error;
 mod health;
 mod serve;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -66,6 +67,10 @@ pub struct AppState {
     /// The last segment of `{callback_path}/{secret}`, where event types
     /// that CSS sends without a signature are accepted; `None`: no such path.
     path_secret: Option<Arc<SecretString>>,
+    /// Set when the process has been told to stop and waits out
+    /// `server.shutdown_delay_secs`: `/readyz` answers 503 so load balancers
+    /// take the replica out while it still serves callbacks.
+    draining: Arc<AtomicBool>,
 }
 
 impl AppState {
@@ -88,7 +93,18 @@ impl AppState {
             body_timeout,
             metrics,
             path_secret: None,
+            draining: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// From now on `/readyz` answers 503: the process is about to stop.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the process is about to stop (see [`AppState::start_draining`]).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// Also serves `{callback_path}/{secret}` (see [`router`]).

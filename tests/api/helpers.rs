@@ -246,6 +246,14 @@ impl TestApp {
     }
 
     /// Stops the server gracefully and hands back its directory.
+    /// Sends the stop signal (as SIGTERM would) without waiting for the
+    /// server to stop; [`TestApp::stop`] then waits.
+    pub fn signal_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
     pub async fn stop(mut self) -> (TempDir, Settings) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
