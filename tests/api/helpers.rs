@@ -245,7 +245,6 @@ impl TestApp {
         self.state.spool.records().await.unwrap()
     }
 
-    /// Stops the server gracefully and hands back its directory.
     /// Sends the stop signal (as SIGTERM would) without waiting for the
     /// server to stop; [`TestApp::stop`] then waits.
     pub fn signal_stop(&mut self) {
@@ -254,10 +253,9 @@ impl TestApp {
         }
     }
 
+    /// Stops the server gracefully and hands back its directory.
     pub async fn stop(mut self) -> (TempDir, Settings) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.signal_stop();
         if let Some(task) = self.task.take() {
             task.await.unwrap().unwrap();
         }
