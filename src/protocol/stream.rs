@@ -54,8 +54,17 @@ fn first_text(fields: &Map<String, Value>, names: &[&str]) -> Option<String> {
             Value::Number(number) => number.to_string(),
             _ => return None,
         };
-        (!text.is_empty()).then(|| text.chars().take(MAX_LEN).collect())
+        (!text.is_empty()).then(|| shortened(text))
     })
+}
+
+/// `text` cut to its first [`MAX_LEN`] characters; most are far shorter
+/// and are kept as they are, without copying them character by character.
+fn shortened(mut text: String) -> String {
+    if let Some((cut, _)) = text.char_indices().nth(MAX_LEN) {
+        text.truncate(cut);
+    }
+    text
 }
 
 #[cfg(test)]
@@ -127,6 +136,14 @@ mod tests {
                 .stream_id
                 .map(|s| s.len()),
             Some(MAX_LEN)
+        );
+        // Characters, not bytes: a name in Chinese is cut at a character.
+        let stream_id = read(json!({ "stream_id": "直播".repeat(200) })).stream_id;
+        assert_eq!(stream_id, Some("直播".repeat(MAX_LEN / 2)));
+        let exact = "流".repeat(MAX_LEN);
+        assert_eq!(
+            read(json!({ "stream_id": exact.clone() })).stream_id,
+            Some(exact)
         );
     }
 }
