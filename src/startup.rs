@@ -3,11 +3,11 @@
 //! down in order: stop accepting, finish in-flight requests within a bound,
 //! stop the delivery workers, close the spool.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures_util::stream::{self, Stream, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -243,10 +243,14 @@ impl Application {
         self.state.clone()
     }
 
-    /// Serves until `shutdown` completes, then shuts down in order.
-    pub async fn run_until_stopped<F>(self, shutdown: F) -> Result<(), StartupError>
+    /// Serves until the first of `stops` (or their end), then shuts down in
+    /// order. A second stop during `server.shutdown_delay_secs` ends the
+    /// delay (an operator's second Ctrl-C or SIGTERM: stop now); the drain
+    /// of in-flight requests and the workers' grace still follow, so nothing
+    /// answered 200 is cut short. The end of `stops` never counts as a second.
+    pub async fn run_until_stopped<S>(self, mut stops: S) -> Result<(), StartupError>
     where
-        F: Future<Output = ()> + Send + 'static,
+        S: Stream<Item = ()> + Send + Unpin + 'static,
     {
         let Self {
             listener,
@@ -402,7 +406,7 @@ impl Application {
             stop.clone(),
             grace,
         ));
-        shutdown.await;
+        stops.next().await;
         // Still serving: only the load balancer's probe is told, so it takes
         // this replica out before the listener closes after the delay.
         state.start_draining();
@@ -411,9 +415,19 @@ impl Application {
             tracing::info!(
                 delay_secs = delay.as_secs(),
                 "shutting down: /readyz answers 503 while callbacks are still served, \
-                 until the listener closes"
+                 until the listener closes (a second signal closes it now)"
             );
-            tokio::time::sleep(delay).await;
+            let second_stop = async {
+                if stops.next().await.is_none() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = second_stop => {
+                    tracing::info!("shutting down: second signal, the rest of the delay is skipped");
+                }
+            }
         }
         // One bound for the whole shutdown: draining requests and stopping
         // every worker share it, however many sinks there are.
@@ -573,28 +587,51 @@ async fn handle_hangups(
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %err, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => tracing::info!(signal = "SIGINT", "signal received"),
-        () = terminate => tracing::info!(signal = "SIGTERM", "signal received"),
+    shutdown_signals().next().await;
+}
+
+/// One item for each SIGTERM or SIGINT (Ctrl-C) the process receives, for
+/// [`Application::run_until_stopped`]; never ends.
+#[cfg(unix)]
+pub fn shutdown_signals() -> impl Stream<Item = ()> + Send + Unpin + 'static {
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    /// A stream of `kind`, or none (logged) when it cannot be listened for.
+    fn each(kind: SignalKind, name: &'static str) -> impl Stream<Item = ()> + Send {
+        let listener = signal(kind)
+            .inspect_err(|err| tracing::error!(error = %err, "cannot listen for {name}"))
+            .ok();
+        stream::unfold(listener, move |listener: Option<Signal>| async move {
+            let mut listener = listener?;
+            listener.recv().await?;
+            tracing::info!(signal = name, "signal received");
+            Some(((), Some(listener)))
+        })
+        // A signal that cannot be listened for must not end the stream:
+        // its end would read as a stop.
+        .chain(stream::pending())
     }
+    Box::pin(stream::select(
+        each(SignalKind::terminate(), "SIGTERM"),
+        each(SignalKind::interrupt(), "SIGINT"),
+    ))
+}
+
+/// One item for each Ctrl-C the process receives; never ends.
+#[cfg(not(unix))]
+pub fn shutdown_signals() -> impl Stream<Item = ()> + Send + Unpin + 'static {
+    Box::pin(
+        stream::unfold((), |()| async {
+            match tokio::signal::ctrl_c().await {
+                Ok(()) => {
+                    tracing::info!(signal = "SIGINT", "signal received");
+                    Some(((), ()))
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot listen for SIGINT");
+                    None
+                }
+            }
+        })
+        .chain(stream::pending()),
+    )
 }

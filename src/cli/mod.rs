@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::configuration::load_for_file;
-use crate::startup::{Application, shutdown_signal};
+use crate::startup::{Application, shutdown_signals};
 use crate::telemetry;
 
 pub use dead_letters::{DeadLetterCommand, Selection};
@@ -106,6 +106,6 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let application = Application::build(settings)
         .await?
         .with_key_reloader(reload);
-    application.run_until_stopped(shutdown_signal()).await?;
+    application.run_until_stopped(shutdown_signals()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -37,7 +37,8 @@ pub struct ServerSettings {
     /// with `/readyz` answering 503 before its listener closes, in seconds:
     /// time for a load balancer's health check to take the replica out, so
     /// no callback is sent to a closed port. 0 (the default) closes at once.
-    /// Comes before `shutdown_grace_secs`. At most [`MAX_SERVER_TIMEOUT_SECS`].
+    /// Comes before `shutdown_grace_secs`; a second signal ends it at once.
+    /// At most [`MAX_SERVER_TIMEOUT_SECS`].
     pub shutdown_delay_secs: u64,
     /// Connections served at once; further ones wait in the kernel's accept
     /// queue. 1 to [`MAX_CONNECTIONS`].

@@ -80,6 +80,29 @@ async fn after_the_shutdown_delay_the_server_stops_and_its_port_is_closed() {
     app.stop().await;
     // tokio's sleep never ends early: the delay was served in full.
     assert!(signalled.elapsed() >= Duration::from_secs(1));
+    assert_listener_closed(&client, &address).await;
+}
+
+#[tokio::test]
+async fn a_second_stop_signal_ends_the_shutdown_delay_and_the_server_stops() {
+    // A delay far longer than the test: only the second signal can end it.
+    let mut app = spawn_app_with(|settings| settings.server.shutdown_delay_secs = 3_600).await;
+    let (address, client) = (app.address.clone(), app.client.clone());
+    app.signal_stop();
+    let turned = eventually(Duration::from_secs(10), || async {
+        app.get("/readyz").await.status() == 503
+    })
+    .await;
+    assert!(turned, "/readyz still answers 200 after the stop signal");
+    // `stop` sends the second signal, then waits for the server to end.
+    tokio::time::timeout(Duration::from_secs(60), app.stop())
+        .await
+        .expect("the server still waits out its delay after a second signal");
+    assert_listener_closed(&client, &address).await;
+}
+
+/// Asserts that nothing answers at `address` any more.
+async fn assert_listener_closed(client: &reqwest::Client, address: &str) {
     assert!(
         client
             .get(format!("{address}/healthz"))

@@ -13,8 +13,9 @@ use recordhook::record::Record;
 use recordhook::startup::{Application, StartupError};
 use serde_json::Value;
 use tempfile::TempDir;
-use tokio::sync::oneshot;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_stream::wrappers::UnboundedReceiverStream;
 
 /// The callback key every test server is configured with.
 pub const KEY: &str = "test-callback-key";
@@ -32,7 +33,8 @@ pub struct TestApp {
     /// Holds the spool directory for the test's lifetime.
     pub dir: TempDir,
     pub client: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
+    /// Each `()` sent is one stop signal (as SIGTERM); dropping it stops too.
+    stop: mpsc::UnboundedSender<()>,
     task: Option<JoinHandle<Result<(), StartupError>>>,
 }
 
@@ -138,10 +140,8 @@ pub async fn spawn_app_in(dir: TempDir, settings: Settings) -> TestApp {
         .admin_address()
         .map(|admin| format!("http://{admin}"));
     let state = application.state();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(application.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
+    let (stop, stops) = mpsc::unbounded_channel::<()>();
+    let task = tokio::spawn(application.run_until_stopped(UnboundedReceiverStream::new(stops)));
     TestApp {
         address,
         admin_address,
@@ -149,7 +149,7 @@ pub async fn spawn_app_in(dir: TempDir, settings: Settings) -> TestApp {
         settings,
         dir,
         client: reqwest::Client::new(),
-        stop: Some(stop),
+        stop,
         task: Some(task),
     }
 }
@@ -245,12 +245,12 @@ impl TestApp {
         self.state.spool.records().await.unwrap()
     }
 
-    /// Sends the stop signal (as SIGTERM would) without waiting for the
-    /// server to stop; [`TestApp::stop`] then waits.
+    /// Sends a stop signal (as SIGTERM would) without waiting for the
+    /// server to stop; [`TestApp::stop`] then waits. A second one during
+    /// the shutdown delay ends the delay.
     pub fn signal_stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        // The server may have stopped already; nothing to tell it then.
+        let _ = self.stop.send(());
     }
 
     /// Stops the server gracefully and hands back its directory.

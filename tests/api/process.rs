@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::binary::{command, start_server};
+use crate::binary::{command, start_server, start_server_with_env};
 use crate::helpers::*;
 
 #[test]
@@ -170,4 +170,41 @@ async fn sighup_reloads_the_key_file_and_a_failed_reload_keeps_the_keys() {
             "a key leaked: {line}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_second_signal_during_the_shutdown_delay_makes_the_binary_exit_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // An hour's delay: `terminate` waits 20 s at most, so only the second
+    // signal can make the process exit in time.
+    let mut server = start_server_with_env(
+        &dir,
+        "",
+        &[("RECORDHOOK__SERVER__SHUTDOWN_DELAY_SECS", "3600")],
+    );
+    server.signal("-INT");
+    server.wait_for_log(
+        "shutting down: /readyz answers 503 while callbacks are still served, until the \
+         listener closes (a second signal closes it now)",
+    );
+    let response = reqwest::Client::new()
+        .post(format!("{}/callback", server.address))
+        .body(recording("during-the-delay").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "a callback during the delay");
+    // SIGTERM after SIGINT: either signal counts, in either order.
+    let (status, lines) = server.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains("second signal, the rest of the delay is skipped")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|line| line.contains("spool closed")),
+        "no clean close logged: {lines:#?}"
+    );
 }
