@@ -8,6 +8,7 @@ use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::signature::{AuthError, TimeWindow, parse_decimal_i64, parse_t, verify};
+use super::stream::shortened;
 
 /// Why a body is not a usable callback (before or after authentication).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,7 +68,7 @@ impl UnverifiedCallback {
     /// body cannot flood the log through it).
     pub fn stream_id_hint(&self) -> Option<String> {
         let stream_id = self.fields.get("stream_id")?.as_str()?;
-        Some(stream_id.chars().take(128).collect())
+        Some(shortened(stream_id.to_owned(), 128))
     }
 }
 
@@ -326,6 +327,14 @@ mod tests {
             serde_json::to_string(&parsed.fields).unwrap(),
             r#"{"b":"2","a":{"y":[1.50,"x"],"x":null},"big":123456789012345678901234}"#
         );
+    }
+
+    #[test]
+    fn the_stream_id_hint_is_cut_at_128_characters() {
+        let hint = |stream_id: &str| parse(json!({ "stream_id": stream_id })).stream_id_hint();
+        assert_eq!(hint("live_1"), Some("live_1".to_owned()));
+        assert_eq!(hint(&"直".repeat(300)), Some("直".repeat(128)));
+        assert_eq!(parse(json!({ "stream_id": 5 })).stream_id_hint(), None);
     }
 
     #[test]

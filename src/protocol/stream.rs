@@ -54,14 +54,14 @@ fn first_text(fields: &Map<String, Value>, names: &[&str]) -> Option<String> {
             Value::Number(number) => number.to_string(),
             _ => return None,
         };
-        (!text.is_empty()).then(|| shortened(text))
+        (!text.is_empty()).then(|| shortened(text, MAX_LEN))
     })
 }
 
-/// `text` cut to its first [`MAX_LEN`] characters; most are far shorter
+/// `text` cut to its first `max_chars` characters; most are far shorter
 /// and are kept as they are, without copying them character by character.
-fn shortened(mut text: String) -> String {
-    if let Some((cut, _)) = text.char_indices().nth(MAX_LEN) {
+pub(super) fn shortened(mut text: String, max_chars: usize) -> String {
+    if let Some((cut, _)) = text.char_indices().nth(max_chars) {
         text.truncate(cut);
     }
     text
