@@ -4,7 +4,7 @@ use std::fmt;
 
 use secrecy::SecretString;
 use serde::Deserializer as _;
-use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::de::{MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::signature::{AuthError, TimeWindow, parse_decimal_i64, parse_t, verify};
@@ -54,13 +54,14 @@ impl UnverifiedCallback {
             .and_then(|fields| reader.end().map(|()| fields));
         match parsed {
             Ok(fields) => Ok(Self { fields }),
-            // Valid JSON of another kind (an array, a number, …) reads as a
-            // type error; a body that is not JSON at all is a syntax error.
-            Err(err) if err.is_data() && serde_json::from_slice::<IgnoredAny>(body).is_ok() => {
-                Err(PayloadError::NotAnObject)
-            }
-            // serde_json's message names line and column, never the content.
-            Err(err) => Err(PayloadError::InvalidJson(err.to_string())),
+            // Anything but an object is a type error before it is read;
+            // reading it whole (within serde_json's nesting limit, as for an
+            // object) tells valid JSON of another kind from broken JSON.
+            Err(err) if err.is_data() => match serde_json::from_slice::<Value>(body) {
+                Ok(_) => Err(PayloadError::NotAnObject),
+                Err(err) => Err(invalid_json(&err)),
+            },
+            Err(err) => Err(invalid_json(&err)),
         }
     }
 
@@ -70,6 +71,11 @@ impl UnverifiedCallback {
         let stream_id = self.fields.get("stream_id")?.as_str()?;
         Some(shortened(stream_id.to_owned(), 128))
     }
+}
+
+/// serde_json's message names line and column, never the content.
+fn invalid_json(err: &serde_json::Error) -> PayloadError {
+    PayloadError::InvalidJson(err.to_string())
 }
 
 /// Room for a callback's top-level fields, reserved before parsing: CSS's
@@ -351,8 +357,10 @@ mod tests {
             UnverifiedCallback::parse(b""),
             Err(PayloadError::InvalidJson(_))
         ));
-        // Broken JSON of another kind is still broken JSON.
-        for body in ["[1,", "{\"a\":1} x", "tru"] {
+        // Broken JSON of another kind is still broken JSON, and so is
+        // nesting past serde_json's limit whatever the outer kind.
+        let too_deep = format!("{}{}", "[".repeat(1_000), "]".repeat(1_000));
+        for body in ["[1,", "{\"a\":1} x", "tru", too_deep.as_str()] {
             assert!(
                 matches!(
                     UnverifiedCallback::parse(body.as_bytes()),
