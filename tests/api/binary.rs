@@ -108,6 +108,16 @@ impl Server {
         }
     }
 
+    /// Posts `body` as JSON to the server's `/callback` and returns the
+    /// status of the answer. The future does not borrow the server (whose
+    /// log receiver is not `Sync`), so a test may hold it across threads.
+    pub fn post_callback(&self, body: &Value) -> impl Future<Output = u16> + Send + use<> {
+        let request = reqwest::Client::new()
+            .post(format!("{}/callback", self.address))
+            .json(body);
+        async move { request.send().await.unwrap().status().as_u16() }
+    }
+
     /// Resident memory of the process, KiB.
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();

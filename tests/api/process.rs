@@ -187,13 +187,11 @@ async fn a_second_signal_during_the_shutdown_delay_makes_the_binary_exit_at_once
         "shutting down: /readyz answers 503 while callbacks are still served, until the \
          listener closes (a second signal closes it now)",
     );
-    let response = reqwest::Client::new()
-        .post(format!("{}/callback", server.address))
-        .body(recording("during-the-delay").to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "a callback during the delay");
+    assert_eq!(
+        server.post_callback(&recording("during-the-delay")).await,
+        200,
+        "a callback during the delay"
+    );
     // SIGTERM after SIGINT: either signal counts, in either order.
     let (status, lines) = server.terminate();
     assert!(status.success(), "exit status {status:?}");

@@ -40,13 +40,7 @@ async fn start_traced(endpoint: &str, otlp_extra: &str) -> (Target, tempfile::Te
 
 /// Posts a signed recording callback with `file_id`; it must be accepted.
 async fn post_callback(server: &Server, file_id: &str) {
-    let response = reqwest::Client::new()
-        .post(format!("{}/callback", server.address))
-        .json(&recording(file_id))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    assert_eq!(server.post_callback(&recording(file_id)).await, 200);
 }
 
 #[tokio::test]

@@ -19,13 +19,7 @@ pub async fn dead_letter_of(
     })
     .await
     .unwrap();
-    let response = reqwest::Client::new()
-        .post(format!("{}/callback", server.address))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(server.post_callback(&body).await, 200);
     tokio::task::spawn_blocking(move || {
         let mut server = server;
         let dead = server.wait_for_log("delivery failed for good; kept as a dead letter");

@@ -187,24 +187,12 @@ async fn a_receiver_down_while_css_sent_50_recordings_recovers_each_once_and_a_l
     // CSS's late retry of one of them, re-signed, arrives after the recovery.
     let mut retry = bodies[7].clone();
     signed_at(&mut retry, now() + 600);
-    let answer = reqwest::Client::new()
-        .post(format!("{}/callback", server.address))
-        .json(&retry)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200);
+    assert_eq!(server.post_callback(&retry).await, 200);
     server.wait_for_log("duplicate callback: already accepted, not stored again");
     // A fresh callback after it: once it is delivered, anything the retry
     // could have caused would have been delivered before it.
     let fresh = recording("after-the-retry");
-    let answer = reqwest::Client::new()
-        .post(format!("{}/callback", server.address))
-        .json(&fresh)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200);
+    assert_eq!(server.post_callback(&fresh).await, 200);
     assert!(
         eventually(Duration::from_secs(20), || async {
             received_by_file(&target).contains_key("after-the-retry")
@@ -263,13 +251,7 @@ async fn callbacks_that_arrived_live_are_reported_present_and_a_dry_run_stores_n
     for body in &live {
         let mut fresh = body.clone();
         signed_at(&mut fresh, now() + 600);
-        let answer = reqwest::Client::new()
-            .post(format!("{}/callback", server.address))
-            .json(&fresh)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), 200);
+        assert_eq!(server.post_callback(&fresh).await, 200);
     }
     assert!(
         eventually(Duration::from_secs(20), || async {
