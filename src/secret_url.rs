@@ -40,19 +40,8 @@ impl SecretUrl {
         } else if user_is_secret(&url) {
             let _ = shown.set_username(REDACTED);
         }
-        let query: Vec<(String, String)> = url
-            .query_pairs()
-            .map(|(key, value)| {
-                let value = if is_secret_key(&key) {
-                    REDACTED.to_owned()
-                } else {
-                    value.into_owned()
-                };
-                (key.into_owned(), value)
-            })
-            .collect();
-        if !query.is_empty() {
-            shown.query_pairs_mut().clear().extend_pairs(query);
+        if let Some(query) = url.query() {
+            shown.set_query(Some(&redacted_query(query)));
         }
         Ok(Self {
             full: SecretString::from(text),
@@ -126,6 +115,28 @@ fn user_is_secret(url: &url::Url) -> bool {
         && !["amqp", "postgres", "postgresql"].contains(&url.scheme())
 }
 
+/// `query` with the value of every secret parameter replaced by
+/// [`REDACTED`] and every other parameter exactly as written: encoding the
+/// pairs again would change how the rest of the URL is shown (`/` as `%2F`,
+/// `%20` as `+`), and an operator compares it with what they configured.
+fn redacted_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| {
+            let raw_key = pair.split_once('=').map_or(pair, |(key, _)| key);
+            let secret = url::form_urlencoded::parse(raw_key.as_bytes())
+                .next()
+                .is_some_and(|(key, _)| is_secret_key(&key));
+            if secret {
+                format!("{raw_key}={REDACTED}")
+            } else {
+                pair.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 /// Whether a query parameter named `key` carries a secret.
 fn is_secret_key(key: &str) -> bool {
     ["password", "token", "pass"].contains(&key.to_lowercase().as_str())
@@ -196,6 +207,23 @@ mod tests {
                 assert!(!text.contains(hidden), "{text}");
             }
         }
+    }
+
+    #[test]
+    fn only_secret_query_values_change_and_the_rest_is_shown_as_written() {
+        let url = "redis://h:1/0?ssl_ca=/etc/ca%20x.pem&PASSWORD=p%40ss&name=a+b&flag&pass=";
+        let secret = SecretUrl::parse(url).unwrap();
+        assert_eq!(
+            secret.redacted(),
+            "redis://h:1/0?ssl_ca=/etc/ca%20x.pem&PASSWORD=[redacted]&name=a+b&flag&pass=[redacted]"
+        );
+        assert!(!secret.redacted().contains("p%40ss"));
+        // A key written percent-encoded is still recognised.
+        let encoded = SecretUrl::parse("nats://h?%74oken=s3cret").unwrap();
+        assert_eq!(encoded.redacted(), "nats://h?%74oken=[redacted]");
+        // Nothing secret in the query: shown exactly as configured.
+        let plain = "postgres://u@db/rh?sslmode=verify-full&sslrootcert=/etc/ca.pem";
+        assert_eq!(SecretUrl::parse(plain).unwrap().redacted(), plain);
     }
 
     #[test]
