@@ -91,6 +91,15 @@ impl SecretUrl {
                     .into_owned(),
             );
         }
+        // A secret query value both as written and percent-decoded.
+        secrets.extend(
+            url.query()
+                .into_iter()
+                .flat_map(|query| query.split('&'))
+                .map(query_pair)
+                .filter(|(_, _, secret)| *secret)
+                .map(|(_, value, _)| value.to_owned()),
+        );
         secrets.extend(
             url.query_pairs()
                 .filter(|(key, _)| is_secret_key(key))
@@ -122,19 +131,23 @@ fn user_is_secret(url: &url::Url) -> bool {
 fn redacted_query(query: &str) -> String {
     query
         .split('&')
-        .map(|pair| {
-            let raw_key = pair.split_once('=').map_or(pair, |(key, _)| key);
-            let secret = url::form_urlencoded::parse(raw_key.as_bytes())
-                .next()
-                .is_some_and(|(key, _)| is_secret_key(&key));
-            if secret {
-                format!("{raw_key}={REDACTED}")
-            } else {
-                pair.to_owned()
-            }
+        .map(|pair| match query_pair(pair) {
+            (key, _, true) => format!("{key}={REDACTED}"),
+            _ => pair.to_owned(),
         })
         .collect::<Vec<_>>()
         .join("&")
+}
+
+/// One `key=value` pair of a query as written: its key, its value (empty
+/// without `=`), and whether the value is a secret (the key is compared
+/// percent-decoded).
+fn query_pair(pair: &str) -> (&str, &str, bool) {
+    let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+    let secret = url::form_urlencoded::parse(key.as_bytes())
+        .next()
+        .is_some_and(|(key, _)| is_secret_key(&key));
+    (key, value, secret)
 }
 
 /// Whether a query parameter named `key` carries a secret.
@@ -248,11 +261,13 @@ mod tests {
 
     #[test]
     fn scrubbing_takes_every_copy_and_form_of_every_secret_out_of_a_text() {
-        let url = SecretUrl::parse("redis://user:p%40ss@h:1?token=t0k").unwrap();
-        let text = url.scrub("redis://user:p%40ss@h:1?token=t0k said p@ss, p%40ss and t0k");
+        let url = SecretUrl::parse("redis://user:p%40ss@h:1?token=t0k%21").unwrap();
+        let text =
+            url.scrub("redis://user:p%40ss@h:1?token=t0k%21 said p@ss, p%40ss, t0k! and t0k%21");
         assert_eq!(
             text,
-            "redis://user:[redacted]@h:1?token=[redacted] said [redacted], [redacted] and [redacted]"
+            "redis://user:[redacted]@h:1?token=[redacted] said [redacted], [redacted], \
+             [redacted] and [redacted]"
         );
         let token = SecretUrl::parse("nats://t0ken@h").unwrap();
         assert_eq!(token.scrub("bad t0ken"), "bad [redacted]");
