@@ -8,7 +8,7 @@ use serde::de::{MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::signature::{AuthError, TimeWindow, parse_decimal_i64, parse_t, verify};
-use super::stream::shortened;
+use super::stream::prefix;
 
 /// Why a body is not a usable callback (before or after authentication).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,7 +69,7 @@ impl UnverifiedCallback {
     /// body cannot flood the log through it).
     pub fn stream_id_hint(&self) -> Option<String> {
         let stream_id = self.fields.get("stream_id")?.as_str()?;
-        Some(shortened(stream_id.to_owned(), 128))
+        Some(prefix(stream_id, 128).to_owned())
     }
 }
 

@@ -4,6 +4,8 @@
 //! push path `appname` or `path`, the stream `stream_id`, `streamId` or
 //! `channel_id`; routing and logs need one name for each.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -50,21 +52,20 @@ impl Stream {
 fn first_text(fields: &Map<String, Value>, names: &[&str]) -> Option<String> {
     names.iter().find_map(|name| {
         let text = match fields.get(*name)? {
-            Value::String(text) => text.trim().to_owned(),
-            Value::Number(number) => number.to_string(),
+            Value::String(text) => Cow::Borrowed(text.trim()),
+            Value::Number(number) => Cow::Owned(number.to_string()),
             _ => return None,
         };
-        (!text.is_empty()).then(|| shortened(text, MAX_LEN))
+        (!text.is_empty()).then(|| prefix(&text, MAX_LEN).to_owned())
     })
 }
 
-/// `text` cut to its first `max_chars` characters; most are far shorter
-/// and are kept as they are, without copying them character by character.
-pub(super) fn shortened(mut text: String, max_chars: usize) -> String {
-    if let Some((cut, _)) = text.char_indices().nth(max_chars) {
-        text.truncate(cut);
-    }
-    text
+/// The first `max_chars` characters of `text`, borrowed: the caller copies
+/// only what it keeps, however long a hostile value is.
+pub(super) fn prefix(text: &str, max_chars: usize) -> &str {
+    text.char_indices()
+        .nth(max_chars)
+        .map_or(text, |(cut, _)| &text[..cut])
 }
 
 #[cfg(test)]
